@@ -1,0 +1,422 @@
+"""One settings object for the whole pipeline.
+
+Sources, highest precedence first:
+
+1. keyword arguments to :meth:`Settings.load` (the CLI's ``--set key=value`` overrides);
+2. environment variables ``PIPELINE_*`` (nested keys with ``__``: ``PIPELINE_TRAIN__MAX_EPOCHS=5``),
+   plus the standard ``MLFLOW_TRACKING_URI``;
+3. a ``.env`` file in the current directory;
+4. the YAML config file (``--config FILE`` or ``PIPELINE_CONFIG``; the packaged
+   ``pipeline/configs/penguins.yaml`` when neither is given);
+5. the defaults below.
+
+Switching from the embedded defaults (SQLite, local folders) to PostgreSQL, an S3 endpoint and an
+MLflow server is configuration only. Loading settings has no side effects: no folder is created and
+no connection is opened until a step needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_CONFIG = "penguins.yaml"
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """Refuse names that could escape a folder or break a URI (path traversal, separators)."""
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not a safe name: use letters, digits, '_', '.', '-' "
+            "(starting with a letter or digit, no '..', no '/', at most 128 characters)"
+        )
+    return value
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped inside the package (``pipeline/configs/<name>``)."""
+    return Path(str(resources.files("pipeline") / "configs" / name))
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ml-pipeline"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Data: where it comes from and the contract it must meet
+# --------------------------------------------------------------------------------------------
+
+
+class CsvOptions(_Model):
+    delimiter: str = Field(",", description="Field separator.")
+    encoding: str = Field("utf-8", description="Text encoding; bytes that do not decode are refused.")
+    skip_rows: int = Field(0, ge=0, description="Lines to skip before the header (or the data).")
+    header: bool = Field(True, description="Whether the first (unskipped) line holds column names.")
+    column_names: list[str] | None = Field(
+        None, description="Column names to use; required when header is false, replaces it otherwise."
+    )
+    na_values: list[str] = Field(
+        default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"],
+        description="Strings read as missing.",
+    )
+
+
+class HttpOptions(_Model):
+    format: Literal["json", "csv"] = Field("json", description="Response body format.")
+    records_path: str | None = Field(
+        None, description="Dotted path to the list of records in a JSON body (e.g. 'data.items')."
+    )
+    pagination: Literal["none", "page", "next_link"] = Field(
+        "none",
+        description="'page': increment page_param until an empty page; 'next_link': follow the URL "
+        "at next_path in the body or the Link header.",
+    )
+    page_param: str = "page"
+    page_size_param: str | None = None
+    page_size: int = Field(100, ge=1)
+    first_page: int = 1
+    next_path: str = Field("next", description="Dotted path of the next-page URL (next_link mode).")
+    max_pages: int = Field(1000, ge=1, description="Safety bound on the number of pages fetched.")
+    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout per request.")
+    max_retries: int = Field(4, ge=0, description="Retries on 429/5xx and connection errors.")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    bearer_token_env: str | None = Field(
+        None, description="Name of an environment variable holding a bearer token (never the token)."
+    )
+
+
+class SourceSettings(_Model):
+    uri: str = Field(
+        "pkg://palmerpenguins/data/penguins.csv",
+        description="A local path, file://, s3://, http(s):// URL, pkg://<package>/<file> or, with "
+        "kind 'sql', a SQLAlchemy URL.",
+    )
+    kind: Literal["auto", "file", "http", "sql"] = Field(
+        "auto", description="'auto' picks from the URI scheme."
+    )
+    format: Literal["auto", "csv", "parquet"] = Field("auto", description="File format (by suffix).")
+    query: str | None = Field(None, description="SQL query for kind 'sql'.")
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    http: HttpOptions = Field(default_factory=HttpOptions)
+
+
+class ColumnSpec(_Model):
+    """One column of the data contract."""
+
+    type: Literal["float", "int", "category", "bool", "str"] = Field(
+        ..., description="Expected type; 'float' accepts integers too."
+    )
+    role: Literal["feature", "target", "id", "ignore"] = Field(
+        "feature", description="How the column is used; 'id' and 'ignore' are not model inputs."
+    )
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[Any] | None = Field(None, description="Allowed values of a category column.")
+    max_null_fraction: float = Field(0.0, ge=0, le=1, description="Missing values (NaN included).")
+    max_nonfinite_fraction: float = Field(
+        0.0, ge=0, le=1, description="Infinite values allowed in a numeric column."
+    )
+    unique: bool = False
+
+
+class DataSettings(_Model):
+    name: str = Field("penguins", description="Dataset name: names the feature set and the model.")
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    target: str = Field("species", description="The column to predict.")
+    task: Literal["classification", "regression"] = "classification"
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict, description="The data contract.")
+    min_rows: int = Field(10, ge=1, description="Row-count floor of the raw snapshot.")
+    max_rows: int | None = Field(None, description="Row-count ceiling (guards runaway sources).")
+    unique_together: list[list[str]] = Field(default_factory=list)
+    allow_extra_columns: bool = Field(
+        True, description="Whether columns outside the contract are tolerated (and ignored)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return check_safe_name(v, "data.name")
+
+    @model_validator(mode="after")
+    def _target_in_contract(self) -> DataSettings:
+        if self.columns and self.target not in self.columns:
+            raise ValueError(f"data.target {self.target!r} is not declared in data.columns")
+        for name, spec in self.columns.items():
+            if spec.role == "target" and name != self.target:
+                raise ValueError(f"column {name!r} has role 'target' but data.target is {self.target!r}")
+        return self
+
+    def feature_columns(self) -> list[str]:
+        return [
+            name
+            for name, spec in self.columns.items()
+            if spec.role == "feature" and name != self.target
+        ]
+
+    def categorical_columns(self) -> list[str]:
+        return [c for c in self.feature_columns() if self.columns[c].type in ("category", "str", "bool")]
+
+    def numeric_columns(self) -> list[str]:
+        return [c for c in self.feature_columns() if self.columns[c].type in ("float", "int")]
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+class PreprocessSettings(_Model):
+    deduplicate: bool = True
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    numeric_impute: Literal["median", "mean"] = "median"
+    categorical_impute: Literal["most_frequent", "missing_token"] = "missing_token"
+    scale: bool = True
+    min_category_count: int = Field(
+        1, ge=1, description="Rarer categories are folded into the unknown bucket."
+    )
+
+
+class TrainSettings(_Model):
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 32])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    embedding_dim_max: int = Field(16, ge=1, description="Upper bound of a categorical embedding size.")
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(15, ge=1, description="Epochs without validation improvement before stopping.")
+    min_delta: float = Field(1e-4, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default).")
+    checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
+    log_every_steps: int = Field(0, ge=0, description="Also log batch loss every N steps (0: off).")
+
+
+class EvaluateSettings(_Model):
+    primary_metric: str | None = Field(
+        None, description="Metric the gate compares; default macro_f1 (classification) or rmse."
+    )
+    baseline: Literal["majority", "linear"] = Field(
+        "majority", description="Baseline scored on the same test set (majority/mean or linear)."
+    )
+    permutation_repeats: int = Field(3, ge=1)
+
+
+class GateSettings(_Model):
+    margin: float = Field(0.0, ge=0, description="How much the challenger must beat the champion by.")
+    min_score: float | None = Field(
+        None, description="Absolute floor of the primary metric for the first champion."
+    )
+    require_beat_baseline: bool = True
+
+
+class S3Settings(_Model):
+    endpoint_url: str | None = Field(None, description="Any S3-compatible endpoint; unset for AWS.")
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    max_attempts: int = Field(4, ge=1, description="Bounded retries on 5xx/throttling.")
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+
+
+class SweepSettings(_Model):
+    n_trials: int = Field(10, ge=1)
+    timeout_s: float | None = None
+    study_name: str | None = None
+    storage_url: str | None = Field(
+        None, description="Optuna storage; default: the tracking database (SQLite file locally)."
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
+            "dropout": {"type": "float", "low": 0.0, "high": 0.4},
+            "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+            "hidden_sizes": {"type": "categorical", "choices": ["64,32", "128,64", "32"]},
+        }
+    )
+    max_epochs: int | None = Field(None, description="Epoch budget per trial (default: train.max_epochs).")
+    pruner_warmup_epochs: int = 5
+
+
+# --------------------------------------------------------------------------------------------
+# The settings object
+# --------------------------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline needs to know, resolved once per process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # backends ------------------------------------------------------------------------------
+    home: Path = Field(default_factory=default_home, description="Folder for all embedded state.")
+    config_file: Path | None = Field(None, validation_alias=AliasChoices("PIPELINE_CONFIG", "config_file"))
+    artifact_root: str | None = Field(None, description="Local folder or s3://bucket/prefix.")
+    tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PIPELINE_TRACKING_URI", "tracking_uri"),
+        description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.",
+    )
+    feature_store_url: str | None = Field(None, description="SQLAlchemy URL of the feature store.")
+    feature_store_password: SecretStr | None = Field(
+        None, description="Password added to feature_store_url (kept out of the URL in config)."
+    )
+    dvc_remote: str | None = Field(None, description="DVC remote: a local folder or s3://bucket/prefix.")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    experiment_name: str | None = Field(None, description="MLflow experiment; default the dataset name.")
+    model_name: str | None = Field(None, description="Registered model; default the dataset name.")
+    registry_lock_timeout_s: float = 120.0
+    mlflow_http_timeout_s: int = Field(30, ge=1, description="Per-request timeout to a tracking server.")
+    mlflow_http_max_retries: int = Field(3, ge=0, description="Bounded retries to a tracking server.")
+    require_gpu: bool = Field(False, description="Fail (and doctor complains) when no CUDA device.")
+
+    # provenance, set by the image and the pod ----------------------------------------------
+    git_commit: str | None = Field(None, description="Code commit; read from git when unset.")
+    image_digest: str | None = Field(None, description="Image digest of the running pod.")
+
+    # behaviour -----------------------------------------------------------------------------
+    seed: int = 42
+    log_level: str = "INFO"
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    sweep: SweepSettings = Field(default_factory=SweepSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Resolve settings from every source. ``config_file`` beats ``PIPELINE_CONFIG``."""
+        path = config_file or os.environ.get("PIPELINE_CONFIG") or _dotenv_value("PIPELINE_CONFIG")
+        path = Path(path).expanduser() if path else packaged_config(DEFAULT_CONFIG)
+        if not path.is_file():
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        bound = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "yaml_file": path}})
+        settings = bound(**overrides)
+        settings.config_file = path
+        return settings
+
+    # derived values ------------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Settings:
+        for value, what in ((self.experiment_name, "experiment_name"), (self.model_name, "model_name")):
+            if value is not None:
+                check_safe_name(value, what)
+        return self
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        return self.artifact_root or str(self.home / "artifacts")
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_feature_store_url(self) -> str:
+        url = self.feature_store_url or f"sqlite:///{self.home / 'features.db'}"
+        if self.feature_store_password is not None and "://" in url:
+            scheme, rest = url.split("://", 1)
+            userinfo, sep, hostpart = rest.partition("@")
+            if sep and ":" not in userinfo:
+                password = quote(self.feature_store_password.get_secret_value(), safe="")
+                url = f"{scheme}://{userinfo}:{password}@{hostpart}"
+        return url
+
+    @property
+    def resolved_dvc_remote(self) -> str:
+        return self.dvc_remote or str(self.home / "dvc-remote")
+
+    @property
+    def resolved_experiment_name(self) -> str:
+        return self.experiment_name or self.data.name
+
+    @property
+    def resolved_model_name(self) -> str:
+        return self.model_name or self.data.name
+
+    @property
+    def primary_metric(self) -> str:
+        if self.evaluate.primary_metric:
+            return self.evaluate.primary_metric
+        return "macro_f1" if self.data.task == "classification" else "rmse"
+
+    @property
+    def uses_embedded_tracking(self) -> bool:
+        return self.resolved_tracking_uri.startswith("sqlite:")
+
+    def redacted(self) -> dict[str, Any]:
+        """The full resolved configuration with secrets masked: safe to log and to record."""
+        data = self.model_dump(mode="json")
+        data["tracking_uri"] = redact_url(self.resolved_tracking_uri)
+        data["feature_store_url"] = redact_url(self.resolved_feature_store_url)
+        data["artifact_root"] = self.resolved_artifact_root
+        data["dvc_remote"] = self.resolved_dvc_remote
+        data["experiment_name"] = self.resolved_experiment_name
+        data["model_name"] = self.resolved_model_name
+        data["evaluate"]["primary_metric"] = self.primary_metric
+        data["feature_store_password"] = "***" if self.feature_store_password else None
+        if data["s3"].get("secret_access_key"):
+            data["s3"]["secret_access_key"] = "***"
+        return data
+
+
+def _dotenv_value(key: str) -> str | None:
+    env_file = Path(".env")
+    if not env_file.is_file():
+        return None
+    from dotenv import dotenv_values
+
+    value = dotenv_values(env_file).get(key)
+    return value or None
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL such as ``postgresql://user:secret@host/db``."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
