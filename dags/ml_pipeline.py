@@ -1,0 +1,73 @@
+"""The ML training pipeline as an Airflow DAG: one task per step of ``pipeline.steps.STEPS``.
+
+Wiring only. The tasks, their order and their documentation come from the step registry, so a new
+step needs no edit here. Each task runs ``python -m pipeline step <name> --run-id {{ run_id }}``:
+in a pod of the pipeline image (``MLP_DAG_TASK_RUNNER=kubernetes``, the default) or as a local
+subprocess (``local``, one-machine mode). Pod settings come from the ``MLP_DAG_*`` environment
+variables (docs/configuration.md); the pipeline's own configuration reaches the pods at run time.
+See docs/airflow.md for how to trigger, pause and backfill it.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, chain
+
+from pipeline.steps import STEP_NAMES, STEPS
+
+# Airflow puts a DAG bundle's folder on sys.path when it parses or runs it (BundleDagBag); a plain
+# DagBag (`airflow dags list-import-errors --local`, tests) does not. Make the helpers next to this
+# file importable either way.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
+
+from ml_pipeline_support.alerts import dag_failure_callback, failure_callback
+from ml_pipeline_support.settings import DagSettings
+from ml_pipeline_support.tasks import step_task
+
+DAG_ID = "ml_pipeline"
+
+settings = DagSettings.from_env(STEP_NAMES)
+
+default_args = {
+    "owner": "ml-platform",
+    "retries": settings.retries,
+    "retry_delay": timedelta(seconds=settings.retry_delay_s),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(seconds=settings.max_retry_delay_s),
+    "on_failure_callback": failure_callback,
+}
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Ingest, validate, preprocess, features, version, train, evaluate, register.",
+    doc_md=__doc__,
+    schedule=settings.schedule,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(seconds=settings.run_timeout_s),
+    default_args=default_args,
+    on_failure_callback=dag_failure_callback,
+    tags=["ml-pipeline", settings.task_runner],
+    params={
+        "source": Param(
+            None,
+            type=["null", "string"],
+            title="Source URI",
+            description="Read this source instead of the configured one (data.source.uri): a path, "
+            "file://, s3:// or http(s):// URL. Empty: the configured source.",
+        ),
+        "overrides": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$"},
+            title="Config overrides",
+            description="key=value settings for this run, passed to every step as --set "
+            "(e.g. train.max_epochs=20).",
+        ),
+    },
+) as dag:
+    chain(*(step_task(step, settings) for step in STEPS))

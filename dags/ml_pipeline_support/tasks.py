@@ -1,0 +1,142 @@
+"""Build one Airflow task per pipeline step from :class:`~ml_pipeline_support.settings.DagSettings`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from kubernetes.client import models as k8s
+
+from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator, step_arguments
+from ml_pipeline_support.settings import DagSettings
+
+CONFIG_DIR = "/etc/ml-pipeline"
+SCRATCH_DIR = "/var/lib/ml-pipeline"
+PIPELINE_COMMAND = ["python", "-m", "pipeline"]
+
+
+def _from_k8s_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """A kubernetes client model from its manifest form (camelCase keys, as in a values file)."""
+    by_json_key = {json_key: attr for attr, json_key in cls.attribute_map.items()}
+    unknown = set(data) - set(by_json_key) - set(cls.attribute_map)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {sorted(unknown)}")
+    return cls(**{by_json_key.get(key, key): value for key, value in data.items()})
+
+
+def _image_digest(image: str) -> str | None:
+    return image.split("@", 1)[1] if "@sha256:" in image else None
+
+
+def _restricted_container_context() -> k8s.V1SecurityContext:
+    """The `restricted` Pod Security Standard, for the step and the XCom sidecar."""
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        run_as_non_root=True,
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
+    """A KubernetesPodOperator running ``python -m pipeline step <name>`` in the pipeline image."""
+    gpu = settings.gpu_enabled and step.uses_gpu
+    resources = settings.resources_for(step.name)
+    limits = dict(resources.get("limits", {}))
+    requests = dict(resources.get("requests", {}))
+    if gpu:
+        limits[settings.gpu_resource] = str(settings.gpu_count)
+    env = {"PIPELINE_HOME": SCRATCH_DIR, "PYTHONUNBUFFERED": "1"}
+    if gpu:
+        env["PIPELINE_REQUIRE_GPU"] = "true"
+    digest = _image_digest(settings.image)
+    if digest:
+        env["PIPELINE_IMAGE_DIGEST"] = digest
+    volumes = [k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource())]
+    mounts = [k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR)]
+    if settings.config_configmap:
+        env["PIPELINE_CONFIG"] = f"{CONFIG_DIR}/config.yaml"
+        volumes.append(
+            k8s.V1Volume(
+                name="config", config_map=k8s.V1ConfigMapVolumeSource(name=settings.config_configmap)
+            )
+        )
+        mounts.append(k8s.V1VolumeMount(name="config", mount_path=CONFIG_DIR, read_only=True))
+    env_from = [
+        *(
+            k8s.V1EnvFromSource(config_map_ref=k8s.V1ConfigMapEnvSource(name=n))
+            for n in settings.env_configmaps
+        ),
+        *(k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=n)) for n in settings.env_secrets),
+    ]
+    schedule_timeout = settings.gpu_schedule_timeout_s if gpu else settings.schedule_timeout_s
+    startup_timeout = settings.gpu_startup_timeout_s if gpu else settings.startup_timeout_s
+    step_timeout = settings.step_timeouts_s[step.name]
+    return KubernetesStepOperator(
+        task_id=step.name,
+        step=step.name,
+        doc_md=step.summary,
+        name=f"mlp-{step.name}",
+        namespace=settings.namespace,
+        image=settings.image,
+        image_pull_policy=settings.image_pull_policy,
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets],
+        service_account_name=settings.service_account,
+        automount_service_account_token=False,  # a step never talks to the Kubernetes API
+        cmds=list(PIPELINE_COMMAND),
+        arguments=step_arguments(step.name),
+        env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
+        env_from=env_from,
+        volumes=volumes,
+        volume_mounts=mounts,
+        container_resources=k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
+        node_selector=dict(settings.gpu_node_selector) if gpu else {},
+        tolerations=[
+            _from_k8s_dict(k8s.V1Toleration, t, "MLP_DAG_GPU_TOLERATIONS") for t in settings.gpu_tolerations
+        ]
+        if gpu
+        else [],
+        labels={
+            "app.kubernetes.io/name": "ml-pipeline",
+            "app.kubernetes.io/component": "pipeline-step",
+            "ml-pipeline/step": step.name,
+        },
+        annotations={"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+        security_context=k8s.V1PodSecurityContext(
+            run_as_user=settings.run_as_user,
+            run_as_group=settings.run_as_user,
+            fs_group=settings.run_as_user,
+            run_as_non_root=True,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        container_security_context=_restricted_container_context(),
+        xcom_sidecar_container_security_context=_restricted_container_context(),
+        do_xcom_push=True,
+        get_logs=True,
+        log_events_on_failure=True,
+        termination_message_policy="FallbackToLogsOnError",
+        on_finish_action=settings.on_finish_action,
+        schedule_timeout_seconds=schedule_timeout,
+        startup_timeout_seconds=startup_timeout,
+        # Kubernetes stops the pod even if the Airflow worker that watches it is gone.
+        active_deadline_seconds=startup_timeout + step_timeout,
+        # Waiting for a node (GPU scale-up) and pulling the image are bounded separately above.
+        execution_timeout=timedelta(seconds=schedule_timeout + startup_timeout + step_timeout),
+    )
+
+
+def local_step_task(step: Any, settings: DagSettings) -> LocalStepOperator:
+    """The same step as a local subprocess (``MLP_DAG_TASK_RUNNER=local``)."""
+    return LocalStepOperator(
+        task_id=step.name,
+        step=step.name,
+        doc_md=step.summary,
+        arguments=step_arguments(step.name),
+        execution_timeout=timedelta(seconds=settings.step_timeouts_s[step.name]),
+    )
+
+
+def step_task(step: Any, settings: DagSettings) -> Any:
+    if settings.task_runner == "local":
+        return local_step_task(step, settings)
+    return pod_step_task(step, settings)
