@@ -1,0 +1,122 @@
+"""Alert delivery: Slack-compatible JSON to a real HTTP server, bounded, and never failing the task."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+
+from tests.dags.http_servers import WebhookReceiver
+from tests.support import free_port
+
+pytestmark = pytest.mark.airflow
+
+
+def fake_ti(task_id: str = "validate", summaries: dict | None = None):
+    summaries = summaries or {}
+    return types.SimpleNamespace(
+        dag_id="ml_pipeline",
+        task_id=task_id,
+        run_id="manual__2026-11-30T03:00:00+00:00",
+        try_number=1,
+        max_tries=3,
+        log_url="http://airflow.example/dags/ml_pipeline/runs/manual__2026-11-30T03%3A00%3A00%2B00%3A00/tasks/validate",
+        xcom_pull=lambda task_ids: summaries.get(task_ids),
+    )
+
+
+def test_send_posts_slack_compatible_json(mlp_env, caplog):
+    from ml_pipeline_support import alerts
+
+    with WebhookReceiver() as hook:
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        with caplog.at_level(logging.INFO):
+            assert alerts.send(alerts.build_message("title", [("Run", "r1"), ("Skipped", None)])) is True
+    (received,) = hook.received
+    assert received["content_type"] == "application/json"
+    assert received["json"]["text"] == "title\n*Run:* r1"
+    assert received["json"]["blocks"][0]["text"]["type"] == "mrkdwn"
+    assert "ALERT title" in caplog.text
+    assert "secret-token" not in caplog.text  # the webhook URL is a secret
+
+
+@pytest.mark.parametrize("problem", ["unset", "refused", "http-500", "slow", "not-http"])
+def test_send_never_raises(mlp_env, problem, caplog):
+    from ml_pipeline_support import alerts
+
+    mlp_env.setenv("MLP_ALERT_TIMEOUT_S", "0.5")
+    message = alerts.build_message("title", [])
+    if problem == "unset":
+        assert alerts.send(message) is False
+    elif problem == "refused":
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/hook")
+        assert alerts.send(message) is False
+    elif problem == "not-http":
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", "file:///etc/passwd")
+        assert alerts.send(message) is False
+    else:
+        status, delay = (500, 0.0) if problem == "http-500" else (200, 2.0)
+        with WebhookReceiver(status=status, delay_s=delay) as hook:
+            mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+            assert alerts.send(message) is False
+    assert "ALERT title" in caplog.text  # the task log always has it
+
+
+def test_failure_alert_names_step_error_and_links(mlp_env):
+    from ml_pipeline_support import alerts
+    from ml_pipeline_support.operators import step_failure
+
+    mlp_env.setenv("MLP_MLFLOW_UI_URL", "http://mlflow.example/")
+    error = step_failure("validate", 65, "ERROR column 'flipper_length_mm' broke 'max 250'")
+    ti = fake_ti(summaries={"ingest": {"uri": "s3://x"}, "train": {"mlflow_run_id": "abc123"}})
+    dag = types.SimpleNamespace(
+        tasks=[types.SimpleNamespace(task_id=t) for t in ("ingest", "train", "validate")]
+    )
+    with WebhookReceiver() as hook:
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        alerts.failure_callback({"ti": ti, "exception": error, "dag": dag})
+    (message,) = hook.messages()
+    text = message["text"]
+    assert "failed at step *validate*" in text
+    assert "manual__2026-11-30T03:00:00+00:00" in text
+    assert "exit code 65: bad input or failed validation, not retried" in text
+    assert "column 'flipper_length_mm' broke 'max 250'" in text
+    assert "<http://airflow.example/dags/ml_pipeline/runs/" in text
+    assert "<http://mlflow.example/#/runs/abc123|MLflow run>" in text
+
+
+def test_promotion_alert_only_when_promoted(mlp_env):
+    from ml_pipeline_support import alerts
+
+    mlp_env.setenv("MLP_MLFLOW_UI_URL", "http://mlflow.example")
+    summary = {
+        "promoted": True,
+        "model_name": "penguins",
+        "version": 3,
+        "reason": "macro_f1 0.97 beats champion 0.95 by more than 0.005",
+        "mlflow_run_id": "run42",
+    }
+    with WebhookReceiver() as hook:
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        alerts.promotion_alert({"ti": fake_ti("register")}, "register", {**summary, "promoted": False})
+        alerts.promotion_alert({"ti": fake_ti("register")}, "register", summary)
+    (message,) = hook.messages()
+    assert "new champion: *penguins* version *3*" in message["text"]
+    assert "beats champion 0.95" in message["text"]
+    assert "<http://mlflow.example/#/models/penguins/versions/3|penguins v3>" in message["text"]
+    assert "<http://mlflow.example/#/runs/run42|MLflow run>" in message["text"]
+
+
+def test_dag_callback_alerts_only_on_run_timeout(mlp_env):
+    from ml_pipeline_support import alerts
+
+    dag = types.SimpleNamespace(dag_id="ml_pipeline", dagrun_timeout="6:00:00")
+    run = types.SimpleNamespace(run_id="scheduled__x")
+    with WebhookReceiver() as hook:
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        alerts.dag_failure_callback({"reason": "task_failure", "dag": dag, "dag_run": run})
+        alerts.dag_failure_callback({"reason": "timed_out", "dag": dag, "dag_run": run})
+    (message,) = hook.messages()
+    assert "run timed out" in message["text"]
+    assert "scheduled__x" in message["text"]
