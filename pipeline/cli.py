@@ -1,0 +1,344 @@
+"""The ``pipeline`` command line (also ``python -m pipeline``).
+
+Heavy libraries are imported inside the commands that need them, so ``pipeline --help`` and the
+Airflow DAG's parse stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for
+from pipeline.steps import STEP_NAMES, STEPS
+
+app = typer.Typer(
+    name="pipeline",
+    help="End-to-end ML training pipeline: ingest, validate, preprocess, features, version, train, "
+    "evaluate, register.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+logger = logging.getLogger("pipeline")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config (dataset, contract, hyperparameters). Default: PIPELINE_CONFIG "
+                 "or the packaged penguins config.", exists=False, dir_okay=False),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one setting, e.g. --set train.max_epochs=5 (repeatable)."),
+]
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["train.max_epochs=5", "data.source.uri=x.csv"]`` -> nested dict (values parsed as YAML)."""
+    from pipeline.errors import ConfigError
+
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.max_epochs=5")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is set twice")
+        node[parts[-1]] = value
+    return result
+
+
+def load_settings(config: Path | None, overrides: list[str] | None):
+    from pydantic import ValidationError
+
+    from pipeline.errors import ConfigError
+    from pipeline.settings import Settings
+
+    try:
+        settings = Settings.load(config, **parse_overrides(overrides))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration ({config or os.environ.get('PIPELINE_CONFIG') or 'default'}): {problems}") from None
+    return settings
+
+
+def _prepare(level: str | None = None) -> None:
+    from pipeline.logs import setup_logging
+    from pipeline.tracking import quiet_telemetry
+
+    setup_logging(level or os.environ.get("PIPELINE_LOG_LEVEL", "INFO"))
+    quiet_telemetry()
+
+    def on_sigterm(signum, frame):  # let finally-blocks run: MLflow runs end as KILLED, temp dirs go
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def fail(exc: BaseException, context: str = "") -> typer.Exit:
+    """Print a clear error and map it to the exit-code contract."""
+    code = exit_code_for(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        message = f"interrupted ({exc or 'Ctrl-C'})"
+    elif isinstance(exc, PipelineError):
+        message = str(exc)
+    else:
+        logger.error("unexpected error", exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}"
+    kind = "bad input" if code == EXIT_BAD_INPUT else "failed (retryable)"
+    console.print(f"[bold red]{context}{kind}:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The last line of stderr is always one line: what an alert or a task log shows.
+    print(f"pipeline: error: {context}{' | '.join(line.strip() for line in message.splitlines() if line.strip())}",
+          file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------
+# run / step
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Resume or name a run (default: a new id).")] = None,
+    overrides: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run every step, even those already done.")] = False,
+) -> None:
+    """Run every step on this machine, resuming a run id where it stopped."""
+    _prepare()
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from pipeline.runner import new_run_id, run_pipeline
+
+    run_id = run_id or new_run_id()
+    try:
+        settings = load_settings(config, overrides)
+    except PipelineError as exc:
+        raise fail(exc) from None
+    console.print(f"[bold]Run[/] {run_id}  dataset [bold]{settings.data.name}[/]  home {settings.home}")
+    current = {"step": None}
+    started = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=False) as progress:
+        tasks = {s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False) for s in STEPS}
+
+        def on_step(name: str, event: str, manifest) -> None:
+            task = tasks[name]
+            if event == "started":
+                current["step"] = name
+                progress.start_task(task)
+                progress.update(task, description=f"[cyan]{name:<11}[/] running")
+            elif event == "kept":
+                progress.update(task, description=f"[green]{name:<11}[/] already done (kept)", completed=1)
+            else:
+                progress.update(task, description=f"[green]{name:<11}[/] {_one_liner(name, manifest.summary)}",
+                                completed=1)
+                progress.stop_task(task)
+
+        try:
+            manifests = run_pipeline(settings, run_id, force=force, on_step=on_step)
+        except (PipelineError, Exception, KeyboardInterrupt) as exc:
+            step = current["step"]
+            if step:
+                progress.update(tasks[step], description=f"[red]{step:<11}[/] failed")
+            error = fail(exc, f"step {step}: " if step else "")
+            console.print(f"Resume with: [bold]pipeline run --run-id {run_id}[/]")
+            raise error from None
+    _closing_summary(settings, run_id, manifests, time.monotonic() - started)
+
+
+def _one_liner(name: str, summary: dict[str, Any]) -> str:
+    if name == "ingest":
+        return f"{summary.get('rows')} rows, sha256 {str(summary.get('sha256'))[:12]}"
+    if name == "validate":
+        return f"{summary.get('successful_expectations')}/{summary.get('evaluated_expectations')} expectations passed"
+    if name == "preprocess":
+        splits = summary.get("rows_per_split", {})
+        return f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"
+    if name == "features":
+        return f"feature set {summary.get('feature_set')} v{summary.get('feature_set_version')}"
+    if name == "version":
+        return f"raw md5 {summary.get('raw', {}).get('md5', '')[:12]}, pushed to {summary.get('remote')}"
+    if name == "train":
+        return f"{summary.get('epochs_trained')} epochs on {summary.get('device')}, best val loss {summary.get('best_val_loss'):.4f}"
+    if name == "evaluate":
+        metric = summary.get("primary_metric")
+        return f"test {metric} {summary.get('test', {}).get(metric, float('nan')):.4f} (baseline {summary.get('baseline', {}).get(metric, float('nan')):.4f})"
+    if name == "register":
+        return f"{summary.get('model_name')} v{summary.get('version')} {'-> champion' if summary.get('promoted') else 'challenger'}"
+    return "done"
+
+
+def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
+    register = manifests["register"].summary
+    train = manifests["train"].summary
+    evaluate = manifests["evaluate"].summary
+    metric = evaluate["primary_metric"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("run id", run_id)
+    table.add_row("model", f"{register['model_name']} version {register['version']}")
+    table.add_row("aliases", ", ".join(register["aliases"]) or "-")
+    table.add_row("gate", f"{'promoted to champion' if register['promoted'] else 'not promoted'}: {register['reason']}")
+    table.add_row(f"test {metric}", f"{evaluate['test'][metric]:.4f} (baseline {evaluate['baseline'][metric]:.4f})")
+    table.add_row("mlflow run", train["mlflow_run_id"])
+    table.add_row("tracking", settings.resolved_tracking_uri if settings.uses_embedded_tracking else "(server)")
+    table.add_row("artifacts", f"{settings.resolved_artifact_root}/runs/{run_id}")
+    table.add_row("took", f"{elapsed:.0f}s")
+    console.rule("[bold green]pipeline finished")
+    console.print(table)
+    console.print(
+        f"\nNext:\n  pipeline show {register['model_name']}@champion      # lineage of the champion\n"
+        f"  pipeline ui                               # open the MLflow UI (http://127.0.0.1:5000)\n"
+        f"  pipeline fetch-data {register['model_name']}/{register['version']} --dest ./data-v{register['version']}"
+        "   # the exact data behind this version"
+    )
+    # Machine-readable, on stdout.
+    print(json.dumps({"run_id": run_id, "model_name": register["model_name"], "version": register["version"],
+                      "aliases": register["aliases"], "promoted": register["promoted"], "reason": register["reason"],
+                      "mlflow_run_id": train["mlflow_run_id"]}, sort_keys=True), flush=True)
+
+
+@app.command()
+def step(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(STEP_NAMES)}.")],
+    run_id: Annotated[str, typer.Option("--run-id", help="The run this step belongs to.")],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Run one step for a run id (what each Airflow task runs); prints a JSON summary on stdout."""
+    _prepare()
+    from pipeline.errors import ConfigError
+    from pipeline.runner import emit_summary, execute_step, step_summary
+
+    try:
+        if name not in STEP_NAMES:
+            raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(STEP_NAMES)}")
+        settings = load_settings(config, overrides)
+        manifest = execute_step(settings, run_id, name)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise fail(exc, f"step {name}: ") from None
+    emit_summary(step_summary(manifest))
+
+
+@app.command("steps")
+def list_steps() -> None:
+    """List the steps in order."""
+    for index, spec in enumerate(STEPS, 1):
+        typer.echo(f"{index}. {spec.name:<11} {spec.summary}")
+
+
+@app.command("config")
+def show_config(config: ConfigOption = None, overrides: SetOption = None) -> None:
+    """Print the resolved configuration (secrets masked)."""
+    try:
+        settings = load_settings(config, overrides)
+    except PipelineError as exc:
+        raise fail(exc) from None
+    typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------------------
+# lineage
+# --------------------------------------------------------------------------------------------
+
+ModelRef = Annotated[str, typer.Argument(help="NAME, NAME@ALIAS (e.g. penguins@champion) or NAME/VERSION.")]
+
+
+@app.command()
+def show(
+    model: ModelRef,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the lineage as JSON.")] = False,
+) -> None:
+    """Print the lineage of a registered model version: data, code, config, metrics, gate."""
+    _prepare("WARNING")
+    from pipeline.lineage import describe, resolve_version
+
+    try:
+        settings = load_settings(config, overrides)
+        version = resolve_version(settings, model)
+        lineage = describe(settings, version)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(lineage, indent=2, sort_keys=True, default=str))
+        return
+    from pipeline.lineage import render
+
+    render(lineage, console=Console())
+
+
+@app.command("fetch-data")
+def fetch_data(
+    model: ModelRef,
+    dest: Annotated[Path, typer.Option("--dest", help="An empty or new folder to fetch into.")],
+    which: Annotated[str, typer.Option("--which", help="raw or processed")] = "raw",
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Fetch the exact data behind a model version from the DVC remote."""
+    _prepare("WARNING")
+    from pipeline.lineage import fetch_version_data, resolve_version
+
+    try:
+        settings = load_settings(config, overrides)
+        version = resolve_version(settings, model)
+        path = fetch_version_data(settings, version, dest, which)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise fail(exc) from None
+    typer.echo(str(path))
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Open the MLflow UI on the embedded store (for a server, browse to it instead)."""
+    from pipeline.tracking import prepare_sqlite, quiet_telemetry
+
+    settings = load_settings(config, overrides)
+    quiet_telemetry()
+    if not settings.uses_embedded_tracking:
+        typer.echo(f"Tracking is on a server: open {settings.resolved_tracking_uri} in a browser.")
+        raise typer.Exit(0)
+    uri = settings.resolved_tracking_uri
+    prepare_sqlite(uri)
+    typer.echo(f"MLflow UI on http://{host}:{port}  (store {uri}; Ctrl-C to stop)", err=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+               "--workers", "1"]
+    os.execvp(command[0], command)  # noqa: S606 - replaces this process with the MLflow UI
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_RETRYABLE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The data contract as a Great Expectations 1.x suite, and readable messages for its failures.
+
+GX checks per-row rules vacuously on an empty table and skips nulls. Both are guarded: the suite
+always carries a row-count floor, and every column gets a not-null expectation bounded by its
+allowed null fraction, so an all-null column cannot pass a range or set check by having no values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from pipeline.settings import DataSettings
+
+logger = logging.getLogger(__name__)
+
+FLOAT_MAX = sys.float_info.max
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64",
+                 "uint8", "uint16", "uint32", "uint64", "float32", "float64", "Float32", "Float64"]
+TEXT_TYPES = ["str", "string", "object", "large_string", "category"]
+BOOL_TYPES = ["bool", "boolean"]
+
+
+@dataclass
+class ValidationOutcome:
+    success: bool
+    failures: list[str]
+    statistics: dict[str, Any]
+    result: dict[str, Any]
+
+
+def build_expectations(data: DataSettings) -> list[Any]:
+    """Translate the declared contract into GX expectations."""
+    import great_expectations.expectations as gxe
+
+    expectations: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_rows),
+    ]
+    if not data.allow_extra_columns:
+        expectations.append(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True))
+    for name, spec in data.columns.items():
+        if not spec.required and name != data.target:
+            continue
+        expectations.append(gxe.ExpectColumnToExist(column=name))
+        if spec.max_null_fraction < 1:
+            expectations.append(
+                gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=1.0 - spec.max_null_fraction)
+            )
+        if spec.type in ("float", "int"):
+            expectations.append(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=NUMERIC_TYPES))
+            lower = spec.min if spec.min is not None else -FLOAT_MAX
+            upper = spec.max if spec.max is not None else FLOAT_MAX
+            expectations.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=name, min_value=lower, max_value=upper, mostly=1.0 - spec.max_nonfinite_fraction
+                )
+            )
+        elif spec.type == "str":
+            expectations.append(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=TEXT_TYPES))
+        elif spec.type == "bool":
+            expectations.append(gxe.ExpectColumnValuesToBeInTypeList(column=name, type_list=BOOL_TYPES))
+        if spec.allowed is not None:
+            expectations.append(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(spec.allowed)))
+        if spec.unique:
+            expectations.append(gxe.ExpectColumnValuesToBeUnique(column=name))
+    if data.task == "classification":
+        expectations.append(gxe.ExpectColumnUniqueValueCountToBeBetween(column=data.target, min_value=2))
+    for columns in data.unique_together:
+        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns)))
+    return expectations
+
+
+RULES = {
+    "expect_table_row_count_to_be_between": "row count within [{min_value}, {max_value}]",
+    "expect_table_columns_to_match_set": "columns exactly {column_set}",
+    "expect_column_to_exist": "required column present",
+    "expect_column_values_to_not_be_null": "missing values (NaN/null) at most {null_allowance}",
+    "expect_column_values_to_be_in_type_list": "values of a {declared} type",
+    "expect_column_values_to_be_between": "finite values within [{min_value}, {max_value}]",
+    "expect_column_values_to_be_in_set": "values in {value_set}",
+    "expect_column_values_to_be_unique": "values unique",
+    "expect_column_unique_value_count_to_be_between": "at least {min_value} distinct classes",
+    "expect_compound_columns_to_be_unique": "rows unique over {column_list}",
+}
+
+
+def _describe_rule(kind: str, kwargs: dict[str, Any], data: DataSettings) -> str:
+    template = RULES.get(kind, kind)
+    values = dict(kwargs)
+    mostly = kwargs.get("mostly")
+    values["null_allowance"] = f"{(1 - mostly) * 100:.1f}%" if mostly is not None else "0%"
+    for key in ("min_value", "max_value"):
+        value = values.get(key)
+        if value is None or (isinstance(value, float) and abs(value) >= FLOAT_MAX):
+            values[key] = "-inf" if key == "min_value" else "+inf"
+    column = kwargs.get("column")
+    values["declared"] = data.columns[column].type if column in data.columns else "declared"
+    try:
+        text = template.format(**values)
+    except (KeyError, IndexError):
+        text = kind
+    if kind == "expect_column_values_to_be_between" and mostly is not None and mostly < 1:
+        text += f" (up to {(1 - mostly) * 100:.1f}% exceptions)"
+    return f"{text} [{kind}]"
+
+
+def _describe_observed(kind: str, result: dict[str, Any], frame: pd.DataFrame, column: str | None) -> str:
+    if kind == "expect_column_values_to_be_in_type_list" and column in frame.columns:
+        import pandas as pd
+
+        series = frame[column]
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = series[numeric.isna() & series.notna()]
+        text = f"observed type {result.get('observed_value')!s}"
+        if len(bad):
+            rows = [int(i) + 1 for i in bad.index[:5]]
+            text += f"; non-numeric values {list(bad.astype(str).unique()[:5])} in data rows {rows}"
+        return text
+    if "observed_value" in result:
+        return f"observed {result['observed_value']!r}"
+    count = result.get("unexpected_count")
+    if count is not None:
+        total = result.get("element_count")
+        percent = result.get("unexpected_percent")
+        text = f"{count} of {total} rows violate it"
+        if percent is not None:
+            text += f" ({percent:.1f}%)"
+        examples = result.get("partial_unexpected_list") or []
+        if examples and kind != "expect_column_values_to_not_be_null":
+            text += f", e.g. {examples[:5]!r}"
+        return text
+    return "failed"
+
+
+def validate_frame(
+    frame: pd.DataFrame, data: DataSettings, label: str, docs_dir: Path | None = None
+) -> ValidationOutcome:
+    """Run the contract on ``frame``; build Data Docs into ``docs_dir`` when given."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas("pipeline")
+    asset = source.add_dataframe_asset(data.name)
+    batch = asset.add_batch_definition_whole_dataframe("snapshot")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
+    for expectation in build_expectations(data):
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{data.name}_raw", data=batch, suite=suite)
+    )
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(
+            site_name="pipeline_run",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["pipeline_run"]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{data.name}_checkpoint",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    failures: list[str] = []
+    missing_columns = set()
+    validation = next(iter(result.run_results.values()))
+    for item in validation.results:
+        config = item.expectation_config
+        kind = config.type
+        kwargs = dict(config.kwargs)
+        column = kwargs.get("column")
+        if item.success:
+            continue
+        if kind == "expect_column_to_exist":
+            missing_columns.add(column)
+            failures.append(f"column {column!r}: missing (rule: required column present)")
+            continue
+        if column in missing_columns:
+            continue  # already reported as missing; its other checks cannot run
+        rule = _describe_rule(kind, kwargs, data)
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            observed = f"check could not run: {item.exception_info.get('exception_message', '')[:200]}"
+        else:
+            observed = _describe_observed(kind, item.result or {}, frame, column)
+        where = f"column {column!r}" if column else "table"
+        failures.append(f"{where}: {observed} (rule: {rule})")
+    stats = validation.statistics
+    statistics = {
+        "evaluated_expectations": int(stats.get("evaluated_expectations", 0)),
+        "successful_expectations": int(stats.get("successful_expectations", 0)),
+        "unsuccessful_expectations": int(stats.get("unsuccessful_expectations", 0)),
+    }
+    outcome = ValidationOutcome(
+        success=bool(result.success) and not failures,
+        failures=failures,
+        statistics=statistics,
+        result=json.loads(json.dumps(validation.to_json_dict(), default=str)),
+    )
+    if not outcome.success:
+        logger.error("validation of %s failed: %s", label, "; ".join(failures))
+    return outcome

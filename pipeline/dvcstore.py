@@ -1,0 +1,139 @@
+"""Data versioning with DVC.
+
+Each run versions its data in its own throwaway DVC workspace (``dvc init --no-scm``), so two
+runs at once never contend for one repository lock; the content-addressed remote they push to is
+shared and de-duplicates. What identifies a data version is the ``.dvc`` file (md5, size, path):
+it is published with the run and recorded on the MLflow run, and with it the plain ``dvc``
+command fetches the exact bytes back from the remote::
+
+    mkdir fetch && cd fetch && dvc init --no-scm
+    dvc remote add -d store <remote>          # plus endpointurl/credentials for S3
+    cp <downloaded raw.dvc> penguins.csv.dvc && dvc pull penguins.csv.dvc
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from pipeline.errors import ConfigError, RetryableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.settings import S3Settings
+
+logger = logging.getLogger(__name__)
+
+REMOTE_NAME = "store"
+
+
+def _quiet_dvc() -> None:
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("DVC_NO_UPDATER", "1")
+
+
+def remote_config(remote: str, s3: S3Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """(shared config, secret config) of the DVC remote section."""
+    if remote.startswith("s3://"):
+        shared = {"url": remote, "region": s3.region}
+        if s3.endpoint_url:
+            shared["endpointurl"] = s3.endpoint_url
+        secret: dict[str, str] = {}
+        if s3.access_key_id and s3.secret_access_key:
+            secret = {
+                "access_key_id": s3.access_key_id,
+                "secret_access_key": s3.secret_access_key.get_secret_value(),
+            }
+        return shared, secret
+    if "://" in remote and not remote.startswith("file://"):
+        raise ConfigError(f"DVC remote {remote!r} is not supported: use a local folder or s3://")
+    path = remote[len("file://") :] if remote.startswith("file://") else remote
+    return {"url": os.path.abspath(os.path.expanduser(path))}, {}
+
+
+def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
+    """Create a DVC workspace whose default remote is ``remote``; secrets go to config.local."""
+    from dvc.repo import Repo
+
+    _quiet_dvc()
+    workspace.mkdir(parents=True, exist_ok=True)
+    Repo.init(str(workspace), no_scm=True, force=True)
+    shared, secret = remote_config(remote, s3)
+    section = f'remote "{REMOTE_NAME}"'
+    config = configparser.ConfigParser()
+    config["core"] = {"remote": REMOTE_NAME, "no_scm": "true", "analytics": "false", "site_cache_dir": str(workspace / ".dvc" / "site")}
+    config[section] = shared
+    with open(workspace / ".dvc" / "config", "w") as handle:
+        config.write(handle)
+    if secret:
+        local = configparser.ConfigParser()
+        local[section] = secret
+        path = workspace / ".dvc" / "config.local"
+        with open(path, "w") as handle:
+            local.write(handle)
+        path.chmod(0o600)
+    if shared["url"] and not shared["url"].startswith("s3://"):
+        Path(shared["url"]).mkdir(parents=True, exist_ok=True)
+
+
+def track_and_push(files: dict[str, Path], workspace: Path, remote: str, s3: S3Settings) -> dict[str, dict[str, Any]]:
+    """Add ``files`` (name -> path) to a fresh workspace, push them, return their ``.dvc`` data."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    init_workspace(workspace, remote, s3)
+    targets: list[str] = []
+    placed: dict[str, Path] = {}
+    for name, source in files.items():
+        folder = workspace / "data" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        shutil.copyfile(source, target)
+        targets.append(str(target.resolve()))  # Repo.add resolves relative paths against the CWD
+        placed[name] = target
+    repo = Repo(str(workspace))
+    try:
+        repo.add(targets)
+        pushed = repo.push(remote=REMOTE_NAME)
+    except DvcException as exc:
+        raise RetryableError(f"DVC could not push to {remote}: {exc}") from exc
+    finally:
+        repo.close()
+    logger.info("DVC pushed %s file(s) to %s", pushed, remote)
+    result: dict[str, dict[str, Any]] = {}
+    for name, target in placed.items():
+        dvc_file = target.with_name(target.name + ".dvc")
+        text = dvc_file.read_text()
+        out = yaml.safe_load(text)["outs"][0]
+        result[name] = {
+            "dvc_file": dvc_file,
+            "dvc_text": text,
+            "md5": out["md5"],
+            "size": int(out["size"]),
+            "path": out["path"],
+        }
+    return result
+
+
+def fetch(dvc_text: str, destination: Path, remote: str, s3: S3Settings) -> Path:
+    """Fetch the data a ``.dvc`` file describes into ``destination`` (a new DVC workspace)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    out = yaml.safe_load(dvc_text)["outs"][0]
+    init_workspace(destination, remote, s3)
+    dvc_file = destination / f"{out['path']}.dvc"
+    dvc_file.write_text(dvc_text)
+    repo = Repo(str(destination))
+    try:
+        repo.pull([str(dvc_file.resolve())], remote=REMOTE_NAME)
+    except DvcException as exc:
+        raise RetryableError(f"DVC could not pull {out['path']} (md5 {out['md5']}) from {remote}: {exc}") from exc
+    finally:
+        repo.close()
+    return destination / out["path"]

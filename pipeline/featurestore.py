@@ -1,0 +1,488 @@
+"""The feature store: versioned feature sets in a SQL database (SQLite by default, PostgreSQL in
+production), reached through SQLAlchemy.
+
+Tables:
+
+* ``feature_set_versions`` — one row per published version: feature set, version, data table,
+  row count, schema, content hash, run id, created at.
+* ``fs_<feature set>_<schema hash>`` — the rows of every version of one feature set with one
+  schema, keyed by ``(_version, row_id)``. A new schema gets a new table, so old versions stay
+  readable when the preprocessing changes.
+
+A load is all or nothing. On PostgreSQL the rows are streamed with ``COPY`` into a fresh staging
+table, which is attached as the version's partition of the data table in the same transaction
+that inserts the version row: readers see the whole version or nothing, a failure leaves the
+previous versions untouched and no staging table behind. On SQLite the rows are inserted inside
+one ``BEGIN IMMEDIATE`` transaction. Concurrent loads of one feature set are serialised (an
+advisory lock on PostgreSQL, the database lock on SQLite), so versions are never duplicated.
+
+Table and column names are validated and quoted as identifiers, never formatted into SQL
+unquoted; a name longer than PostgreSQL's 63-byte limit is refused instead of being truncated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import BadInputError, ConfigError, RetryableError
+from pipeline.settings import redact_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import sqlalchemy as sa
+
+logger = logging.getLogger(__name__)
+
+VERSIONS_TABLE = "feature_set_versions"
+MAX_IDENTIFIER_BYTES = 63
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+COPY_CHUNK_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class FeatureSetVersion:
+    feature_set: str
+    version: int
+    table_name: str
+    row_count: int
+    schema: dict[str, str]
+    content_hash: str
+    run_id: str
+    created_at: str
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Refuse identifiers that PostgreSQL would truncate or that need unusual quoting."""
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise BadInputError(
+            f"{what} {name!r} is {len(name.encode('utf-8'))} bytes long (rule: SQL identifiers are at most "
+            f"{MAX_IDENTIFIER_BYTES} bytes; PostgreSQL would silently truncate it)"
+        )
+    if not IDENTIFIER.match(name):
+        raise BadInputError(
+            f"{what} {name!r} is not a valid identifier (rule: letters, digits and '_', not starting "
+            "with a digit)"
+        )
+    return name
+
+
+def sql_type(dtype: Any) -> str:
+    kind = getattr(dtype, "kind", "O")
+    if kind == "f":
+        return "double precision"
+    if kind in ("i", "u"):
+        return "bigint"
+    if kind == "b":
+        return "boolean"
+    return "text"
+
+
+def schema_of(frame: pd.DataFrame) -> dict[str, str]:
+    return {str(c): sql_type(frame[c].dtype) for c in frame.columns}
+
+
+def data_table_name(feature_set: str, schema: dict[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:10]
+    base = re.sub(r"[^A-Za-z0-9_]", "_", feature_set).lower()
+    return check_identifier(f"fs_{base}_{digest}", "feature table name")
+
+
+class FeatureStore:
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self.url = url
+        try:
+            self.engine: sa.Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise ConfigError(f"feature store URL {redact_url(url)!r} is not usable: {exc}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            self._prepare_sqlite()
+
+    def _prepare_sqlite(self) -> None:
+        """WAL and a busy timeout for concurrent writers; ``BEGIN IMMEDIATE`` so that a writer takes
+        the database lock up front instead of failing half-way (SQLAlchemy's documented recipe)."""
+        import sqlalchemy as sa
+
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _on_begin(connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # public API --------------------------------------------------------------------------------
+
+    def write(self, frame: pd.DataFrame, feature_set: str, content_hash: str, run_id: str) -> FeatureSetVersion:
+        """Publish ``frame`` as the next version of ``feature_set`` (idempotent per run and hash)."""
+        import sqlalchemy as sa
+
+        if "row_id" not in frame.columns:
+            raise ValueError("a feature frame needs a row_id column")
+        for column in frame.columns:
+            check_identifier(str(column), "feature column name")
+        schema = schema_of(frame)
+        table = data_table_name(feature_set, schema)
+        try:
+            if self.dialect == "postgresql":
+                return self._write_postgres(frame, feature_set, table, schema, content_hash, run_id)
+            return self._write_generic(frame, feature_set, table, schema, content_hash, run_id)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise RetryableError(
+                f"feature store {redact_url(self.url)} failed while loading {feature_set!r}: "
+                f"{getattr(exc, 'orig', exc)}; nothing was published"
+            ) from None
+
+    def versions(self, feature_set: str | None = None) -> list[FeatureSetVersion]:
+        import sqlalchemy as sa
+
+        if not sa.inspect(self.engine).has_table(VERSIONS_TABLE):
+            return []
+        query = f"SELECT feature_set, version, table_name, row_count, schema, content_hash, run_id, created_at FROM {VERSIONS_TABLE}"  # noqa: S608 - constant name
+        params: dict[str, Any] = {}
+        if feature_set is not None:
+            query += " WHERE feature_set = :fs"
+            params["fs"] = feature_set
+        query += " ORDER BY feature_set, version"
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.text(query), params).all()
+        return [
+            FeatureSetVersion(r[0], int(r[1]), r[2], int(r[3]), json.loads(r[4]), r[5], r[6], str(r[7]))
+            for r in rows
+        ]
+
+    def get_version(self, feature_set: str, version: int) -> FeatureSetVersion:
+        for item in self.versions(feature_set):
+            if item.version == version:
+                return item
+        raise BadInputError(f"feature set {feature_set!r} has no version {version}")
+
+    def read(self, feature_set: str, version: int) -> pd.DataFrame:
+        """Read one version back, rows ordered by ``row_id``, columns as written."""
+        import pandas as pd
+        import sqlalchemy as sa
+
+        meta = self.get_version(feature_set, version)
+        columns = list(meta.schema)
+        try:
+            if self.dialect == "postgresql":
+                frame = self._read_postgres(meta, columns)
+            else:
+                table = self._table(meta.table_name, meta.schema)
+                query = sa.select(*[table.c[c] for c in columns]).where(table.c["_version"] == version)
+                with self.engine.connect() as connection:
+                    frame = pd.read_sql_query(query.order_by(table.c["row_id"]), connection)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {getattr(exc, 'orig', exc)}") from None
+        for column, kind in meta.schema.items():
+            if kind == "double precision":
+                frame[column] = frame[column].astype("float64")
+            elif kind == "bigint":
+                frame[column] = frame[column].astype("int64")
+        if len(frame) != meta.row_count:
+            raise RetryableError(
+                f"feature set {feature_set!r} v{version}: read {len(frame)} rows, the version row says {meta.row_count}"
+            )
+        return frame
+
+    # generic (SQLite) ----------------------------------------------------------------------------
+
+    def _metadata(self):
+        import sqlalchemy as sa
+
+        return sa.MetaData()
+
+    def _versions_table(self, metadata):
+        import sqlalchemy as sa
+
+        return sa.Table(
+            VERSIONS_TABLE,
+            metadata,
+            sa.Column("feature_set", sa.String(128), primary_key=True),
+            sa.Column("version", sa.Integer, primary_key=True),
+            sa.Column("table_name", sa.String(63), nullable=False),
+            sa.Column("row_count", sa.BigInteger, nullable=False),
+            sa.Column("schema", sa.Text, nullable=False),
+            sa.Column("content_hash", sa.String(64), nullable=False),
+            sa.Column("run_id", sa.String(200), nullable=False),
+            sa.Column("created_at", sa.String(40), nullable=False),
+        )
+
+    def _table(self, name: str, schema: dict[str, str], metadata=None):
+        import sqlalchemy as sa
+
+        types = {"double precision": sa.Float, "bigint": sa.BigInteger, "boolean": sa.Boolean, "text": sa.Text}
+        metadata = metadata if metadata is not None else self._metadata()
+        columns = [sa.Column("_version", sa.Integer, primary_key=True)]
+        for column, kind in schema.items():
+            columns.append(sa.Column(column, types[kind](), primary_key=(column == "row_id")))
+        return sa.Table(name, metadata, *columns)
+
+    def _write_generic(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
+        import sqlalchemy as sa
+
+        metadata = self._metadata()
+        versions = self._versions_table(metadata)
+        table = self._table(table_name, schema, metadata)
+        with self.engine.begin() as connection:  # one transaction: all rows and the version row
+            metadata.create_all(connection)
+            existing = self._existing(connection, versions, feature_set, run_id, content_hash)
+            if existing is not None:
+                return existing
+            version = self._next_version(connection, versions, feature_set)
+            for start in range(0, len(frame), 10_000):
+                chunk = frame.iloc[start : start + 10_000].to_dict(orient="records")
+                for record in chunk:
+                    record["_version"] = version
+                connection.execute(table.insert(), chunk)
+            item = self._version_row(feature_set, version, table_name, len(frame), schema, content_hash, run_id)
+            connection.execute(versions.insert(), [self._row_dict(item)])
+        logger.info("feature set %s v%d: %d rows in %s", feature_set, version, len(frame), table_name)
+        return item
+
+    def _existing(self, connection, versions, feature_set, run_id, content_hash) -> FeatureSetVersion | None:
+        import sqlalchemy as sa
+
+        row = connection.execute(
+            sa.select(versions).where(
+                versions.c.feature_set == feature_set,
+                versions.c.run_id == run_id,
+                versions.c.content_hash == content_hash,
+            )
+        ).first()
+        if row is None:
+            return None
+        logger.info("feature set %s v%d already holds run %s with the same content", feature_set, row.version, run_id)
+        return FeatureSetVersion(
+            row.feature_set, int(row.version), row.table_name, int(row.row_count), json.loads(row.schema),
+            row.content_hash, row.run_id, str(row.created_at),
+        )
+
+    def _next_version(self, connection, versions, feature_set) -> int:
+        import sqlalchemy as sa
+
+        current = connection.execute(
+            sa.select(sa.func.max(versions.c.version)).where(versions.c.feature_set == feature_set)
+        ).scalar()
+        return int(current or 0) + 1
+
+    @staticmethod
+    def _version_row(feature_set, version, table_name, rows, schema, content_hash, run_id) -> FeatureSetVersion:
+        return FeatureSetVersion(
+            feature_set=feature_set,
+            version=version,
+            table_name=table_name,
+            row_count=rows,
+            schema=schema,
+            content_hash=content_hash,
+            run_id=run_id,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    @staticmethod
+    def _row_dict(item: FeatureSetVersion) -> dict[str, Any]:
+        row = dict(item.__dict__)
+        row["schema"] = json.dumps(item.schema)  # column order matters
+        return row
+
+    # PostgreSQL ----------------------------------------------------------------------------------
+
+    def _write_postgres(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
+        from psycopg2 import sql
+
+        raw = self.engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            dbapi.autocommit = False
+            with dbapi.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ml-pipeline/features/{feature_set}",))
+                cursor.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {versions} ("
+                        " feature_set varchar(128) NOT NULL, version integer NOT NULL,"
+                        " table_name varchar(63) NOT NULL, row_count bigint NOT NULL, schema text NOT NULL,"
+                        " content_hash varchar(64) NOT NULL, run_id varchar(200) NOT NULL,"
+                        " created_at timestamptz NOT NULL DEFAULT now(),"
+                        " PRIMARY KEY (feature_set, version))"
+                    ).format(versions=sql.Identifier(VERSIONS_TABLE))
+                )
+                cursor.execute(
+                    sql.SQL(
+                        "SELECT version, row_count, created_at FROM {versions}"
+                        " WHERE feature_set = %s AND run_id = %s AND content_hash = %s"
+                    ).format(versions=sql.Identifier(VERSIONS_TABLE)),
+                    (feature_set, run_id, content_hash),
+                )
+                found = cursor.fetchone()
+                if found is not None:
+                    dbapi.rollback()
+                    logger.info("feature set %s v%d already holds run %s", feature_set, found[0], run_id)
+                    return FeatureSetVersion(
+                        feature_set, int(found[0]), table_name, int(found[1]), schema, content_hash, run_id, str(found[2])
+                    )
+                cursor.execute(
+                    sql.SQL("SELECT coalesce(max(version), 0) + 1 FROM {versions} WHERE feature_set = %s").format(
+                        versions=sql.Identifier(VERSIONS_TABLE)
+                    ),
+                    (feature_set,),
+                )
+                version = int(cursor.fetchone()[0])
+                column_defs = sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(kind)) for c, kind in schema.items()
+                )
+                parent = sql.Identifier(table_name)
+                cursor.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {parent} (_version integer NOT NULL, {columns},"
+                        " PRIMARY KEY (_version, row_id)) PARTITION BY LIST (_version)"
+                    ).format(parent=parent, columns=column_defs)
+                )
+                staging_name = check_identifier(f"{table_name}_v{version}", "feature partition name")
+                staging = sql.Identifier(staging_name)
+                cursor.execute(
+                    sql.SQL(
+                        "CREATE TABLE {staging} (_version integer NOT NULL DEFAULT {version}"
+                        " CHECK (_version = {version}), {columns})"
+                    ).format(staging=staging, version=sql.Literal(version), columns=column_defs)
+                )
+                copy = sql.SQL("COPY {staging} ({columns}) FROM STDIN WITH (FORMAT csv)").format(
+                    staging=staging, columns=sql.SQL(", ").join(sql.Identifier(c) for c in schema)
+                )
+                cursor.copy_expert(copy.as_string(dbapi), _CsvStream(frame), size=1 << 20)
+                cursor.execute(
+                    sql.SQL("ALTER TABLE {staging} ADD PRIMARY KEY (_version, row_id)").format(staging=staging)
+                )
+                cursor.execute(
+                    sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {staging} FOR VALUES IN ({version})").format(
+                        parent=parent, staging=staging, version=sql.Literal(version)
+                    )
+                )
+                item = self._version_row(feature_set, version, table_name, len(frame), schema, content_hash, run_id)
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {versions} (feature_set, version, table_name, row_count, schema, content_hash,"
+                        " run_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    ).format(versions=sql.Identifier(VERSIONS_TABLE)),
+                    (feature_set, version, table_name, len(frame), json.dumps(schema), content_hash, run_id),
+                )
+            dbapi.commit()
+        except BaseException:
+            try:
+                raw.driver_connection.rollback()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                logger.debug("rollback failed", exc_info=True)
+            raise
+        finally:
+            raw.close()
+        logger.info("feature set %s v%d: %d rows copied into %s", feature_set, version, len(frame), staging_name)
+        return item
+
+    def _read_postgres(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        from psycopg2 import sql
+
+        raw = self.engine.raw_connection()
+        try:
+            buffer = io.BytesIO()
+            with raw.driver_connection.cursor() as cursor:
+                query = sql.SQL(
+                    "COPY (SELECT {columns} FROM {table} WHERE _version = {version} ORDER BY row_id)"
+                    " TO STDOUT WITH (FORMAT csv, HEADER true)"
+                ).format(
+                    columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                    table=sql.Identifier(meta.table_name),
+                    version=sql.Literal(meta.version),
+                )
+                cursor.copy_expert(query.as_string(raw.driver_connection), buffer)
+            raw.driver_connection.rollback()
+        finally:
+            raw.close()
+        types = {"double precision": pa.float64(), "bigint": pa.int64(), "boolean": pa.bool_(), "text": pa.string()}
+        buffer.seek(0)
+        table = pacsv.read_csv(
+            buffer,
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: types[meta.schema[c]] for c in columns}, strings_can_be_null=True
+            ),
+        )
+        return table.to_pandas()
+
+
+class _CsvStream(io.RawIOBase):
+    """A file-like object yielding the frame as CSV, one chunk of rows at a time.
+
+    ``copy_expert`` pulls from it, so memory stays bounded by one chunk's CSV text instead of the
+    whole table's. The CSV is produced by pyarrow in a background thread while PostgreSQL parses
+    the previous chunk.
+    """
+
+    def __init__(self, frame: pd.DataFrame, chunk_rows: int = COPY_CHUNK_ROWS, prefetch: int = 2):
+        import queue
+
+        super().__init__()
+        self._frame = frame
+        self._chunk_rows = chunk_rows
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=prefetch)
+        self._chunk = b""
+        self._offset = 0
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="csv-producer", daemon=True)
+        self._thread.start()
+
+    def _chunks(self) -> Iterator[bytes]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        options = pacsv.WriteOptions(include_header=False, batch_size=self._chunk_rows)
+        for start in range(0, len(self._frame), self._chunk_rows):
+            part = pa.Table.from_pandas(self._frame.iloc[start : start + self._chunk_rows], preserve_index=False)
+            sink = io.BytesIO()
+            pacsv.write_csv(part, sink, write_options=options)
+            yield sink.getvalue()
+
+    def _produce(self) -> None:
+        try:
+            for chunk in self._chunks():
+                self._queue.put(chunk)
+            self._queue.put(None)
+        except BaseException as exc:  # surfaced to the reader
+            self._queue.put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to ``size`` bytes of the current chunk (fewer is fine: empty means the end)."""
+        while self._offset >= len(self._chunk):
+            if self._done:
+                return b""
+            item = self._queue.get()
+            if item is None:
+                self._done = True
+                return b""
+            if isinstance(item, BaseException):
+                raise item
+            self._chunk, self._offset = item, 0
+        end = len(self._chunk) if size is None or size < 0 else min(len(self._chunk), self._offset + size)
+        data = self._chunk[self._offset : end]
+        self._offset = end
+        return data

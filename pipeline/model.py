@@ -1,0 +1,242 @@
+"""The PyTorch model for tabular data and its training loop.
+
+``TabularNet`` is an MLP over standardised numeric columns concatenated with one learned embedding
+per categorical column. ``fit`` trains it with early stopping on the validation loss. It takes
+tensors already in memory and slices batches from a seeded permutation (much faster on CPU than a
+per-sample ``DataLoader``), and calls back once per epoch for logging and checkpointing, so the
+same loop serves the train step, the sweep and the benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def embedding_dim(cardinality: int, max_dim: int) -> int:
+    """A common rule of thumb (fast.ai): grows sub-linearly with the number of categories."""
+    return int(min(max_dim, max(2, round(1.6 * cardinality**0.56))))
+
+
+@dataclass
+class ModelSpec:
+    task: str
+    n_numeric: int
+    cardinalities: list[int]
+    embedding_dims: list[int]
+    hidden_sizes: list[int]
+    dropout: float
+    n_outputs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TabularNet(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.embeddings = nn.ModuleList(
+            nn.Embedding(card, dim) for card, dim in zip(spec.cardinalities, spec.embedding_dims, strict=True)
+        )
+        layers: list[nn.Module] = []
+        width = spec.n_numeric + sum(spec.embedding_dims)
+        for hidden in spec.hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(spec.dropout)]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, spec.n_outputs)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        parts = [x_num] if self.spec.n_numeric else []
+        parts += [emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings)]
+        return self.head(self.body(torch.cat(parts, dim=1)))
+
+
+@dataclass
+class Split:
+    """One split as tensors: numeric features, categorical codes, target."""
+
+    x_num: torch.Tensor
+    x_cat: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.x_num.to(device), self.x_cat.to(device), self.y.to(device))
+
+    @classmethod
+    def from_arrays(cls, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, task: str) -> Split:
+        target = torch.as_tensor(np.array(y), dtype=torch.long if task == "classification" else torch.float32)
+        return cls(
+            torch.as_tensor(np.ascontiguousarray(x_num), dtype=torch.float32),
+            torch.as_tensor(np.ascontiguousarray(x_cat), dtype=torch.long),
+            target,
+        )
+
+
+def splits_from_frame(frame, transformer) -> dict[str, Split]:
+    """Tensors per split from a processed feature frame (``num__*``, ``cat__*``, ``target``), columns
+    in the transformer's order (the order inference uses)."""
+    task = transformer.task
+    num_cols = [f"num__{c}" for c in transformer.numeric]
+    cat_cols = [f"cat__{c}" for c in transformer.categorical]
+    out: dict[str, Split] = {}
+    for name in ("train", "val", "test"):
+        part = frame[frame["split"] == name]
+        out[name] = Split.from_arrays(
+            part[num_cols].to_numpy(dtype=np.float32).reshape(len(part), len(num_cols)),
+            part[cat_cols].to_numpy(dtype=np.int64).reshape(len(part), len(cat_cols)),
+            part["target"].to_numpy(),
+            task,
+        )
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - legacy global RNG some libraries still read
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("train.device is 'cuda' but no CUDA device is visible")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def loss_function(task: str) -> nn.Module:
+    return nn.CrossEntropyLoss() if task == "classification" else nn.MSELoss()
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, split: Split, task: str, batch_size: int = 65_536) -> tuple[float, float | None]:
+    """Mean loss over ``split`` and, for classification, accuracy."""
+    model.eval()
+    criterion = loss_function(task)
+    total, correct, count = 0.0, 0, len(split)
+    if count == 0:
+        return float("nan"), None
+    for start in range(0, count, batch_size):
+        end = min(start + batch_size, count)
+        out = model(split.x_num[start:end], split.x_cat[start:end])
+        target = split.y[start:end]
+        if task == "classification":
+            total += float(criterion(out, target)) * (end - start)
+            correct += int((out.argmax(dim=1) == target).sum())
+        else:
+            total += float(criterion(out.squeeze(1), target)) * (end - start)
+    return total / count, (correct / count if task == "classification" else None)
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    epoch: int = 0  # epochs completed
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    best_state: dict[str, Any] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+EpochCallback = Callable[[int, dict[str, float], nn.Module, torch.optim.Optimizer, torch.Generator, TrainState], None]
+
+
+def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    val: Split,
+    *,
+    task: str,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    min_delta: float,
+    generator: torch.Generator,
+    state: TrainState | None = None,
+    on_epoch: EpochCallback | None = None,
+    should_prune: Callable[[int, float], bool] | None = None,
+) -> TrainState:
+    """Train until ``max_epochs`` or ``patience`` epochs without a validation improvement.
+
+    ``state`` continues an interrupted run (with ``generator`` and the optimizer restored).
+    ``on_epoch`` runs after each epoch (logging, checkpointing); ``should_prune`` lets a
+    hyperparameter search stop an unpromising trial.
+    """
+    state = state or TrainState()
+    criterion = loss_function(task)
+    n = len(train)
+    while state.epoch < max_epochs and not state.stopped_early:
+        model.train()
+        order = torch.randperm(n, generator=generator).to(train.y.device)
+        running, seen = 0.0, 0
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            out = model(train.x_num[index], train.x_cat[index])
+            target = train.y[index]
+            loss = criterion(out, target) if task == "classification" else criterion(out.squeeze(1), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += float(loss.detach()) * len(index)
+            seen += len(index)
+        state.epoch += 1
+        val_loss, val_accuracy = evaluate_loss(model, val, task)
+        metrics = {"train_loss": running / max(seen, 1), "val_loss": val_loss}
+        if val_accuracy is not None:
+            metrics["val_accuracy"] = val_accuracy
+        state.history.append({"epoch": state.epoch, **metrics})
+        if val_loss < state.best_val_loss - min_delta:
+            state.best_val_loss = val_loss
+            state.best_epoch = state.epoch
+            state.epochs_without_improvement = 0
+            state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            state.epochs_without_improvement += 1
+            if state.epochs_without_improvement >= patience:
+                state.stopped_early = True
+        if on_epoch is not None:
+            on_epoch(state.epoch, metrics, model, optimizer, generator, state)
+        if should_prune is not None and should_prune(state.epoch, val_loss):
+            break
+    return state
+
+
+def build_spec(transformer, hidden_sizes: list[int], dropout: float, embedding_dim_max: int) -> ModelSpec:
+    cards = transformer.cardinalities
+    return ModelSpec(
+        task=transformer.task,
+        n_numeric=len(transformer.numeric),
+        cardinalities=cards,
+        embedding_dims=[embedding_dim(c, embedding_dim_max) for c in cards],
+        hidden_sizes=list(hidden_sizes),
+        dropout=dropout,
+        n_outputs=transformer.n_outputs,
+    )

@@ -1,0 +1,113 @@
+"""Running steps: one step for a run id (``pipeline step``, a pod), or all of them (``pipeline run``).
+
+Both go through :func:`execute_step`, which gives the step a private staging folder, publishes
+its outputs atomically and returns the manifest. ``run_pipeline`` resumes a run: steps that
+already succeeded for the run id are kept, and everything from the first step that has not is
+executed again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.context import StepContext, check_run_id
+from pipeline.settings import Settings
+from pipeline.steps import STEPS, get_step, load_step
+from pipeline.storage import ArtifactStore, Manifest, utcnow
+
+logger = logging.getLogger(__name__)
+
+XCOM_DIR = Path("/airflow/xcom")
+
+
+def new_run_id() -> str:
+    return f"local-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def make_store(settings: Settings) -> ArtifactStore:
+    return ArtifactStore(settings.resolved_artifact_root, settings.s3, scratch=settings.home / "tmp")
+
+
+def execute_step(settings: Settings, run_id: str, name: str, store: ArtifactStore | None = None) -> Manifest:
+    """Run one step and publish its outputs. Raises the step's error after publishing what it
+    chose to publish (a failed validation publishes its report)."""
+    check_run_id(run_id)
+    get_step(name)
+    store = store or make_store(settings)
+    function = load_step(name)
+    started = utcnow()
+    with store.workdir(run_id, name) as workdir:
+        ctx = StepContext(settings=settings, run_id=run_id, step=name, store=store, workdir=workdir)
+        result = function(ctx)
+        manifest = store.publish(
+            run_id,
+            name,
+            ctx.staging,
+            result.outputs,
+            summary=result.summary,
+            started_at=started,
+            status=result.status,
+        )
+    if result.status == "succeeded" and result.on_published is not None:
+        try:
+            result.on_published()
+        except Exception:  # noqa: BLE001 - housekeeping must not fail a published step
+            logger.warning("clean-up after publishing %s failed", name, exc_info=True)
+    if result.error is not None:
+        raise result.error
+    return manifest
+
+
+def step_summary(manifest: Manifest) -> dict[str, Any]:
+    """The one-line JSON a step prints (and returns to Airflow): references, hashes, figures."""
+    return {
+        "run_id": manifest.run_id,
+        "step": manifest.step,
+        "status": manifest.status,
+        "attempt": manifest.attempt,
+        "outputs": {k: v["uri"] for k, v in manifest.outputs.items()},
+        "hashes": {k: v["sha256"] for k, v in manifest.outputs.items() if "sha256" in v},
+        **manifest.summary,
+    }
+
+
+def emit_summary(summary: dict[str, Any], xcom_dir: Path = XCOM_DIR) -> None:
+    line = json.dumps(summary, sort_keys=True, default=str)
+    if xcom_dir.is_dir() and os.access(xcom_dir, os.W_OK):
+        (xcom_dir / "return.json").write_text(line)
+    print(line, flush=True)
+
+
+def run_pipeline(
+    settings: Settings,
+    run_id: str,
+    force: bool = False,
+    on_step: Callable[[str, str, Manifest | None], None] | None = None,
+) -> dict[str, Manifest]:
+    """Execute the whole step list for ``run_id``, resuming where a previous attempt stopped."""
+    check_run_id(run_id)
+    store = make_store(settings)
+    manifests: dict[str, Manifest] = {}
+    rerun = force
+    for spec in STEPS:
+        existing = None if rerun else store.read_manifest(run_id, spec.name)
+        if existing is not None and existing.succeeded:
+            manifests[spec.name] = existing
+            if on_step:
+                on_step(spec.name, "kept", existing)
+            continue
+        rerun = True  # everything after a re-executed step runs again
+        if on_step:
+            on_step(spec.name, "started", None)
+        manifest = execute_step(settings, run_id, spec.name, store)
+        manifests[spec.name] = manifest
+        if on_step:
+            on_step(spec.name, "succeeded", manifest)
+    return manifests

@@ -1,0 +1,139 @@
+"""Step 7, evaluate: score the logged model on the held-out test split, with a baseline.
+
+The model is loaded back from MLflow (the artifact that will be registered, not the in-memory
+network) and scored on ``test_raw.parquet``, the frozen test snapshot of this run. Logged on the
+training run: test metrics (classification: accuracy, macro F1, ROC AUC, log loss; regression:
+RMSE, MAE, R²), the same metrics of a baseline (majority class / mean, or a linear model), a
+per-class report, and plots: confusion matrix, ROC and precision-recall curves, calibration,
+prediction distribution, learning curves and permutation feature importance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics as m
+from pipeline.context import StepContext, StepResult
+from pipeline.serving import load_predictor
+from pipeline.steps.train import model_input_frame
+from pipeline.tracking import configure
+
+logger = logging.getLogger(__name__)
+
+
+def permutation_importance(predictor, frame, y_true, task, n_classes, metric, repeats, seed) -> dict[str, float]:
+    """Drop of the primary metric when one raw feature column is shuffled (mean over repeats)."""
+    rng = np.random.default_rng(seed)
+    reference = m.score(task, y_true, predictor.raw_outputs(frame), n_classes)[metric]
+    importance = {}
+    for column in frame.columns:
+        drops = []
+        for _ in range(repeats):
+            shuffled = frame.copy()
+            shuffled[column] = rng.permutation(shuffled[column].to_numpy())
+            value = m.score(task, y_true, predictor.raw_outputs(shuffled), n_classes)[metric]
+            drops.append(m.improvement(metric, reference, value))
+        importance[column] = float(np.mean(drops))
+    return importance
+
+
+def run(ctx: StepContext) -> StepResult:
+    settings = ctx.settings
+    data = settings.data
+    task = data.task
+    train = ctx.upstream("train")
+    predictor = None
+    configure(settings)
+    import mlflow
+
+    predictor = load_predictor(train.summary["model_uri"])
+    transformer = predictor.transformer
+    n_classes = len(transformer.classes)
+    test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
+    features = model_input_frame(test_raw, data.feature_columns())
+    y_true = transformer.encode_target(test_raw[data.target])
+    outputs = predictor.raw_outputs(features)
+    metric = settings.primary_metric
+    if task == "classification" and (y_true < 0).any():
+        raise ValueError("the test split holds classes unseen in training")
+    test_metrics = m.score(task, y_true, outputs, n_classes)
+    if metric not in test_metrics:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"evaluate.primary_metric {metric!r} is not one of {sorted(test_metrics)}")
+
+    processed = pd.read_parquet(ctx.input_path("preprocess", "features"))
+    train_part = processed[processed["split"] == "train"]
+    test_part = processed[processed["split"] == "test"]
+    sizes = {c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)}
+    baseline = m.baseline_outputs(
+        settings.evaluate.baseline,
+        task,
+        m.design_matrix(train_part, sizes),
+        train_part["target"].to_numpy(),
+        m.design_matrix(test_part, sizes),
+        n_classes,
+        settings.seed,
+    )
+    baseline_metrics = m.score(task, test_part["target"].to_numpy(), baseline, n_classes)
+
+    plots = ctx.staging / "plots"
+    plots.mkdir()
+    history = json.loads(ctx.input_path("train", "history").read_text())
+    m.plot_learning_curves(history, plots / "learning_curves.png")
+    m.plot_prediction_distribution(task, y_true if task == "classification" else test_raw[data.target].to_numpy(),
+                                   outputs, transformer.classes, plots / "prediction_distribution.png")
+    report: dict = {}
+    confusion = None
+    if task == "classification":
+        from sklearn.metrics import classification_report
+
+        predicted = outputs.argmax(axis=1)
+        confusion = m.plot_confusion_matrix(y_true, predicted, transformer.classes, plots / "confusion_matrix.png")
+        m.plot_roc_pr(y_true, outputs, transformer.classes, plots / "roc_curve.png", plots / "pr_curve.png")
+        m.plot_calibration(y_true, outputs, transformer.classes, plots / "calibration_curve.png")
+        report = classification_report(
+            y_true, predicted, labels=list(range(n_classes)), target_names=[str(c) for c in transformer.classes],
+            output_dict=True, zero_division=0,
+        )
+    importance = permutation_importance(
+        predictor, features, y_true if task == "classification" else test_raw[data.target].to_numpy(),
+        task, n_classes, metric, settings.evaluate.permutation_repeats, settings.seed,
+    )
+    m.plot_importance(importance, metric, plots / "permutation_importance.png")
+    evaluation = {
+        "primary_metric": metric,
+        "test": test_metrics,
+        "baseline": {"kind": settings.evaluate.baseline, **baseline_metrics},
+        "per_class": report,
+        "confusion_matrix": confusion.tolist() if confusion is not None else None,
+        "classes": transformer.classes,
+        "permutation_importance": importance,
+        "test_rows": len(test_raw),
+    }
+    (ctx.staging / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
+
+    with mlflow.start_run(run_id=train.summary["mlflow_run_id"]):
+        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in baseline_metrics.items()})
+        mlflow.log_artifact(str(ctx.staging / "evaluation.json"), "evaluation")
+        if report:
+            mlflow.log_dict(report, "evaluation/per_class_report.json")
+        mlflow.log_artifacts(str(plots), "evaluation/plots")
+        mlflow.set_tag("evaluate.primary_metric", metric)
+    logger.info(
+        "test %s=%.4f (baseline %.4f)", metric, test_metrics[metric], baseline_metrics[metric]
+    )
+    return StepResult(
+        outputs={"evaluation": "evaluation.json", "plots": "plots"},
+        summary={
+            "primary_metric": metric,
+            "test": test_metrics,
+            "baseline": baseline_metrics,
+            "mlflow_run_id": train.summary["mlflow_run_id"],
+        },
+    )

@@ -1,0 +1,40 @@
+"""Step 4, features: publish the processed feature set as a new version in the feature store.
+
+The version row and its rows are written in one transaction: a failure leaves the previous
+versions intact and nothing half-written. Re-running the step for the same run and content
+returns the version it already published instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from pipeline.context import StepContext, StepResult
+from pipeline.featurestore import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx: StepContext) -> StepResult:
+    settings = ctx.settings
+    preprocess = ctx.upstream("preprocess")
+    path = ctx.input_path("preprocess", "features")
+    frame = pd.read_parquet(path)
+    content_hash = preprocess.outputs["features"]["sha256"]
+    store = FeatureStore(settings.resolved_feature_store_url)
+    try:
+        version = store.write(frame, settings.data.name, content_hash=content_hash, run_id=ctx.run_id)
+    finally:
+        store.close()
+    logger.info("feature set %s version %d (%d rows)", version.feature_set, version.version, version.row_count)
+    return StepResult(
+        summary={
+            "feature_set": version.feature_set,
+            "feature_set_version": version.version,
+            "table": version.table_name,
+            "rows": version.row_count,
+            "content_hash": version.content_hash,
+        }
+    )

@@ -1,0 +1,117 @@
+"""Step 3, preprocess: de-duplicate, split (seeded, stratified for classification), fit the
+transform on the training split only, and save it with the processed data.
+
+Outputs:
+* ``features.parquet`` — model-ready columns (``num__*``, ``cat__*``, ``target``), ``split`` and
+  ``row_id`` (the row's position in the raw snapshot);
+* ``test_raw.parquet`` — the raw test rows, the frozen snapshot both a new model and the current
+  champion are scored on;
+* ``transformer.json`` — the fitted transform, applied unchanged at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pipeline.context import StepContext, StepResult
+from pipeline.errors import BadInputError
+from pipeline.tabular import read_table_file
+from pipeline.transform import TabularTransformer
+
+logger = logging.getLogger(__name__)
+
+
+def split_indices(
+    target, task: str, test_fraction: float, val_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Seeded train/validation/test split, stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(target))
+    stratify = target if task == "classification" else None
+    if stratify is not None:
+        counts = stratify.value_counts()
+        rare = counts[counts < 3]
+        if len(rare):
+            raise BadInputError(
+                f"column {target.name!r}: class(es) {list(map(str, rare.index))} have fewer than 3 rows "
+                "(rule: a stratified train/validation/test split needs at least 3 rows per class)"
+            )
+    try:
+        rest, test = train_test_split(index, test_size=test_fraction, random_state=seed, stratify=stratify)
+        rest_stratify = stratify.iloc[rest] if stratify is not None else None
+        train, val = train_test_split(
+            rest, test_size=val_fraction / (1 - test_fraction), random_state=seed, stratify=rest_stratify
+        )
+    except ValueError as exc:
+        raise BadInputError(f"cannot split {len(index)} rows into train/validation/test: {exc}") from None
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def run(ctx: StepContext) -> StepResult:
+    settings = ctx.settings
+    data = settings.data
+    ingest = ctx.upstream("ingest")
+    ctx.upstream("validate")  # refuses to run unless validation succeeded
+    raw_path = ctx.input_path("ingest", "raw")
+    frame = read_table_file(raw_path, str(raw_path), ingest.summary["format"], data.source.csv)
+    frame = frame.reset_index(drop=True)
+    frame["__row_id"] = np.arange(len(frame))
+
+    columns = [*data.feature_columns(), data.target]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"{raw_path.name}: columns {missing} are declared in data.columns but absent")
+    frame = frame[[*columns, "__row_id"]]
+    rows_in = len(frame)
+    frame = frame[frame[data.target].notna()]
+    dropped_target = rows_in - len(frame)
+    dropped_duplicates = 0
+    if settings.preprocess.deduplicate:
+        before = len(frame)
+        frame = frame.drop_duplicates(subset=columns, keep="first")
+        dropped_duplicates = before - len(frame)
+    frame = frame.reset_index(drop=True)
+    if len(frame) < 3:
+        raise BadInputError(f"{raw_path.name}: only {len(frame)} usable rows left after cleaning")
+
+    splits = split_indices(
+        frame[data.target], data.task, settings.preprocess.test_fraction, settings.preprocess.val_fraction, settings.seed
+    )
+    transformer = TabularTransformer.fit(frame.iloc[splits["train"]], data, settings.preprocess)
+    processed = transformer.processed_frame(frame)
+    split = np.empty(len(frame), dtype=object)
+    for name, idx in splits.items():
+        split[idx] = name
+    processed.insert(0, "split", split.astype(str))
+    processed.insert(0, "row_id", frame["__row_id"].to_numpy())
+
+    processed.to_parquet(ctx.staging / "features.parquet", index=False)
+    test_raw = frame.iloc[splits["test"]].rename(columns={"__row_id": "row_id"})
+    test_raw.to_parquet(ctx.staging / "test_raw.parquet", index=False)
+    (ctx.staging / "transformer.json").write_text(transformer.to_json())
+
+    summary = {
+        "rows": len(frame),
+        "rows_per_split": {k: len(v) for k, v in splits.items()},
+        "dropped_missing_target": dropped_target,
+        "dropped_duplicates": dropped_duplicates,
+        "numeric_features": transformer.numeric,
+        "categorical_features": transformer.categorical,
+        "classes": transformer.classes,
+    }
+    logger.info(
+        "preprocessed %d rows (train %d, val %d, test %d); dropped %d duplicates, %d without target",
+        len(frame),
+        len(splits["train"]),
+        len(splits["val"]),
+        len(splits["test"]),
+        dropped_duplicates,
+        dropped_target,
+    )
+    return StepResult(
+        outputs={"features": "features.parquet", "test_raw": "test_raw.parquet", "transformer": "transformer.json"},
+        summary=summary,
+    )

@@ -1,0 +1,54 @@
+"""Step 2, validate: run the data contract (Great Expectations) on the raw snapshot.
+
+The JSON result and the HTML Data Docs are published as this step's outputs whether the data
+passes or not, so a failure can be inspected. A failure ends the step with the bad-input exit code
+and a message naming each column, rule and observed value; nothing downstream runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from pipeline.context import StepContext, StepResult
+from pipeline.contract import validate_frame
+from pipeline.errors import ValidationFailedError
+from pipeline.tabular import read_table_file
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx: StepContext) -> StepResult:
+    settings = ctx.settings
+    ingest = ctx.upstream("ingest")
+    raw_path = ctx.input_path("ingest", "raw")
+    label = f"{settings.data.source.uri} (snapshot {raw_path.name})"
+    frame = read_table_file(raw_path, label, ingest.summary["format"], settings.data.source.csv)
+    docs_dir = ctx.staging / "data_docs"
+    outcome = validate_frame(frame, settings.data, label, docs_dir=docs_dir)
+    report = {
+        "success": outcome.success,
+        "failures": outcome.failures,
+        "statistics": outcome.statistics,
+        "snapshot_sha256": ingest.summary["sha256"],
+        "result": outcome.result,
+    }
+    (ctx.staging / "validation.json").write_text(json.dumps(report, indent=2, default=str))
+    summary = {
+        "success": outcome.success,
+        "failures": outcome.failures[:20],
+        **outcome.statistics,
+    }
+    outputs = {"report": "validation.json", "data_docs": "data_docs"}
+    if outcome.success:
+        return StepResult(outputs=outputs, summary=summary)
+    message = f"validation of {label} failed, {len(outcome.failures)} rule(s) broken:\n  - " + "\n  - ".join(
+        outcome.failures
+    )
+    summary["error"] = message
+    return StepResult(
+        outputs=outputs,
+        summary=summary,
+        status="failed",
+        error=ValidationFailedError(message, outcome.failures),
+    )

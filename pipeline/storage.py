@@ -1,0 +1,293 @@
+"""The artifact store: one run prefix per pipeline run, atomic publication of each step's outputs.
+
+Layout under the artifact root (a local folder or ``s3://bucket/prefix``)::
+
+    runs/<run id>/<step>/manifest.json          <- the only thing readers look at
+    runs/<run id>/<step>/attempts/<attempt>/... <- the files one attempt published
+    runs/<run id>/<step>/_checkpoints/...       <- resumable state of a long step (train)
+
+A step writes its files into a private local staging folder. Publishing copies them into a fresh
+``attempts/<attempt>/`` folder and then writes ``manifest.json`` in one atomic operation (a rename
+on a local disk, a single PUT on S3). A later step resolves its inputs only through the manifest,
+so it sees either the previous complete attempt or the new complete one, never a half-written
+folder. Older attempts are removed after the manifest moved on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import ConfigError, RetryableError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.settings import S3Settings
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def s3_storage_options(s3: S3Settings) -> dict[str, Any]:
+    """fsspec/s3fs options from the S3 settings: explicit credentials, bounded retries."""
+    options: dict[str, Any] = {
+        "client_kwargs": {"region_name": s3.region},
+        "config_kwargs": {
+            "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
+            "connect_timeout": s3.connect_timeout_s,
+            "read_timeout": s3.read_timeout_s,
+        },
+        "retries": max(1, s3.max_attempts),
+    }
+    if s3.endpoint_url:
+        options["endpoint_url"] = s3.endpoint_url
+    if s3.access_key_id and s3.secret_access_key:
+        options["key"] = s3.access_key_id
+        options["secret"] = s3.secret_access_key.get_secret_value()
+    return options
+
+
+def filesystem_for(uri: str, s3: S3Settings):
+    """Return ``(fs, path)`` for a local path, ``file://`` or ``s3://`` URI."""
+    import fsspec
+
+    if uri.startswith("s3://"):
+        fs = fsspec.filesystem("s3", **s3_storage_options(s3))
+        return fs, uri[len("s3://") :]
+    if "://" in uri and not uri.startswith("file://"):
+        raise ConfigError(f"unsupported artifact URI {uri!r}: use a local path, file:// or s3://")
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path))
+
+
+@dataclass
+class Manifest:
+    """What one step published for one run."""
+
+    run_id: str
+    step: str
+    status: str
+    attempt: str
+    started_at: str
+    finished_at: str
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def uri(self, name: str) -> str:
+        try:
+            return self.outputs[name]["uri"]
+        except KeyError:
+            raise KeyError(f"step {self.step!r} of run {self.run_id!r} has no output {name!r}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        return cls(**json.loads(text))
+
+
+class ArtifactStore:
+    """Reads and publishes step outputs under ``<root>/runs/<run id>/<step>/``."""
+
+    def __init__(self, root: str, s3: S3Settings, scratch: Path):
+        self.root_uri = root.rstrip("/")
+        self.fs, self.root = filesystem_for(self.root_uri, s3)
+        self.is_local = not self.root_uri.startswith("s3://")
+        self.scratch = scratch
+
+    # paths ---------------------------------------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def to_uri(self, path: str) -> str:
+        return path if self.is_local else f"s3://{path}"
+
+    def step_path(self, run_id: str, step: str) -> str:
+        return self._path("runs", run_id, step)
+
+    def checkpoint_path(self, run_id: str, step: str) -> str:
+        return self._path("runs", run_id, step, "_checkpoints")
+
+    # manifests -----------------------------------------------------------------------------
+
+    def read_manifest(self, run_id: str, step: str) -> Manifest | None:
+        path = f"{self.step_path(run_id, step)}/{MANIFEST}"
+        try:
+            with self.fs.open(path, "r") as handle:
+                return Manifest.from_json(handle.read())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # S3 endpoint down, permissions, ...
+            raise RetryableError(f"cannot read {self.to_uri(path)}: {exc}") from exc
+
+    def list_runs(self) -> list[str]:
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._path("runs")))
+        except FileNotFoundError:
+            return []
+
+    # publication ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def workdir(self, run_id: str, step: str) -> Iterator[Path]:
+        """A private local folder for one step attempt; removed afterwards whatever happens."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{step}-", dir=self.scratch))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(
+        self,
+        run_id: str,
+        step: str,
+        staging: Path,
+        outputs: dict[str, str],
+        summary: dict[str, Any],
+        started_at: str,
+        status: str = "succeeded",
+    ) -> Manifest:
+        """Copy the staged files into a new attempt folder, then switch the manifest to it.
+
+        ``outputs`` maps output names to paths relative to ``staging`` (a file or a folder).
+        """
+        attempt = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        step_dir = self.step_path(run_id, step)
+        attempt_dir = f"{step_dir}/attempts/{attempt}"
+        described: dict[str, dict[str, Any]] = {}
+        for name, relative in outputs.items():
+            local = staging / relative
+            if not local.exists():
+                raise FileNotFoundError(f"step {step} declared output {name!r} but {local} is missing")
+            entry: dict[str, Any] = {"uri": self.to_uri(f"{attempt_dir}/{relative}")}
+            if local.is_file():
+                entry["sha256"] = sha256_file(local)
+                entry["bytes"] = local.stat().st_size
+            described[name] = entry
+        try:
+            self._upload_tree(staging, attempt_dir)
+            manifest = Manifest(
+                run_id=run_id,
+                step=step,
+                status=status,
+                attempt=attempt,
+                started_at=started_at,
+                finished_at=utcnow(),
+                outputs=described,
+                summary=summary,
+            )
+            self._atomic_write_text(f"{step_dir}/{MANIFEST}", manifest.to_json())
+        except OSError as exc:
+            self._remove_quietly(attempt_dir)
+            raise RetryableError(f"cannot publish {step} outputs to {self.to_uri(step_dir)}: {exc}") from exc
+        self._remove_other_attempts(step_dir, keep=attempt)
+        return manifest
+
+    def _upload_tree(self, staging: Path, target: str) -> None:
+        if self.is_local:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copytree(staging, target)
+        else:
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    self.fs.put_file(str(path), f"{target}/{path.relative_to(staging).as_posix()}")
+
+    def _atomic_write_text(self, path: str, text: str) -> None:
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        else:  # one PUT: S3 makes an object visible whole or not at all
+            self.fs.pipe_file(path, text.encode("utf-8"))
+
+    def _remove_other_attempts(self, step_dir: str, keep: str) -> None:
+        try:
+            attempts = self.fs.ls(f"{step_dir}/attempts", detail=False)
+        except (FileNotFoundError, OSError):
+            return
+        for attempt in attempts:
+            if attempt.rstrip("/").rsplit("/", 1)[-1] != keep:
+                self._remove_quietly(attempt)
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        except OSError as exc:  # cleanup must never hide the real outcome
+            logger.warning("could not remove %s: %s", self.to_uri(path), exc)
+
+    # reading -------------------------------------------------------------------------------
+
+    def local_copy(self, uri: str, into: Path) -> Path:
+        """A local path for ``uri``: the file itself when local, else a download into ``into``."""
+        if self.is_local:
+            return Path(uri)
+        into.mkdir(parents=True, exist_ok=True)
+        path = uri[len("s3://") :] if uri.startswith("s3://") else uri
+        target = into / path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            if self.fs.isdir(path):
+                self.fs.get(path, str(target), recursive=True)
+            else:
+                self.fs.get_file(path, str(target))
+        except OSError as exc:
+            raise RetryableError(f"cannot download {uri}: {exc}") from exc
+        return target
+
+    # small files -----------------------------------------------------------------------------
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            with self.fs.open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    def remove(self, path: str) -> None:
+        self._remove_quietly(path)
