@@ -1,0 +1,91 @@
+{{/*
+Names. Every object of the release is called `<release>-<component>`; a component is what a
+reader looks for (`postgresql`, `airflow-scheduler`, `pipeline-env`). Truncated to 63 characters,
+the limit of a DNS label.
+*/}}
+{{- define "mlp.name" -}}
+{{- printf "%s-%s" .ctx.Release.Name .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Namespace of the release. */}}
+{{- define "mlp.namespace" -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+
+{{/* Namespace of the pipeline's step pods (and the KubernetesExecutor's worker pods). */}}
+{{- define "mlp.pipeline.namespace" -}}
+{{- .Values.global.pipeline.namespace | default .Release.Namespace -}}
+{{- end -}}
+
+{{/* Service account of the step pods. */}}
+{{- define "mlp.pipeline.serviceAccountName" -}}
+{{- .Values.global.pipeline.serviceAccountName | default (include "mlp.name" (dict "ctx" . "component" "pipeline")) -}}
+{{- end -}}
+
+{{/* ConfigMap with the non-secret PIPELINE_* environment of the step pods. */}}
+{{- define "mlp.pipeline.envConfigMapName" -}}
+{{- include "mlp.name" (dict "ctx" . "component" "pipeline-env") -}}
+{{- end -}}
+
+{{/* ConfigMap holding the pipeline's config.yaml (the dataset configuration). */}}
+{{- define "mlp.pipeline.configConfigMapName" -}}
+{{- .Values.global.pipeline.existingConfigMap | default (include "mlp.name" (dict "ctx" . "component" "pipeline-config")) -}}
+{{- end -}}
+
+{{/* Secret with the PIPELINE_* secrets of the step pods (S3 keys, feature-store password). */}}
+{{- define "mlp.pipeline.secretName" -}}
+{{- .Values.global.pipeline.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "pipeline")) -}}
+{{- end -}}
+
+{{/* PostgreSQL: host (the bundled server unless global.postgresql.host is set) and port. */}}
+{{- define "mlp.postgresql.host" -}}
+{{- .Values.global.postgresql.host | default (include "mlp.name" (dict "ctx" . "component" "postgresql")) -}}
+{{- end -}}
+
+{{/* Secret with the PostgreSQL role passwords (keys: postgres-password, airflow-password, mlflow-password, features-password). */}}
+{{- define "mlp.postgresql.secretName" -}}
+{{- .Values.global.postgresql.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "postgresql-auth")) -}}
+{{- end -}}
+
+{{/* S3 endpoint: the bundled MinIO unless global.s3.endpoint is set. */}}
+{{- define "mlp.s3.endpoint" -}}
+{{- .Values.global.s3.endpoint | default (printf "http://%s:9000" (include "mlp.name" (dict "ctx" . "component" "minio"))) -}}
+{{- end -}}
+
+{{/* Secret with the S3 keys (keys: access-key-id, secret-access-key). */}}
+{{- define "mlp.s3.secretName" -}}
+{{- .Values.global.s3.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "s3-credentials")) -}}
+{{- end -}}
+
+{{/* MLflow tracking URI seen from inside the cluster. */}}
+{{- define "mlp.mlflow.trackingUri" -}}
+{{- .Values.global.mlflow.trackingUri | default (printf "http://%s:5000" (include "mlp.name" (dict "ctx" . "component" "mlflow"))) -}}
+{{- end -}}
+
+{{/* Secret with Airflow's keys (fernet-key, jwt-secret, api-secret-key, admin-password). */}}
+{{- define "mlp.airflow.secretName" -}}
+{{- .Values.global.airflow.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "airflow-secrets")) -}}
+{{- end -}}
+
+{{/* Service name and in-cluster URL of the Airflow API server (task pods call its Execution API). */}}
+{{- define "mlp.airflow.apiServerName" -}}
+{{- include "mlp.name" (dict "ctx" . "component" "airflow-api-server") -}}
+{{- end -}}
+
+{{- define "mlp.airflow.apiServerUrl" -}}
+{{- printf "http://%s.%s.svc:8080" (include "mlp.airflow.apiServerName" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* ConfigMap with the DAG's MLP_DAG_* settings. */}}
+{{- define "mlp.airflow.dagSettingsConfigMapName" -}}
+{{- include "mlp.name" (dict "ctx" . "component" "dag-settings") -}}
+{{- end -}}
+
+{{/* Redis: host and password Secret (key: password). */}}
+{{- define "mlp.redis.host" -}}
+{{- .Values.global.redis.host | default (include "mlp.name" (dict "ctx" . "component" "redis")) -}}
+{{- end -}}
+
+{{- define "mlp.redis.secretName" -}}
+{{- .Values.global.redis.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "redis-auth")) -}}
+{{- end -}}
