@@ -43,3 +43,44 @@ format: $(TEST_VENV)/.installed ## Apply ruff fixes and formatting
 clean: ## Remove virtual environments and caches (not your pipeline home)
 	rm -rf $(VENV) $(TEST_VENV) .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ---- container images (images/, docs/images.md) ---------------------------------------------
+# Names: $(IMAGE_REPO)/{pipeline,airflow,mlflow}:$(IMAGE_TAG). BASE_IMAGE empty = the
+# Dockerfiles' digest-pinned python:3.11-slim-bookworm; `make images BASE_IMAGE=$(LOCAL_BASE_IMAGE)`
+# builds from the debootstrap base of `make local-base` (no registry needed).
+IMAGE_REPO       ?= ml-pipeline
+IMAGE_TAG        ?=
+BASE_IMAGE       ?=
+LOCAL_BASE_IMAGE ?= ml-pipeline/local-base:bookworm
+TORCH_VARIANT    ?= cpu
+GIT_COMMIT       ?=
+CA_BUNDLE        ?= /etc/ssl/certs/ca-certificates.crt
+DOCKER           ?= /usr/bin/docker
+IMAGE_ENV = IMAGE_REPO='$(IMAGE_REPO)' IMAGE_TAG='$(IMAGE_TAG)' BASE_IMAGE='$(BASE_IMAGE)' \
+	TORCH_VARIANT='$(TORCH_VARIANT)' GIT_COMMIT='$(GIT_COMMIT)' CA_BUNDLE='$(CA_BUNDLE)' DOCKER='$(DOCKER)' \
+	PYTHON='$(if $(wildcard $(TEST_VENV)/bin/python),$(TEST_VENV)/bin/python,$(PYTHON))' \
+	$(if $(TORCH_INDEX_URL),TORCH_INDEX_URL='$(TORCH_INDEX_URL)')
+
+.PHONY: images image-pipeline image-airflow image-mlflow local-base dockerd image-constraints
+
+images: image-pipeline image-airflow image-mlflow ## Build the three images (BASE_IMAGE=, TORCH_VARIANT=cpu|cuda, IMAGE_TAG=)
+
+image-pipeline: ## Build the pipeline step image (CPU; TORCH_VARIANT=cuda for CUDA)
+	$(IMAGE_ENV) scripts/build-image.sh pipeline
+
+image-airflow: ## Build the Airflow image (providers + DAGs baked in)
+	$(IMAGE_ENV) scripts/build-image.sh airflow
+
+image-mlflow: ## Build the MLflow server image
+	$(IMAGE_ENV) scripts/build-image.sh mlflow
+
+local-base: ## Build a Debian bookworm base image with debootstrap (no registry needed)
+	DOCKER='$(DOCKER)' scripts/build-local-base.sh $(LOCAL_BASE_IMAGE)
+
+dockerd: ## Start the Docker engine in the background when it is not running (no systemd)
+	DOCKER='$(DOCKER)' scripts/start-dockerd.sh
+
+image-constraints: $(TEST_VENV)/.installed ## Re-pin images/constraints.txt to the test environment's versions
+	{ sed -n '1,3p' images/constraints.txt; $(TEST_VENV)/bin/python -m pip freeze --all --exclude-editable \
+	  | grep -v -iE '^(torch|nvidia-[a-z0-9-]+|triton|ml-pipeline|ml_pipeline)([=<>!~ ]|$$)' | LC_ALL=C sort -f; } \
+	  > images/constraints.txt.new && mv images/constraints.txt.new images/constraints.txt
