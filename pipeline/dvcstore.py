@@ -33,8 +33,10 @@ REMOTE_NAME = "store"
 
 
 def _quiet_dvc() -> None:
+    """No analytics, no update checks, and DVC's progress chatter kept off stdout (the JSON line)."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("DVC_NO_UPDATER", "1")
+    logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
 def remote_config(remote: str, s3: S3Settings) -> tuple[dict[str, str], dict[str, str]]:
@@ -86,6 +88,7 @@ def track_and_push(files: dict[str, Path], workspace: Path, remote: str, s3: S3S
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    _quiet_dvc()
     init_workspace(workspace, remote, s3)
     targets: list[str] = []
     placed: dict[str, Path] = {}

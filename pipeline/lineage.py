@@ -49,7 +49,7 @@ def describe(settings: Settings, version) -> dict[str, Any]:
     return {
         "model": {
             "name": version.name,
-            "version": version.version,
+            "version": str(version.version),
             "aliases": sorted(version.aliases),
             "source": version.source,
             "created": version.creation_timestamp,

@@ -80,8 +80,8 @@ def run(ctx: StepContext) -> StepResult:
         current = champion(client, name)
         champion_version = champion_score = None
         note = ""
-        if current is not None and current.version != version.version:
-            champion_version = current.version
+        if current is not None and str(current.version) != str(version.version):
+            champion_version = str(current.version)
             try:
                 champion_score, note = score_champion(ctx, name, current.version, metric)
             except Exception as exc:  # noqa: BLE001 - an incompatible champion must not block the gate
@@ -114,7 +114,7 @@ def _result(name, version, tags, client, mlflow_run_id, already: bool = False) -
             "aliases": sorted(client.get_model_version(name, str(version)).aliases),
             "promoted": promoted,
             "reason": tags.get("gate.reason", ""),
-            "champion_version": current.version if current is not None else None,
+            "champion_version": str(current.version) if current is not None else None,
             "mlflow_run_id": mlflow_run_id,
             "already_registered": already,
         }

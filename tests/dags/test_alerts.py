@@ -120,3 +120,21 @@ def test_dag_callback_alerts_only_on_run_timeout(mlp_env):
     (message,) = hook.messages()
     assert "run timed out" in message["text"]
     assert "scheduled__x" in message["text"]
+
+
+def test_error_line_prefers_the_pipeline_summary_line():
+    from ml_pipeline_support.operators import last_error_line
+
+    log = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ValueError: boom",
+        "step ingest: failed (retryable): source http://x: gave up after 1 attempts: HTTP 503",
+        "pipeline: error: step ingest: source http://x: gave up after 1 attempts: HTTP 503",
+        "Calculating Metrics: 10%\rCalculating Metrics: 100%",
+    ]
+    assert last_error_line(log) == "step ingest: source http://x: gave up after 1 attempts: HTTP 503"
+    # Without the pipeline's line (a crash): the last line naming an error, not a traceback frame.
+    assert last_error_line([*log[:3], '  File "y.py", line 2']) == "ValueError: boom"
+    assert last_error_line(["Killed"]) == "Killed"
+    assert last_error_line([]) == ""

@@ -292,9 +292,13 @@ def failed_pod(exit_code: int, log_tail: str) -> dict[str, Any]:
     }
 
 
+# The tail of a failed step's log, as the pipeline CLI writes it (its last line is the summary).
 POD_LOG_TAIL = (
-    "2026-11-30 03:00:05 INFO validate: 8 expectations on 344 rows\n"
-    "2026-11-30 03:00:06 ERROR validate: column 'flipper_length_mm' broke 'max 250' in 1 row\n"
+    "03:00:05 INFO    pipeline.steps.validate: 31 expectations on 344 rows\n"
+    "step validate: bad input: validation failed, 1 rule(s) broken:\n"
+    "  - column 'flipper_length_mm': 1 of 344 rows violate it (rule: finite values within [150.0, 250.0])\n"
+    "pipeline: error: step validate: validation failed, 1 rule(s) broken: | - column 'flipper_length_mm': "
+    "1 of 344 rows violate it (rule: finite values within [150.0, 250.0])\n"
 )
 
 
@@ -315,7 +319,8 @@ def test_pod_exit_code_decides_retry(mlp_env, stub_kube_api, exit_code, retryabl
     assert isinstance(error, StepFailed if retryable else StepBadInput)
     assert error.step == "validate"
     assert error.exit_code == exit_code
-    assert error.error_line.endswith("column 'flipper_length_mm' broke 'max 250' in 1 row")
+    assert error.error_line.startswith("step validate: validation failed, 1 rule(s) broken")
+    assert error.error_line.endswith("(rule: finite values within [150.0, 250.0])")
     assert any(
         r.startswith("GET /api/v1/namespaces/default/pods/mlp-validate-abc") for r in stub_kube_api.requests
     )

@@ -1,0 +1,295 @@
+"""The DAG runs for real on this machine (one-machine mode: each step a local subprocess).
+
+* ``airflow dags test`` runs the whole DAG and registers a model, with the metadata database on
+  SQLite and on PostgreSQL;
+* a retryable failure (an HTTP source answering 503, the pipeline's own HTTP retries set to 0) is
+  retried by Airflow and the run succeeds;
+* bad input fails at ``validate`` with no retry, and a real HTTP server receives exactly one alert
+  naming the step and the broken rule;
+* Airflow's scheduler, not ``dags test``, starts a run on its own when a cron time arrives.
+
+The pipeline is kept small and fast: an isolated ``PIPELINE_HOME`` and 3 training epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.steps import STEP_NAMES
+from tests.dags.conftest import (
+    DAG_ID,
+    airflow_env,
+    airflow_executable,
+    migrated_home,
+    run_airflow,
+)
+from tests.dags.http_servers import FlakySource, WebhookReceiver
+from tests.support import free_port
+
+pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
+
+
+def penguins_csv() -> Path:
+    import palmerpenguins
+
+    return Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+
+
+def pipeline_env(root: Path, **extra: str) -> dict[str, str]:
+    home = root / "pipeline-home"
+    return {
+        "PIPELINE_HOME": str(home),
+        "PIPELINE_TRAIN__MAX_EPOCHS": "3",
+        "PIPELINE_LOG_LEVEL": "INFO",
+        "MLP_MLFLOW_UI_URL": "http://mlflow.test:5000",
+        **extra,
+    }
+
+
+def query(db_url: str, sql: str, **params: Any) -> list[tuple]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def latest_run(db_url: str) -> tuple[str, str, str]:
+    rows = query(
+        db_url,
+        "SELECT run_id, run_type, state FROM dag_run WHERE dag_id = :dag ORDER BY id DESC LIMIT 1",
+        dag=DAG_ID,
+    )
+    assert rows, "no DAG run in the metadata database"
+    return rows[0]
+
+
+def task_states(db_url: str, run_id: str) -> dict[str, tuple[str, int]]:
+    rows = query(
+        db_url,
+        "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = :dag AND run_id = :run",
+        dag=DAG_ID,
+        run=run_id,
+    )
+    return {task_id: (state, try_number) for task_id, state, try_number in rows}
+
+
+def return_values(db_url: str, run_id: str) -> dict[str, Any]:
+    rows = query(
+        db_url,
+        "SELECT task_id, key, value FROM xcom WHERE dag_id = :dag AND run_id = :run",
+        dag=DAG_ID,
+        run=run_id,
+    )
+    keys = {(task_id, key) for task_id, key, _ in rows}
+    # One XCom per step, the whole JSON summary (multiple_outputs stays off).
+    assert keys == {(step, "return_value") for step in STEP_NAMES}, keys
+    return {task_id: value if isinstance(value, dict) else json.loads(value) for task_id, _, value in rows}
+
+
+def registered_versions(pipeline_home: Path, model_name: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{pipeline_home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return sorted(v.version for v in client.search_model_versions(f"name = '{model_name}'"))
+
+
+def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiver) -> tuple[str, dict]:
+    run_id, _, state = latest_run(db_url)
+    assert state == "success"
+    states = task_states(db_url, run_id)
+    assert {task: s for task, (s, _) in states.items()} == dict.fromkeys(STEP_NAMES, "success")
+    summaries = return_values(db_url, run_id)
+    register = summaries["register"]
+    assert register["run_id"] == run_id  # the Airflow run id (with ':' and '+') reached the pipeline
+    assert register["promoted"] is True  # the first model of a fresh registry is the champion
+    assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]
+    # The promotion alert, with its links.
+    (message,) = hook.messages()
+    assert (
+        f"promoted a new champion: *{register['model_name']}* version *{register['version']}*"
+        in message["text"]
+    )
+    assert f"<http://mlflow.test:5000/#/runs/{register['mlflow_run_id']}|MLflow run>" in message["text"]
+    return run_id, states
+
+
+def test_dags_test_runs_the_whole_dag_on_sqlite(sqlite_airflow, tmp_path):
+    home, db_url = sqlite_airflow
+    with WebhookReceiver() as hook:
+        env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, **pipeline_env(tmp_path))
+        run_airflow(["dags", "test", DAG_ID], env, cwd=tmp_path, timeout=600)
+    _, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
+    assert {try_number for _, try_number in states.values()} == {1}
+
+
+def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp_path):
+    home, db_url, _ = postgres_airflow
+    body = penguins_csv().read_bytes()
+    # The source fails the first request; the pipeline's own HTTP retries are off for this run, so
+    # the ingest step exits with the retryable code and Airflow's retry must rescue the run.
+    with FlakySource(body, fail_first=1) as source, WebhookReceiver() as hook:
+        conf = {
+            "source": f"{source.base_url}/penguins.csv",
+            "overrides": ["data.source.http.format=csv", "data.source.http.max_retries=0"],
+        }
+        env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, **pipeline_env(tmp_path))
+        proc = run_airflow(
+            ["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=600
+        )
+        requests = source.requests
+    assert "gave up after 1 attempts: HTTP 503" in proc.stdout + proc.stderr
+    assert requests == 2
+    _, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
+    assert states["ingest"] == ("success", 2)  # failed once, retried once
+    assert all(try_number == 1 for task, (_, try_number) in states.items() if task != "ingest")
+
+
+def test_bad_input_fails_at_validation_without_retry_and_alerts_once(sqlite_airflow, tmp_path):
+    home, db_url = sqlite_airflow
+    rows = list(csv.DictReader(penguins_csv().open()))
+    rows[7]["flipper_length_mm"] = "999"  # the contract says 150..250
+    bad = tmp_path / "penguins-bad.csv"
+    with bad.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with WebhookReceiver() as hook:
+        env = airflow_env(
+            home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, MLP_DAG_RETRIES="3", **pipeline_env(tmp_path)
+        )
+        proc = run_airflow(
+            ["dags", "test", DAG_ID, "--conf", json.dumps({"source": str(bad)})],
+            env,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+    assert proc.returncode != 0, "a failed run must fail `airflow dags test`"
+    run_id, _, state = latest_run(db_url)
+    assert state == "failed"
+    states = task_states(db_url, run_id)
+    assert states["ingest"] == ("success", 1)
+    assert states["validate"] == ("failed", 1)  # retries=3, but bad input is never retried
+    assert {states[s][0] for s in STEP_NAMES[2:]} == {"upstream_failed"}
+    messages = hook.messages()
+    assert len(messages) == 1, messages
+    text = messages[0]["text"]
+    assert "failed at step *validate*" in text
+    assert run_id in text
+    assert "exit code 65: bad input or failed validation, not retried" in text
+    assert "flipper_length_mm" in text
+    assert "within [150.0, 250.0]" in text  # the broken rule
+    assert "/dags/ml_pipeline/runs/" in text  # link to the task log
+
+
+# --------------------------------------------------------------------------------------------
+# The scheduler fires a scheduled run by itself
+# --------------------------------------------------------------------------------------------
+
+
+def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> tuple[subprocess.Popen, Any]:
+    log = (logs / f"{name}.log").open("wb")
+    proc = subprocess.Popen(
+        [airflow_executable(), *args],
+        env=env,
+        cwd=logs,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped with everything it started
+    )
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # separately started components stop cleanly on SIGTERM
+    try:
+        proc.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
+    root = tmp_path
+    db_url = postgres.create_database("airflow_scheduler")
+    home = migrated_home(root, db_url)
+    # A daily cron whose next time is the first minute boundary at least 10 s from now: nothing
+    # triggers the DAG, so a run at that time can only come from the scheduler acting on it.
+    now = datetime.now(UTC)
+    fire_at = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
+    cron = f"{fire_at.minute} {fire_at.hour} * * *"
+    port = free_port()
+    logs = root / "component-logs"
+    logs.mkdir()
+    env = airflow_env(
+        home,
+        db_url,
+        MLP_DAG_SCHEDULE=cron,
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+        **pipeline_env(root),
+    )
+    components = []
+    try:
+        for name, args in (
+            (
+                "api-server",
+                ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            ),
+            ("dag-processor", ["dag-processor"]),
+            ("scheduler", ["scheduler"]),
+        ):
+            components.append((name, *_start(name, args, env, logs)))
+        deadline = time.monotonic() + 420
+        runs: list[tuple] = []
+        while time.monotonic() < deadline:
+            for name, proc, _ in components:
+                assert proc.poll() is None, f"{name} exited:\n{(logs / f'{name}.log').read_text()[-4000:]}"
+            runs = query(
+                db_url,
+                "SELECT run_id, run_type, state, run_after, triggered_by FROM dag_run WHERE dag_id = :dag",
+                dag=DAG_ID,
+            )
+            if runs and runs[0][2] in ("success", "failed"):
+                break
+            time.sleep(1)
+    finally:
+        for _, proc, log in reversed(components):
+            _stop(proc)
+            log.close()
+    component_logs = "\n".join(
+        f"--- {name}\n{(logs / f'{name}.log').read_text()[-3000:]}" for name, _, _ in components
+    )
+    assert len(runs) == 1, f"expected one scheduled run, got {runs}\n{component_logs}"
+    run_id, run_type, state, run_after, triggered_by = runs[0]
+    assert run_type == "scheduled"
+    assert str(triggered_by).lower().endswith("timetable")
+    assert (run_after if run_after.tzinfo else run_after.replace(tzinfo=UTC)) == fire_at
+    assert state == "success", component_logs
+    assert {task: s for task, (s, _) in task_states(db_url, run_id).items()} == dict.fromkeys(
+        STEP_NAMES, "success"
+    )
+    register = return_values(db_url, run_id)["register"]
+    assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]
+    for name, proc, _ in components:
+        assert proc.returncode is not None, f"{name} did not stop"
