@@ -231,8 +231,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "external-postgresql-s3": EXTERNAL_VALUES,
     "redis-celery": REDIS_VALUES,
     "network-policies": NETWORK_POLICY_VALUES,
-    "network-policies-task-namespace": {**NETWORK_POLICY_VALUES, "global": {
-        "networkPolicy": {"enabled": True}, "pipeline": {"namespace": "ml-steps"}}},
+    "network-policies-task-namespace": {
+        **NETWORK_POLICY_VALUES,
+        "global": {"networkPolicy": {"enabled": True}, "pipeline": {"namespace": "ml-steps"}},
+    },
     "task-namespace": TASK_NAMESPACE_VALUES,
     "high-availability": HA_VALUES,
     "kind": KIND_VALUES,

@@ -36,13 +36,16 @@ def test_worker_pod_template_validates_strictly(profile):
     validator().validate(pod_template(objects), "1.33.0", strict=True)
 
 
-@pytest.mark.parametrize("profile", ["defaults", "gpu", "external-postgresql-s3", "redis-celery", "network-policies"])
+@pytest.mark.parametrize(
+    "profile", ["defaults", "gpu", "external-postgresql-s3", "redis-celery", "network-policies"]
+)
 def test_helm_lint_strict_is_clean(profile, tmp_path):
     values = tmp_path / "values.json"
     values.write_text(json.dumps(PROFILES[profile]))
     result = run_helm("lint", "--strict", str(CHART), "--values", str(values))
     assert "0 chart(s) failed" in result.stdout
-    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
 
 
 def test_values_kind_overlay_lints(tmp_path):

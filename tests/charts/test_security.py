@@ -54,7 +54,8 @@ def test_pod_runs_as_non_root_with_runtime_default_seccomp(obj):
     assert context["runAsNonRoot"] is True
     assert context["runAsUser"] > 0
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
+    for host_namespace in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host_namespace), host_namespace
 
 
 @pytest.mark.parametrize("obj", OBJECTS, ids=IDS)
@@ -148,8 +149,11 @@ def test_a_pdb_protects_every_workload_with_more_than_one_replica():
 
 
 def test_high_availability_profile_really_has_pdbs():
-    names = {o["metadata"]["name"] for o in render_chart(PROFILES["high-availability"])
-             if o["kind"] == "PodDisruptionBudget"}
+    names = {
+        o["metadata"]["name"]
+        for o in render_chart(PROFILES["high-availability"])
+        if o["kind"] == "PodDisruptionBudget"
+    }
     assert names == {"mlp-mlflow", "mlp-airflow-api-server", "mlp-airflow-scheduler"}
 
 
