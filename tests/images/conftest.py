@@ -128,9 +128,8 @@ def build(docker: Docker, base: str, logs: Path, name: str) -> Image:
     seconds = time.monotonic() - started
     ref = f"ml-pipeline/{name}:{TAG}"
     size = docker.inspect(ref)["Size"]
-    BUILD_REPORT.append(
-        f"{ref}: {size / 1e6:,.0f} MB (built or refreshed in {seconds:.0f} s from {base or 'the default base'})"
-    )
+    source = base or "the default base"
+    BUILD_REPORT.append(f"{ref}: {size / 1e6:,.0f} MB (built or refreshed in {seconds:.0f} s from {source})")
     return Image(name, ref, size)
 
 
@@ -194,7 +193,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory):
             except Exception:  # not listening yet
                 time.sleep(0.2)
         else:
-            pytest.fail(f"moto server did not answer on {endpoint.url}: {log.read_text()[-2000:]}", pytrace=False)
+            pytest.fail(f"no answer from moto on {endpoint.url}: {log.read_text()[-2000:]}", pytrace=False)
         yield endpoint
     finally:
         proc.terminate()

@@ -50,7 +50,8 @@ def test_base_image_is_a_build_argument_pinned_by_digest(dockerfile: Path) -> No
     assert default, "BASE_IMAGE must be a build argument with a default"
     assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", default.group(1)), default.group(1)
     froms = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert froms and all(ref in ("${BASE_IMAGE}", "builder") for ref in froms), froms
+    assert froms
+    assert all(ref in ("${BASE_IMAGE}", "builder") for ref in froms), froms
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=IDS)
@@ -58,10 +59,12 @@ def test_runtime_is_non_root_with_tini_and_labels(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     runtime = text[text.rindex("FROM ") :]
     user = re.findall(r"^USER\s+(\S+)", runtime, re.MULTILINE)
-    assert user and not user[-1].startswith(("root", "0")), user
+    assert user
+    assert not user[-1].startswith(("root", "0")), user
     entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])$", runtime, re.MULTILINE)
-    assert entrypoint and entrypoint.group(1).startswith('["/usr/bin/tini"'), entrypoint
-    assert "org.opencontainers.image.revision=\"${GIT_COMMIT}\"" in runtime
+    assert entrypoint
+    assert entrypoint.group(1).startswith('["/usr/bin/tini"'), entrypoint.group(1)
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in runtime
     # The commit comes last: a new commit must not rebuild a file layer.
     tail = runtime[runtime.index("ARG GIT_COMMIT") :]
     assert not re.search(r"^(RUN|COPY|ADD)\b", tail, re.MULTILINE)

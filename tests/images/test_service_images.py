@@ -14,8 +14,10 @@ from tests.support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+DAGS = "/opt/airflow/dags"
 
-def test_airflow_image_has_providers_dags_and_only_the_step_registry(docker: Docker, airflow_image: Image) -> None:
+
+def test_airflow_image_has_providers_and_only_the_step_registry(docker: Docker, airflow_image: Image) -> None:
     probe = (
         "import importlib.util, json, os\n"
         "import airflow, pipeline.steps\n"
@@ -30,7 +32,8 @@ def test_airflow_image_has_providers_dags_and_only_the_step_registry(docker: Doc
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert (found["uid"], found["gid"]) == (50000, 0)
     assert found["airflow"].startswith("3.3.")
-    assert found["steps"][0] == "ingest" and "train" in found["steps"]
+    assert found["steps"][0] == "ingest"
+    assert "train" in found["steps"]
     # `pip install --no-deps`: the pipeline's ML dependencies stay in the pipeline image. (pandas
     # may come with an Airflow provider; torch, MLflow, GX and DVC must not.)
     assert not {"torch", "mlflow", "great_expectations", "dvc"} & set(found["heavy"])
@@ -49,7 +52,7 @@ def test_airflow_image_parses_the_baked_in_dags(docker: Docker, airflow_image: I
     assert len(documents) == 2, proc.stdout[-3000:]
     import_errors, dags = documents
     assert import_errors == []
-    assert [(dag["dag_id"], dag["fileloc"]) for dag in dags] == [("ml_pipeline", "/opt/airflow/dags/ml_pipeline.py")]
+    assert [(dag["dag_id"], dag["fileloc"]) for dag in dags] == [("ml_pipeline", f"{DAGS}/ml_pipeline.py")]
 
 
 def test_mlflow_image_serves_as_non_root(docker: Docker, mlflow_image: Image) -> None:
