@@ -1,0 +1,171 @@
+"""The DAG's pod settings (MLP_DAG_*), the KubernetesExecutor's pod template and the DAG's own
+step pods all agree with the chart's values: image, namespace, service account, GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.charts.chart_utils import (
+    GPU_VALUES,
+    REPO,
+    TASK_NAMESPACE_VALUES,
+    airflow_cfg,
+    get,
+    pod_template,
+    render_chart,
+)
+from tests.support import unavailable
+
+pytestmark = pytest.mark.charts
+
+CONTRACT = (REPO / "docs" / "configuration.md").read_text()
+DOCUMENTED = set(re.findall(r"`(MLP_[A-Z0-9_]+)`", CONTRACT))
+DIGEST = "sha256:" + "c" * 64
+CLUSTER_VALUES = {
+    "global": {
+        "imagePullSecrets": ["regcred"],
+        "images": {
+            "pipeline": {
+                "repository": "registry.example.com/ml/pipeline",
+                "digest": DIGEST,
+                "pullPolicy": "Always",
+            },
+            "airflow": {"repository": "registry.example.com/ml/airflow", "tag": "1.4.0"},
+        },
+        "pipeline": {"namespace": "ml-steps", "serviceAccountName": "steps"},
+    },
+    **{"airflow": GPU_VALUES["airflow"]},
+}
+
+
+def dag_env(values=None) -> dict[str, str]:
+    return get(render_chart(values), "ConfigMap", "mlp-dag-settings")["data"]
+
+
+def test_every_setting_is_in_the_documented_contract():
+    env = dag_env()
+    assert set(env) <= DOCUMENTED, set(env) - DOCUMENTED
+    documented_dag = {n for n in DOCUMENTED if n.startswith("MLP_DAG_")}
+    assert documented_dag <= set(env), (
+        f"contract variables the chart does not set: {documented_dag - set(env)}"
+    )
+
+
+def test_defaults():
+    env = dag_env()
+    assert env["MLP_DAG_IMAGE"] == "ml-pipeline/pipeline:0.1.0"
+    assert env["MLP_DAG_NAMESPACE"] == "ml"
+    assert env["MLP_DAG_SERVICE_ACCOUNT"] == "mlp-pipeline"
+    assert env["MLP_DAG_ENV_CONFIGMAPS"] == "mlp-pipeline-env"
+    assert env["MLP_DAG_ENV_SECRETS"] == "mlp-pipeline"
+    assert env["MLP_DAG_CONFIG_CONFIGMAP"] == "mlp-pipeline-config"
+    assert env["MLP_DAG_GPU_ENABLED"] == "false"
+    assert env["MLP_DAG_RUN_AS_USER"] == "10001"
+    assert json.loads(env["MLP_DAG_RESOURCES"])["train"]["limits"]["memory"] == "4Gi"
+
+
+def test_cluster_values_reach_the_dag_settings():
+    env = dag_env(CLUSTER_VALUES)
+    assert env["MLP_DAG_IMAGE"] == f"registry.example.com/ml/pipeline@{DIGEST}"
+    assert env["MLP_DAG_IMAGE_PULL_POLICY"] == "Always"
+    assert env["MLP_DAG_IMAGE_PULL_SECRETS"] == "regcred"
+    assert env["MLP_DAG_NAMESPACE"] == "ml-steps"
+    assert env["MLP_DAG_SERVICE_ACCOUNT"] == "steps"
+    gpu = GPU_VALUES["airflow"]["dag"]["gpu"]
+    assert env["MLP_DAG_GPU_ENABLED"] == "true"
+    assert env["MLP_DAG_GPU_COUNT"] == str(gpu["count"])
+    assert env["MLP_DAG_GPU_RESOURCE"] == gpu["resource"]
+    assert json.loads(env["MLP_DAG_GPU_NODE_SELECTOR"]) == gpu["nodeSelector"]
+    assert json.loads(env["MLP_DAG_GPU_TOLERATIONS"]) == gpu["tolerations"]
+
+
+def test_step_timeout_per_step_is_json():
+    env = dag_env({"airflow": {"dag": {"stepTimeoutSeconds": {"default": 1800, "train": 7200}}}})
+    assert json.loads(env["MLP_DAG_STEP_TIMEOUT_S"]) == {"default": 1800, "train": 7200}
+
+
+def test_pod_template_agrees_with_values_and_dag_settings():
+    objects = render_chart(CLUSTER_VALUES)
+    template = pod_template(objects)
+    env = get(objects, "ConfigMap", "mlp-dag-settings")["data"]
+    cfg = airflow_cfg(objects)
+    # namespace: worker pods, step pods, the executor's setting and the Role all agree
+    assert template["metadata"]["namespace"] == env["MLP_DAG_NAMESPACE"] == "ml-steps"
+    assert cfg["kubernetes_executor"]["namespace"] == "ml-steps"
+    assert get(objects, "Role", "mlp-airflow-pod-manager")["metadata"]["namespace"] == "ml-steps"
+    # image: the worker pod runs the Airflow image of the values
+    (base,) = template["spec"]["containers"]
+    assert base["image"] == "registry.example.com/ml/airflow:1.4.0"
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    # service accounts: the worker's is bound to the Role; the steps' exists where they run
+    bound = {s["name"] for s in get(objects, "RoleBinding", "mlp-airflow-pod-manager")["subjects"]}
+    assert template["spec"]["serviceAccountName"] in bound
+    step_sas = [o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "steps"]
+    assert [sa["metadata"]["namespace"] for sa in step_sas] == ["ml-steps"]
+    # every ConfigMap / Secret the step pods take is rendered in their namespace
+    rendered = {(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"]) for o in objects}
+    for name in [*env["MLP_DAG_ENV_CONFIGMAPS"].split(","), env["MLP_DAG_CONFIG_CONFIGMAP"]]:
+        assert ("ConfigMap", name, "ml-steps") in rendered
+    for name in env["MLP_DAG_ENV_SECRETS"].split(","):
+        assert ("Secret", name, "ml-steps") in rendered
+    # the worker pod reads the same DAG settings the components read
+    assert {"configMapRef": {"name": "mlp-dag-settings"}} in base["envFrom"]
+    assert ("ConfigMap", "mlp-dag-settings", "ml-steps") in rendered
+
+
+def test_gpu_settings_never_leak_into_the_worker_pod_template():
+    template = pod_template(render_chart(GPU_VALUES))
+    assert "nvidia.com/gpu" not in json.dumps(template)
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("gpu", [False, True], ids=["gpu-off", "gpu-on"])
+def test_the_dags_step_pods_agree_with_the_chart(gpu, monkeypatch):
+    """Build every step pod with the real DAG, fed the MLP_DAG_* the chart renders."""
+    try:
+        from tests.dags.conftest import require_airflow
+        from tests.dags.test_pods import base_container, build_pods
+    except ImportError as exc:
+        unavailable(f"the DAG test helpers ({exc})", "pip install -e '.[airflow,dev]'")
+    require_airflow()
+    import kubernetes_validate
+
+    values = json.loads(json.dumps(CLUSTER_VALUES))
+    values["airflow"]["dag"]["gpu"]["enabled"] = gpu
+    objects = render_chart(values)
+    env = get(objects, "ConfigMap", "mlp-dag-settings")["data"]
+    for name in [n for n in os.environ if n.startswith("MLP_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pods = build_pods()
+    gpu_values = values["airflow"]["dag"]["gpu"]
+    for step, pod in pods.items():
+        kubernetes_validate.validate(pod, "1.33.0", strict=True)
+        container = base_container(pod)
+        assert container["image"] == f"registry.example.com/ml/pipeline@{DIGEST}", step
+        assert pod["metadata"]["namespace"] == "ml-steps", step
+        assert pod["spec"]["serviceAccountName"] == "steps", step
+        env_from = container.get("envFrom", [])
+        assert {"configMapRef": {"name": "mlp-pipeline-env"}} in env_from
+        assert {"secretRef": {"name": "mlp-pipeline"}} in env_from
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["config"]["configMap"]["name"] == "mlp-pipeline-config"
+        limits = container["resources"].get("limits", {})
+        if gpu and step == "train":
+            assert limits[gpu_values["resource"]] == str(gpu_values["count"])
+            assert pod["spec"]["nodeSelector"] == gpu_values["nodeSelector"]
+            assert pod["spec"]["tolerations"] == gpu_values["tolerations"]
+        else:
+            assert gpu_values["resource"] not in limits
+            assert not pod["spec"].get("nodeSelector")
+
+
+def test_task_namespace_profile_moves_worker_and_step_pods_together():
+    env = dag_env(TASK_NAMESPACE_VALUES)
+    assert env["MLP_DAG_NAMESPACE"] == "ml-steps"
+    assert pod_template(render_chart(TASK_NAMESPACE_VALUES))["metadata"]["namespace"] == "ml-steps"
