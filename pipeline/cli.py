@@ -155,15 +155,22 @@ def run(
                                 completed=1)
                 progress.stop_task(task)
 
+        error: BaseException | None = None
         try:
             manifests = run_pipeline(settings, run_id, force=force, on_step=on_step)
-        except (PipelineError, Exception, KeyboardInterrupt) as exc:
-            step = current["step"]
-            if step:
-                progress.update(tasks[step], description=f"[red]{step:<11}[/] failed")
-            error = fail(exc, f"step {step}: " if step else "")
-            console.print(f"Resume with: [bold]pipeline run --run-id {run_id}[/]")
-            raise error from None
+        except (Exception, KeyboardInterrupt) as exc:
+            error = exc
+            failed = current["step"]
+            for name, task in tasks.items():
+                if name == failed:
+                    progress.update(task, description=f"[red]{name:<11}[/] failed")
+                elif not progress.tasks[task].finished:
+                    progress.update(task, description=f"[dim]{name:<11}[/] not run", completed=1)
+                progress.stop_task(task)
+    if error is not None:
+        step = current["step"]
+        console.print(f"Resume with: [bold]pipeline run --run-id {run_id}[/]")
+        raise fail(error, f"step {step}: " if step else "") from None
     _closing_summary(settings, run_id, manifests, time.monotonic() - started)
 
 

@@ -140,6 +140,16 @@ def _describe_observed(kind: str, result: dict[str, Any], frame: pd.DataFrame, c
     return "failed"
 
 
+def _raised(item) -> str:
+    """The message of an exception a check raised (GX nests them per metric), or ''."""
+    info = item.exception_info or {}
+    candidates = [info] + [v for v in info.values() if isinstance(v, dict)]
+    for entry in candidates:
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "error")
+    return ""
+
+
 def validate_frame(
     frame: pd.DataFrame, data: DataSettings, label: str, docs_dir: Path | None = None
 ) -> ValidationOutcome:
@@ -147,7 +157,10 @@ def validate_frame(
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("pipeline")
     asset = source.add_dataframe_asset(data.name)
     batch = asset.add_batch_definition_whole_dataframe("snapshot")
@@ -177,25 +190,34 @@ def validate_frame(
         )
     )
     result = checkpoint.run(batch_parameters={"dataframe": frame})
-    failures: list[str] = []
-    missing_columns = set()
     validation = next(iter(result.run_results.values()))
-    for item in validation.results:
+    failed = [item for item in validation.results if not item.success]
+    missing_columns = {
+        item.expectation_config.kwargs.get("column")
+        for item in failed
+        if item.expectation_config.type == "expect_column_to_exist"
+    }
+    # A check that could not run (e.g. a range check on a text column) adds nothing when the same
+    # column already failed a check that did run: report the cause, not its echoes.
+    explained = {
+        item.expectation_config.kwargs.get("column")
+        for item in failed
+        if not _raised(item)
+    }
+    failures: list[str] = [f"column {c!r}: missing (rule: required column present)" for c in sorted(missing_columns)]
+    for item in failed:
         config = item.expectation_config
         kind = config.type
         kwargs = dict(config.kwargs)
         column = kwargs.get("column")
-        if item.success:
-            continue
-        if kind == "expect_column_to_exist":
-            missing_columns.add(column)
-            failures.append(f"column {column!r}: missing (rule: required column present)")
-            continue
         if column in missing_columns:
-            continue  # already reported as missing; its other checks cannot run
+            continue  # its other checks cannot run
+        raised = _raised(item)
+        if raised and column in explained:
+            continue
         rule = _describe_rule(kind, kwargs, data)
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            observed = f"check could not run: {item.exception_info.get('exception_message', '')[:200]}"
+        if raised:
+            observed = f"check could not run: {raised[:200]}"
         else:
             observed = _describe_observed(kind, item.result or {}, frame, column)
         where = f"column {column!r}" if column else "table"

@@ -32,6 +32,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+CLASSIFICATION_METRICS = {"accuracy", "macro_f1", "roc_auc", "log_loss"}
+REGRESSION_METRICS = {"rmse", "mae", "r2"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_CONFIG = "penguins.yaml"
 
@@ -348,6 +350,12 @@ class Settings(BaseSettings):
         for value, what in ((self.experiment_name, "experiment_name"), (self.model_name, "model_name")):
             if value is not None:
                 check_safe_name(value, what)
+        valid = CLASSIFICATION_METRICS if self.data.task == "classification" else REGRESSION_METRICS
+        if self.evaluate.primary_metric is not None and self.evaluate.primary_metric not in valid:
+            raise ValueError(
+                f"evaluate.primary_metric {self.evaluate.primary_metric!r} does not apply to a "
+                f"{self.data.task} task: use one of {sorted(valid)}"
+            )
         return self
 
     @property

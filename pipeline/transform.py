@@ -132,6 +132,16 @@ class TabularTransformer:
             return np.asarray(codes, dtype=np.int64)
         return ((series.to_numpy(dtype=np.float64) - self.target_mean) / self.target_std).astype(np.float32)
 
+    def target_for_metrics(self, series: pd.Series) -> np.ndarray:
+        """The target as metrics compare it: class indices, or values in the original units."""
+        if self.task == "classification":
+            codes = self.encode_target(series)
+            if (codes < 0).any():
+                unseen = sorted({str(v) for v, c in zip(series.tolist(), codes, strict=True) if c < 0})
+                raise ValueError(f"target values {unseen} were never seen in training")
+            return codes
+        return series.to_numpy(dtype=np.float64)
+
     def decode_regression(self, values: np.ndarray) -> np.ndarray:
         return values * self.target_std + self.target_mean
 

@@ -47,6 +47,7 @@ class CliResult:
 
 def run_cli(args: list[str], home: Path, cwd: Path | None = None, timeout: int = 600, **env: str) -> CliResult:
     """Run ``python -m pipeline`` exactly as a user or a pod would."""
+    home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         cwd=cwd or home,

@@ -55,11 +55,9 @@ def run(ctx: StepContext) -> StepResult:
     n_classes = len(transformer.classes)
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
     features = model_input_frame(test_raw, data.feature_columns())
-    y_true = transformer.encode_target(test_raw[data.target])
+    y_true = transformer.target_for_metrics(test_raw[data.target])
     outputs = predictor.raw_outputs(features)
     metric = settings.primary_metric
-    if task == "classification" and (y_true < 0).any():
-        raise ValueError("the test split holds classes unseen in training")
     test_metrics = m.score(task, y_true, outputs, n_classes)
     if metric not in test_metrics:
         from pipeline.errors import ConfigError
@@ -68,7 +66,7 @@ def run(ctx: StepContext) -> StepResult:
 
     processed = pd.read_parquet(ctx.input_path("preprocess", "features"))
     train_part = processed[processed["split"] == "train"]
-    test_part = processed[processed["split"] == "test"]
+    test_part = processed.set_index("row_id").loc[test_raw["row_id"]]  # same rows, same order
     sizes = {c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)}
     baseline = m.baseline_outputs(
         settings.evaluate.baseline,
@@ -79,14 +77,15 @@ def run(ctx: StepContext) -> StepResult:
         n_classes,
         settings.seed,
     )
-    baseline_metrics = m.score(task, test_part["target"].to_numpy(), baseline, n_classes)
+    if task == "regression":
+        baseline = transformer.decode_regression(baseline)
+    baseline_metrics = m.score(task, y_true, baseline, n_classes)
 
     plots = ctx.staging / "plots"
     plots.mkdir()
     history = json.loads(ctx.input_path("train", "history").read_text())
     m.plot_learning_curves(history, plots / "learning_curves.png")
-    m.plot_prediction_distribution(task, y_true if task == "classification" else test_raw[data.target].to_numpy(),
-                                   outputs, transformer.classes, plots / "prediction_distribution.png")
+    m.plot_prediction_distribution(task, y_true, outputs, transformer.classes, plots / "prediction_distribution.png")
     report: dict = {}
     confusion = None
     if task == "classification":
@@ -101,8 +100,7 @@ def run(ctx: StepContext) -> StepResult:
             output_dict=True, zero_division=0,
         )
     importance = permutation_importance(
-        predictor, features, y_true if task == "classification" else test_raw[data.target].to_numpy(),
-        task, n_classes, metric, settings.evaluate.permutation_repeats, settings.seed,
+        predictor, features, y_true, task, n_classes, metric, settings.evaluate.permutation_repeats, settings.seed,
     )
     m.plot_importance(importance, metric, plots / "permutation_importance.png")
     evaluation = {

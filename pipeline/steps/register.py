@@ -42,9 +42,7 @@ def score_champion(ctx: StepContext, name: str, version: str, metric: str) -> tu
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
     predictor = load_predictor(f"models:/{name}/{version}")
     transformer = predictor.transformer
-    y_true = transformer.encode_target(test_raw[data.target]) if data.task == "classification" else test_raw[data.target].to_numpy()
-    if data.task == "classification" and (y_true < 0).any():
-        raise ValueError("the test snapshot holds classes the champion never saw")
+    y_true = transformer.target_for_metrics(test_raw[data.target])
     outputs = predictor.raw_outputs(model_input_frame(test_raw, data.feature_columns()))
     return m.score(data.task, y_true, outputs, len(transformer.classes))[metric], ""
 

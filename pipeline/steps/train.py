@@ -77,6 +77,14 @@ class Checkpointer:
         self.store.remove(self.path.rsplit("/", 1)[0])
 
 
+def training_fingerprint(settings, content_hash: str) -> str:
+    """What a checkpoint must match to be resumed: the data and every setting that shapes training."""
+    import hashlib
+
+    basis = {"train": settings.train.model_dump(), "seed": settings.seed, "data": content_hash}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def lineage_tags(ctx: StepContext) -> dict[str, str]:
     settings = ctx.settings
     ingest = ctx.upstream("ingest")
@@ -176,6 +184,11 @@ def run(ctx: StepContext) -> StepResult:
     experiment_id = ensure_experiment(client, settings)
     checkpointer = Checkpointer(ctx)
     checkpoint = checkpointer.load()
+    fingerprint = training_fingerprint(settings, features.summary["content_hash"])
+    if checkpoint is not None and checkpoint.get("fingerprint") != fingerprint:
+        logger.warning("discarding the checkpoint of run %s: it was made with other data or settings", ctx.run_id)
+        checkpointer.clear()
+        checkpoint = None
     mlflow_run_id = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -213,6 +226,7 @@ def run(ctx: StepContext) -> StepResult:
                         "torch_rng": torch.get_rng_state(),
                         "state": state,
                         "mlflow_run_id": mlflow_run_id,
+                        "fingerprint": fingerprint,
                     }
                 )
 

@@ -9,13 +9,16 @@ environment built by :func:`airflow_env`.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,30 +167,25 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         import psycopg2
 
-        with psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres") as conn:
-            conn.autocommit = True
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-    def query(self, database: str, sql: str, *args: object) -> list[tuple]:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=database)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return cur.fetchall()
         finally:
             conn.close()
+        return self.url(name)
 
 
-def _as_postgres_user(cmd: list[str]) -> list[str]:
-    # initdb refuses to run as root: run the server as the `postgres` system user.
-    if os.geteuid() == 0:
-        runuser = need_executable("runuser", "apt-get install util-linux")
-        return [runuser, "-u", "postgres", "--", *cmd]
-    return cmd
+def _server_user() -> dict[str, Any]:
+    """``initdb`` refuses to run as root: as root, run the server as the ``postgres`` user."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        unavailable("the `postgres` system user", "apt-get install postgresql")
+    return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
 @pytest.fixture(scope="session")
@@ -211,30 +209,28 @@ def postgres() -> Iterator[PostgresServer]:
         shutil.chown(sockets, "postgres")
     os.chmod(root, 0o755)  # noqa: S103 - the server user must reach its data folder
     subprocess.run(
-        _as_postgres_user(
-            [str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]
-        ),
+        [str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
         check=True,
         capture_output=True,
+        **_server_user(),
     )
     port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
     server = subprocess.Popen(
-        _as_postgres_user(
-            [
-                str(postgres_bin),
-                "-D", str(data),
-                "-h", "127.0.0.1",
-                "-p", str(port),
-                "-k", str(sockets),
-                "-c", "fsync=off",
-                "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off",
-                "-c", "max_connections=200",
-            ]
-        ),
+        [
+            str(postgres_bin),
+            "-D", str(data),
+            "-h", "127.0.0.1",
+            "-p", str(port),
+            "-k", str(sockets),
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        **_server_user(),
     )  # fmt: skip
     try:
         import psycopg2
@@ -252,7 +248,7 @@ def postgres() -> Iterator[PostgresServer]:
                 time.sleep(0.2)
         yield PostgresServer(port)
     finally:
-        server.terminate()  # SIGTERM: smart shutdown; our clients are gone by now
+        server.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, stop cleanly
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -105,7 +105,7 @@ def registered_versions(pipeline_home: Path, model_name: str) -> list[str]:
 
     uri = f"sqlite:///{pipeline_home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return sorted(v.version for v in client.search_model_versions(f"name = '{model_name}'"))
+    return sorted(str(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
 
 
 def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiver) -> tuple[str, dict]:

@@ -1,0 +1,170 @@
+"""Bad input: each case fails with the bad-input exit code and a message naming the problem, and
+leaves no trace downstream: nothing registered, no new feature-set version, champion untouched."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import EXIT_BAD_INPUT
+from pipeline.sources import resolve_package_uri
+from tests.conftest import FAST, run_cli
+
+pytestmark = pytest.mark.slow
+
+PENGUINS = resolve_package_uri("pkg://palmerpenguins/data/penguins.csv").read_bytes()
+
+
+def rows() -> list[list[str]]:
+    return list(csv.reader(io.StringIO(PENGUINS.decode())))
+
+
+def to_csv(table: list[list[str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(table)
+    return out.getvalue().encode()
+
+
+def set_column(name: str, value: Callable[[int, str], str]) -> bytes:
+    table = rows()
+    index = table[0].index(name)
+    for i, row in enumerate(table[1:]):
+        row[index] = value(i, row[index])
+    return to_csv(table)
+
+
+def drop_column(name: str) -> bytes:
+    table = rows()
+    index = table[0].index(name)
+    return to_csv([[v for j, v in enumerate(row) if j != index] for row in table])
+
+
+def with_raw_line(line_number: int, raw: bytes) -> bytes:
+    lines = PENGUINS.split(b"\n")
+    lines[line_number - 1] = raw
+    return b"\n".join(lines)
+
+
+DUPLICATED_HEADER = b"species,island,island\n" + b"\n".join(
+    b",".join(line.split(b",")[:3]) for line in PENGUINS.split(b"\n")[1:] if line
+)
+
+
+@dataclass
+class Case:
+    id: str
+    data: bytes | None
+    expected: tuple[str, ...]
+    args: tuple[str, ...] = ()
+
+
+CASES = [
+    Case("empty-file", b"", ("the file is empty",)),
+    Case("header-only", PENGUINS.split(b"\n")[0] + b"\n", ("header but no data rows",)),
+    Case("missing-target-column", drop_column("species"), ("column 'species'", "missing")),
+    Case(
+        "numeric-column-holding-text",
+        set_column("body_mass_g", lambda i, v: "heavy" if i == 10 else v),
+        ("column 'body_mass_g'", "non-numeric values ['heavy']", "data rows [11]"),
+    ),
+    Case("all-null-column", set_column("bill_depth_mm", lambda i, v: ""), ("column 'bill_depth_mm'", "100.0%", "missing values")),
+    Case(
+        "category-outside-allowed-set",
+        set_column("island", lambda i, v: "Atlantis" if i == 3 else v),
+        ("column 'island'", "'Atlantis'", "values in ['Biscoe', 'Dream', 'Torgersen']"),
+    ),
+    Case("non-utf8-bytes", with_raw_line(6, b"Adelie,Torgersen,36.7,19.3,193,3450,f\xe9male,2007"),
+         ("line 6", "not valid utf-8")),
+    Case("ragged-rows", with_raw_line(9, b"Adelie,Torgersen,34.1,18.1,193,3475,,2007,extra"),
+         ("line 9", "9 fields, expected 8")),
+    Case("duplicated-column-names", DUPLICATED_HEADER, ("duplicated column names ['island']",)),
+    Case("single-class-target", set_column("species", lambda i, v: "Adelie"), ("column 'species'", "at least 2 distinct classes")),
+    Case(
+        "nan-beyond-allowed-fraction",
+        set_column("bill_length_mm", lambda i, v: "NaN" if i % 10 == 0 else v),
+        ("column 'bill_length_mm'", "missing values (NaN/null) at most 5.0%"),
+    ),
+    Case(
+        "infinity-beyond-allowed-fraction",
+        set_column("flipper_length_mm", lambda i, v: "inf" if i % 50 == 0 else v),
+        ("column 'flipper_length_mm'", "inf", "finite values within"),
+    ),
+    Case("path-traversal-run-id", None, ("run id", "'../../etc'", "no '..'"), ("--run-id", "../../etc")),
+    Case("path-traversal-dataset-name", None, ("data.name", "../evil", "not a safe name"), ("--set", "data.name=../evil")),
+    Case("path-traversal-model-name", None, ("model_name", "not a safe name"), ("--set", "model_name=a/../../b")),
+]
+
+
+@pytest.fixture(scope="module")
+def with_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("badinput") / "home"
+    result = run_cli(["run", *FAST], home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home
+
+
+def state(home: Path) -> dict:
+    """Everything downstream of validation a bad input must not touch."""
+    import sqlalchemy as sa
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", registry_uri=f"sqlite:///{home / 'mlflow.db'}")
+    versions = sorted(str(v.version) for v in client.search_model_versions("name = 'penguins'"))
+    champion = str(client.get_model_version_by_alias("penguins", "champion").version)
+    engine = sa.create_engine(f"sqlite:///{home / 'features.db'}")
+    with engine.connect() as connection:
+        feature_versions = connection.execute(sa.text("SELECT feature_set, version FROM feature_set_versions")).all()
+    engine.dispose()
+    runs = sorted(p.name for p in (home / "artifacts" / "runs").iterdir())
+    downstream = sorted(
+        f"{run}/{step}"
+        for run in runs
+        for step in ("preprocess", "features", "version", "train", "evaluate", "register")
+        if (home / "artifacts" / "runs" / run / step / "manifest.json").exists()
+    )
+    return {"versions": versions, "champion": champion, "features": sorted(map(tuple, feature_versions)),
+            "downstream": downstream}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_cleanly(case: Case, with_champion: Path, tmp_path: Path) -> None:
+    before = state(with_champion)
+    args = ["run", *FAST, *case.args]
+    if case.data is not None:
+        source = tmp_path / "input.csv"
+        source.write_bytes(case.data)
+        args += ["--set", f"data.source.uri={source}"]
+    result = run_cli(args, with_champion)
+    output = result.stderr
+    assert result.returncode == EXIT_BAD_INPUT, output[-3000:]
+    for expected in case.expected:
+        assert expected in output, f"{expected!r} not in:\n{output[-3000:]}"
+    if case.data is not None:
+        assert str(tmp_path / "input.csv") in output or "snapshot" in output  # the message names the file
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("pipeline: error:"), "the last stderr line is one line, for alerts and task logs"
+    assert state(with_champion) == before
+
+
+def test_step_command_uses_the_same_exit_code(with_champion: Path, tmp_path: Path) -> None:
+    source = tmp_path / "input.csv"
+    source.write_bytes(set_column("island", lambda i, v: "Atlantis" if i == 0 else v))
+    env = {"PIPELINE_DATA__SOURCE__URI": str(source)}
+    assert run_cli(["step", "ingest", "--run-id", "bad-1"], with_champion, **env).returncode == 0
+    result = run_cli(["step", "validate", "--run-id", "bad-1"], with_champion, **env)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "'Atlantis'" in result.stderr
+    # The failed validation's report is published (for inspection) and marked failed ...
+    manifest = (with_champion / "artifacts" / "runs" / "bad-1" / "validate" / "manifest.json").read_text()
+    assert '"status": "failed"' in manifest
+    # ... and the next step refuses to run on it.
+    downstream = run_cli(["step", "preprocess", "--run-id", "bad-1"], with_champion, **env)
+    assert downstream.returncode == EXIT_BAD_INPUT
+    assert "validate" in downstream.stderr and "failed" in downstream.stderr
+    assert not os.path.exists(with_champion / "artifacts" / "runs" / "bad-1" / "preprocess")
