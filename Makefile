@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: help run test lint format clean
 
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -84,3 +84,44 @@ image-constraints: $(TEST_VENV)/.installed ## Re-pin images/constraints.txt to t
 	{ sed -n '1,3p' images/constraints.txt; $(TEST_VENV)/bin/python -m pip freeze --all --exclude-editable \
 	  | grep -v -iE '^(torch|nvidia-[a-z0-9-]+|triton|ml-pipeline|ml_pipeline)([=<>!~ ]|$$)' | LC_ALL=C sort -f; } \
 	  > images/constraints.txt.new && mv images/constraints.txt.new images/constraints.txt
+
+# ---- local Kubernetes with kind (docs/kubernetes.md) ------------------------------------------
+# None of these can run without Docker and kind; the CI workflow .github/workflows/kind-e2e.yml
+# runs them on a hosted runner. Images are built with IMAGE_TAG=$(KIND_IMAGE_TAG), loaded into the
+# kind node (never pulled), and deployed with charts/ml-pipeline/values-kind.yaml.
+KIND           ?= kind
+KUBECTL        ?= kubectl
+HELM           ?= helm
+KIND_CLUSTER   ?= ml-pipeline
+KIND_CONFIG    ?= k8s/kind/cluster.yaml
+KIND_IMAGE_TAG ?= dev
+NAMESPACE      ?= ml-pipeline
+RELEASE        ?= mlp
+DEPLOY_VALUES  ?= charts/ml-pipeline/values-kind.yaml
+HELM_ARGS      ?=
+KIND_ENV = KIND='$(KIND)' KUBECTL='$(KUBECTL)' KIND_CLUSTER='$(KIND_CLUSTER)' KIND_CONFIG='$(KIND_CONFIG)' \
+	NAMESPACE='$(NAMESPACE)' RELEASE='$(RELEASE)'
+
+.PHONY: kind-up kind-load deploy port-forward e2e kind-down
+
+kind-up: ## Create the kind cluster and namespace (KIND_CONFIG=k8s/kind/cluster-gpu.yaml for GPUs)
+	$(KIND_ENV) scripts/kind-up
+
+kind-load: ## Build the images with IMAGE_TAG=$(KIND_IMAGE_TAG) and load them into the kind node
+	$(MAKE) images IMAGE_TAG=$(KIND_IMAGE_TAG)
+	for image in pipeline airflow mlflow; do \
+	  $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_REPO)/$$image:$(KIND_IMAGE_TAG) || exit 1; \
+	done
+
+deploy: ## helm upgrade --install the chart (DEPLOY_VALUES=, HELM_ARGS=); no --wait: Airflow waits for its migration Job
+	$(HELM) upgrade --install $(RELEASE) charts/ml-pipeline --namespace $(NAMESPACE) --create-namespace \
+	  --values $(DEPLOY_VALUES) $(HELM_ARGS)
+
+port-forward: ## Forward MLflow (5000), Airflow (8080) and the MinIO console (9001) to localhost
+	$(KIND_ENV) scripts/port-forward
+
+e2e: kind-up kind-load deploy ## On kind: deploy, trigger the DAG, wait for success and a registered model
+	$(KIND_ENV) scripts/kind-e2e
+
+kind-down: ## Delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
