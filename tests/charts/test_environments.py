@@ -71,3 +71,17 @@ def test_kind_cluster_configs_parse():
     gpu = yaml.safe_load((REPO / "k8s" / "kind" / "cluster-gpu.yaml").read_text())
     mounts = gpu["nodes"][0]["extraMounts"]
     assert {"hostPath": "/dev/null", "containerPath": "/var/run/nvidia-container-devices/all"} in mounts
+
+
+def test_kind_workflow_uses_the_makefile_targets():
+    import re
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind-e2e.yml").read_text())
+    runs = "\n".join(step.get("run", "") for step in workflow["jobs"]["kind-e2e"]["steps"])
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("kind-up", "kind-load", "deploy", "kind-down"):
+        assert f"make {target}" in runs
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
+    assert re.search(r"^e2e:", makefile, re.MULTILINE)
+    assert "scripts/kind-e2e" in runs
+    assert (REPO / "scripts" / "kind-e2e").stat().st_mode & 0o111
