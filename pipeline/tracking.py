@@ -70,10 +70,21 @@ def configure(settings: Settings) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(settings)
-    prepare_sqlite(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    path = _sqlite_path(uri)
+    if path is None:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Creating or migrating the schema (which the client does when it opens the store) is not safe
+    # from two processes at once: serialise it.
+    from filelock import FileLock
+
+    prepare_sqlite(uri)
+    with FileLock(str(path) + ".init.lock", timeout=300):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def tracking_uri(settings: Settings) -> str:
