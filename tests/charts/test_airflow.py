@@ -232,3 +232,31 @@ def test_hybrid_executor_adds_celery_workers():
     assert airflow_cfg(objects)["core"]["executor"] == "CeleryExecutor,KubernetesExecutor"
     worker = pod_spec(component(objects, "celery-worker"))["containers"][0]
     assert worker["args"][:3] == ["airflow", "celery", "worker"]
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("profile", ["defaults", "redis-celery", "git-sync-remote-logs"])
+def test_every_airflow_cfg_option_is_one_airflow_knows(profile):
+    """A misspelt option would be silently ignored by Airflow: check each against Airflow's own
+    configuration description (core plus the installed providers)."""
+    from tests.charts.chart_utils import PROFILES
+
+    try:
+        from tests.dags.conftest import require_airflow
+
+        require_airflow()
+        from airflow.configuration import conf
+    except ImportError as exc:
+        from tests.support import unavailable
+
+        unavailable(f"Apache Airflow ({exc})", "pip install -e '.[airflow]'")
+    import importlib.util
+
+    known = conf.configuration_description
+    for section, options in airflow_cfg(render_chart(PROFILES[profile])).items():
+        provider = {"celery": "airflow.providers.celery"}.get(section)
+        if provider and importlib.util.find_spec(provider) is None:
+            continue  # that provider lives in the Airflow image, not necessarily in this venv
+        assert section in known, f"unknown section [{section}]"
+        for option in options:
+            assert option in known[section]["options"], f"unknown option [{section}] {option}"
