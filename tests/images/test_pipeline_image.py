@@ -1,9 +1,10 @@
 """The pipeline image, built on this machine by `make image-pipeline`, running steps like a pod.
 
 A step pod runs the image's entrypoint with arguments only (`step <name> --run-id <id>`), as UID
-10001, with a read-only root file system, no capabilities, an emptyDir on PIPELINE_HOME and /tmp,
-its settings from PIPELINE_* variables, and /airflow/xcom shared with the XCom sidecar. The tests
-run the container the same way, with --network host so the step reaches services on the host.
+and GID 10001, without capabilities or privilege escalation, an emptyDir on PIPELINE_HOME, its
+settings from PIPELINE_* variables, and /airflow/xcom shared with the XCom sidecar. The tests run
+the container the same way (stricter still: a read-only root file system with /tmp on tmpfs),
+with --network host so the step reaches services on the host.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ EXIT_BAD_INPUT = 65
 def pod_args(image: Image, xcom: Path | None, env: dict[str, str], *volumes: str) -> list[str]:
     """`docker run` arguments equivalent to the step pod's securityContext and volumes."""
     args = [
-        "run", "--rm", "--network", "host",
+        "run", "--rm", "--network", "host", "--user", f"{UID}:{UID}",
         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--tmpfs", "/tmp",
         "--tmpfs", f"/var/lib/ml-pipeline:uid={UID},gid={UID},mode=0750",
