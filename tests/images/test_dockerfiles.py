@@ -6,6 +6,7 @@ test_service_images.py.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.images.conftest import Docker
 from tests.support import need_executable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +99,32 @@ def test_constraints_leave_torch_to_the_variant() -> None:
     assert not {"torch", "triton", "ml-pipeline"} & names
     assert not any(name.startswith("nvidia-") for name in names)
     assert {"mlflow", "apache-airflow", "psycopg2-binary", "boto3"} <= names
+
+
+@pytest.mark.docker
+def test_build_context_is_only_what_the_images_need(docker: Docker, base_image: str, tmp_path: Path) -> None:
+    """.dockerignore: no .git, virtual environments, data, databases, caches or .env are sent."""
+    default = re.search(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILES[0].read_text(), re.MULTILINE)
+    base = base_image or default.group(1)
+    lister = (
+        f"FROM {base} AS lister\n"
+        "RUN --mount=type=bind,target=/ctx find /ctx -mindepth 1 -printf '%P\\n' > /context.txt\n"
+        "FROM scratch\n"
+        "COPY --from=lister /context.txt /\n"
+    )
+    proc = subprocess.run(
+        [docker.executable, "build", "--quiet", "--output", f"type=local,dest={tmp_path}", "-f", "-", "."],
+        input=lister,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sent = (tmp_path / "context.txt").read_text().split()
+    top = {path.split("/")[0] for path in sent}
+    assert top <= {"pyproject.toml", "README.md", "pipeline", "dags", "images"}, top
+    assert "pipeline" in top
+    assert not [p for p in sent if re.search(r"(^|/)(__pycache__|\.env|\.git|\.venv[^/]*)(/|$)|\.db$", p)]
