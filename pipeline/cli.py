@@ -36,8 +36,14 @@ logger = logging.getLogger("pipeline")
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config (dataset, contract, hyperparameters). Default: PIPELINE_CONFIG "
-                 "or the packaged penguins config.", exists=False, dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config (dataset, contract, hyperparameters). Default: PIPELINE_CONFIG "
+        "or the packaged penguins config.",
+        exists=False,
+        dir_okay=False,
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -77,7 +83,9 @@ def load_settings(config: Path | None, overrides: list[str] | None):
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors(include_url=False)
         )
-        raise ConfigError(f"invalid configuration ({config or os.environ.get('PIPELINE_CONFIG') or 'default'}): {problems}") from None
+        raise ConfigError(
+            f"invalid configuration ({config or os.environ.get('PIPELINE_CONFIG') or 'default'}): {problems}"
+        ) from None
     return settings
 
 
@@ -94,6 +102,10 @@ def _prepare(level: str | None = None) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def one_line(message: str) -> str:
+    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def fail(exc: BaseException, context: str = "") -> typer.Exit:
     """Print a clear error and map it to the exit-code contract."""
     code = exit_code_for(exc)
@@ -107,8 +119,11 @@ def fail(exc: BaseException, context: str = "") -> typer.Exit:
     kind = "bad input" if code == EXIT_BAD_INPUT else "failed (retryable)"
     console.print(f"[bold red]{context}{kind}:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     # The last line of stderr is always one line: what an alert or a task log shows.
-    print(f"pipeline: error: {context}{' | '.join(line.strip() for line in message.splitlines() if line.strip())}",
-          file=sys.stderr, flush=True)
+    print(
+        f"pipeline: error: {context}{one_line(message)}",
+        file=sys.stderr,
+        flush=True,
+    )
     return typer.Exit(code)
 
 
@@ -120,9 +135,13 @@ def fail(exc: BaseException, context: str = "") -> typer.Exit:
 @app.command()
 def run(
     config: ConfigOption = None,
-    run_id: Annotated[str | None, typer.Option("--run-id", help="Resume or name a run (default: a new id).")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Resume or name a run (default: a new id).")
+    ] = None,
     overrides: SetOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-run every step, even those already done.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-run every step, even those already done.")
+    ] = False,
 ) -> None:
     """Run every step on this machine, resuming a run id where it stopped."""
     _prepare()
@@ -138,9 +157,16 @@ def run(
     console.print(f"[bold]Run[/] {run_id}  dataset [bold]{settings.data.name}[/]  home {settings.home}")
     current = {"step": None}
     started = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=False) as progress:
-        tasks = {s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False) for s in STEPS}
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        tasks = {
+            s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False) for s in STEPS
+        }
 
         def on_step(name: str, event: str, manifest) -> None:
             task = tasks[name]
@@ -151,8 +177,11 @@ def run(
             elif event == "kept":
                 progress.update(task, description=f"[green]{name:<11}[/] already done (kept)", completed=1)
             else:
-                progress.update(task, description=f"[green]{name:<11}[/] {_one_liner(name, manifest.summary)}",
-                                completed=1)
+                progress.update(
+                    task,
+                    description=f"[green]{name:<11}[/] {_one_liner(name, manifest.summary)}",
+                    completed=1,
+                )
                 progress.stop_task(task)
 
         error: BaseException | None = None
@@ -175,24 +204,28 @@ def run(
 
 
 def _one_liner(name: str, summary: dict[str, Any]) -> str:
+    get = summary.get
     if name == "ingest":
-        return f"{summary.get('rows')} rows, sha256 {str(summary.get('sha256'))[:12]}"
+        return f"{get('rows')} rows, sha256 {str(get('sha256'))[:12]}"
     if name == "validate":
-        return f"{summary.get('successful_expectations')}/{summary.get('evaluated_expectations')} expectations passed"
+        return f"{get('successful_expectations')}/{get('evaluated_expectations')} expectations passed"
     if name == "preprocess":
-        splits = summary.get("rows_per_split", {})
+        splits = get("rows_per_split", {})
         return f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"
     if name == "features":
-        return f"feature set {summary.get('feature_set')} v{summary.get('feature_set_version')}"
+        return f"feature set {get('feature_set')} v{get('feature_set_version')}"
     if name == "version":
-        return f"raw md5 {summary.get('raw', {}).get('md5', '')[:12]}, pushed to {summary.get('remote')}"
+        return f"raw md5 {get('raw', {}).get('md5', '')[:12]}, pushed to {get('remote')}"
     if name == "train":
-        return f"{summary.get('epochs_trained')} epochs on {summary.get('device')}, best val loss {summary.get('best_val_loss'):.4f}"
+        return f"{get('epochs_trained')} epochs on {get('device')}, best val loss {get('best_val_loss'):.4f}"
     if name == "evaluate":
-        metric = summary.get("primary_metric")
-        return f"test {metric} {summary.get('test', {}).get(metric, float('nan')):.4f} (baseline {summary.get('baseline', {}).get(metric, float('nan')):.4f})"
+        metric = get("primary_metric")
+        test = get("test", {}).get(metric, float("nan"))
+        baseline = get("baseline", {}).get(metric, float("nan"))
+        return f"test {metric} {test:.4f} (baseline {baseline:.4f})"
     if name == "register":
-        return f"{summary.get('model_name')} v{summary.get('version')} {'-> champion' if summary.get('promoted') else 'challenger'}"
+        role = "-> champion" if get("promoted") else "challenger"
+        return f"{get('model_name')} v{get('version')} {role}"
     return "done"
 
 
@@ -205,10 +238,16 @@ def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
     table.add_row("run id", run_id)
     table.add_row("model", f"{register['model_name']} version {register['version']}")
     table.add_row("aliases", ", ".join(register["aliases"]) or "-")
-    table.add_row("gate", f"{'promoted to champion' if register['promoted'] else 'not promoted'}: {register['reason']}")
-    table.add_row(f"test {metric}", f"{evaluate['test'][metric]:.4f} (baseline {evaluate['baseline'][metric]:.4f})")
+    table.add_row(
+        "gate", f"{'promoted to champion' if register['promoted'] else 'not promoted'}: {register['reason']}"
+    )
+    table.add_row(
+        f"test {metric}", f"{evaluate['test'][metric]:.4f} (baseline {evaluate['baseline'][metric]:.4f})"
+    )
     table.add_row("mlflow run", train["mlflow_run_id"])
-    table.add_row("tracking", settings.resolved_tracking_uri if settings.uses_embedded_tracking else "(server)")
+    table.add_row(
+        "tracking", settings.resolved_tracking_uri if settings.uses_embedded_tracking else "(server)"
+    )
     table.add_row("artifacts", f"{settings.resolved_artifact_root}/runs/{run_id}")
     table.add_row("took", f"{elapsed:.0f}s")
     console.rule("[bold green]pipeline finished")
@@ -216,13 +255,26 @@ def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
     console.print(
         f"\nNext:\n  pipeline show {register['model_name']}@champion      # lineage of the champion\n"
         f"  pipeline ui                               # open the MLflow UI (http://127.0.0.1:5000)\n"
-        f"  pipeline fetch-data {register['model_name']}/{register['version']} --dest ./data-v{register['version']}"
+        f"  pipeline fetch-data {register['model_name']}/{register['version']} "
+        f"--dest ./data-v{register['version']}"
         "   # the exact data behind this version"
     )
     # Machine-readable, on stdout.
-    print(json.dumps({"run_id": run_id, "model_name": register["model_name"], "version": register["version"],
-                      "aliases": register["aliases"], "promoted": register["promoted"], "reason": register["reason"],
-                      "mlflow_run_id": train["mlflow_run_id"]}, sort_keys=True), flush=True)
+    print(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "model_name": register["model_name"],
+                "version": register["version"],
+                "aliases": register["aliases"],
+                "promoted": register["promoted"],
+                "reason": register["reason"],
+                "mlflow_run_id": train["mlflow_run_id"],
+            },
+            sort_keys=True,
+        ),
+        flush=True,
+    )
 
 
 @app.command()
@@ -335,8 +387,20 @@ def ui(
     uri = settings.resolved_tracking_uri
     prepare_sqlite(uri)
     typer.echo(f"MLflow UI on http://{host}:{port}  (store {uri}; Ctrl-C to stop)", err=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
-               "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     os.execvp(command[0], command)  # noqa: S606 - replaces this process with the MLflow UI
 
 

@@ -60,7 +60,8 @@ class StepContext:
             if manifest is None:
                 raise UpstreamMissingError(
                     f"step {self.step!r} needs the outputs of step {step!r} for run {self.run_id!r}, "
-                    f"but none were published under {self.store.to_uri(self.store.step_path(self.run_id, step))}"
+                    "but none were published under "
+                    f"{self.store.to_uri(self.store.step_path(self.run_id, step))}"
                     f"; run `pipeline step {step} --run-id {self.run_id}` first"
                 )
             self._upstream[step] = manifest

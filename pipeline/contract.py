@@ -23,8 +23,24 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 FLOAT_MAX = sys.float_info.max
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64",
-                 "uint8", "uint16", "uint32", "uint64", "float32", "float64", "Float32", "Float64"]
+NUMERIC_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float32",
+    "float64",
+    "Float32",
+    "Float64",
+]
 TEXT_TYPES = ["str", "string", "object", "large_string", "category"]
 BOOL_TYPES = ["bool", "boolean"]
 
@@ -156,7 +172,6 @@ def validate_frame(
     """Run the contract on ``frame``; build Data Docs into ``docs_dir`` when given."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -176,7 +191,10 @@ def validate_frame(
             site_name="pipeline_run",
             site_config={
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
@@ -199,12 +217,10 @@ def validate_frame(
     }
     # A check that could not run (e.g. a range check on a text column) adds nothing when the same
     # column already failed a check that did run: report the cause, not its echoes.
-    explained = {
-        item.expectation_config.kwargs.get("column")
-        for item in failed
-        if not _raised(item)
-    }
-    failures: list[str] = [f"column {c!r}: missing (rule: required column present)" for c in sorted(missing_columns)]
+    explained = {item.expectation_config.kwargs.get("column") for item in failed if not _raised(item)}
+    failures: list[str] = [
+        f"column {c!r}: missing (rule: required column present)" for c in sorted(missing_columns)
+    ]
     for item in failed:
         config = item.expectation_config
         kind = config.type

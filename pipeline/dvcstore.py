@@ -68,7 +68,12 @@ def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
     shared, secret = remote_config(remote, s3)
     section = f'remote "{REMOTE_NAME}"'
     config = configparser.ConfigParser()
-    config["core"] = {"remote": REMOTE_NAME, "no_scm": "true", "analytics": "false", "site_cache_dir": str(workspace / ".dvc" / "site")}
+    config["core"] = {
+        "remote": REMOTE_NAME,
+        "no_scm": "true",
+        "analytics": "false",
+        "site_cache_dir": str(workspace / ".dvc" / "site"),
+    }
     config[section] = shared
     with open(workspace / ".dvc" / "config", "w") as handle:
         config.write(handle)
@@ -83,7 +88,9 @@ def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
         Path(shared["url"]).mkdir(parents=True, exist_ok=True)
 
 
-def track_and_push(files: dict[str, Path], workspace: Path, remote: str, s3: S3Settings) -> dict[str, dict[str, Any]]:
+def track_and_push(
+    files: dict[str, Path], workspace: Path, remote: str, s3: S3Settings
+) -> dict[str, dict[str, Any]]:
     """Add ``files`` (name -> path) to a fresh workspace, push them, return their ``.dvc`` data."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
@@ -136,7 +143,9 @@ def fetch(dvc_text: str, destination: Path, remote: str, s3: S3Settings) -> Path
     try:
         repo.pull([str(dvc_file.resolve())], remote=REMOTE_NAME)
     except DvcException as exc:
-        raise RetryableError(f"DVC could not pull {out['path']} (md5 {out['md5']}) from {remote}: {exc}") from exc
+        raise RetryableError(
+            f"DVC could not pull {out['path']} (md5 {out['md5']}) from {remote}: {exc}"
+        ) from exc
     finally:
         repo.close()
     return destination / out["path"]

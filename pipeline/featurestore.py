@@ -131,7 +131,9 @@ class FeatureStore:
 
     # public API --------------------------------------------------------------------------------
 
-    def write(self, frame: pd.DataFrame, feature_set: str, content_hash: str, run_id: str) -> FeatureSetVersion:
+    def write(
+        self, frame: pd.DataFrame, feature_set: str, content_hash: str, run_id: str
+    ) -> FeatureSetVersion:
         """Publish ``frame`` as the next version of ``feature_set`` (idempotent per run and hash)."""
         import sqlalchemy as sa
 
@@ -156,14 +158,21 @@ class FeatureStore:
 
         if not sa.inspect(self.engine).has_table(VERSIONS_TABLE):
             return []
-        query = f"SELECT feature_set, version, table_name, row_count, schema, content_hash, run_id, created_at FROM {VERSIONS_TABLE}"  # noqa: S608 - constant name
-        params: dict[str, Any] = {}
+        versions = self._versions_table(self._metadata())
+        query = sa.select(
+            versions.c.feature_set,
+            versions.c.version,
+            versions.c.table_name,
+            versions.c.row_count,
+            versions.c.schema,
+            versions.c.content_hash,
+            versions.c.run_id,
+            versions.c.created_at,
+        ).order_by(versions.c.feature_set, versions.c.version)
         if feature_set is not None:
-            query += " WHERE feature_set = :fs"
-            params["fs"] = feature_set
-        query += " ORDER BY feature_set, version"
+            query = query.where(versions.c.feature_set == feature_set)
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.text(query), params).all()
+            rows = connection.execute(query).all()
         return [
             FeatureSetVersion(r[0], int(r[1]), r[2], int(r[3]), json.loads(r[4]), r[5], r[6], str(r[7]))
             for r in rows
@@ -191,7 +200,9 @@ class FeatureStore:
                 with self.engine.connect() as connection:
                     frame = pd.read_sql_query(query.order_by(table.c["row_id"]), connection)
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {getattr(exc, 'orig', exc)}") from None
+            raise RetryableError(
+                f"feature store {redact_url(self.url)} unreachable: {getattr(exc, 'orig', exc)}"
+            ) from None
         for column, kind in meta.schema.items():
             if kind == "double precision":
                 frame[column] = frame[column].astype("float64")
@@ -199,7 +210,8 @@ class FeatureStore:
                 frame[column] = frame[column].astype("int64")
         if len(frame) != meta.row_count:
             raise RetryableError(
-                f"feature set {feature_set!r} v{version}: read {len(frame)} rows, the version row says {meta.row_count}"
+                f"feature set {feature_set!r} v{version}: read {len(frame)} rows, "
+                f"the version row says {meta.row_count}"
             )
         return frame
 
@@ -229,15 +241,21 @@ class FeatureStore:
     def _table(self, name: str, schema: dict[str, str], metadata=None):
         import sqlalchemy as sa
 
-        types = {"double precision": sa.Float, "bigint": sa.BigInteger, "boolean": sa.Boolean, "text": sa.Text}
+        types = {
+            "double precision": sa.Float,
+            "bigint": sa.BigInteger,
+            "boolean": sa.Boolean,
+            "text": sa.Text,
+        }
         metadata = metadata if metadata is not None else self._metadata()
         columns = [sa.Column("_version", sa.Integer, primary_key=True)]
         for column, kind in schema.items():
             columns.append(sa.Column(column, types[kind](), primary_key=(column == "row_id")))
         return sa.Table(name, metadata, *columns)
 
-    def _write_generic(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
-        import sqlalchemy as sa
+    def _write_generic(
+        self, frame, feature_set, table_name, schema, content_hash, run_id
+    ) -> FeatureSetVersion:
 
         metadata = self._metadata()
         versions = self._versions_table(metadata)
@@ -253,7 +271,9 @@ class FeatureStore:
                 for record in chunk:
                     record["_version"] = version
                 connection.execute(table.insert(), chunk)
-            item = self._version_row(feature_set, version, table_name, len(frame), schema, content_hash, run_id)
+            item = self._version_row(
+                feature_set, version, table_name, len(frame), schema, content_hash, run_id
+            )
             connection.execute(versions.insert(), [self._row_dict(item)])
         logger.info("feature set %s v%d: %d rows in %s", feature_set, version, len(frame), table_name)
         return item
@@ -270,10 +290,18 @@ class FeatureStore:
         ).first()
         if row is None:
             return None
-        logger.info("feature set %s v%d already holds run %s with the same content", feature_set, row.version, run_id)
+        logger.info(
+            "feature set %s v%d already holds run %s with the same content", feature_set, row.version, run_id
+        )
         return FeatureSetVersion(
-            row.feature_set, int(row.version), row.table_name, int(row.row_count), json.loads(row.schema),
-            row.content_hash, row.run_id, str(row.created_at),
+            row.feature_set,
+            int(row.version),
+            row.table_name,
+            int(row.row_count),
+            json.loads(row.schema),
+            row.content_hash,
+            row.run_id,
+            str(row.created_at),
         )
 
     def _next_version(self, connection, versions, feature_set) -> int:
@@ -285,7 +313,9 @@ class FeatureStore:
         return int(current or 0) + 1
 
     @staticmethod
-    def _version_row(feature_set, version, table_name, rows, schema, content_hash, run_id) -> FeatureSetVersion:
+    def _version_row(
+        feature_set, version, table_name, rows, schema, content_hash, run_id
+    ) -> FeatureSetVersion:
         return FeatureSetVersion(
             feature_set=feature_set,
             version=version,
@@ -305,7 +335,9 @@ class FeatureStore:
 
     # PostgreSQL ----------------------------------------------------------------------------------
 
-    def _write_postgres(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
+    def _write_postgres(
+        self, frame, feature_set, table_name, schema, content_hash, run_id
+    ) -> FeatureSetVersion:
         from psycopg2 import sql
 
         raw = self.engine.raw_connection()
@@ -313,7 +345,9 @@ class FeatureStore:
             dbapi = raw.driver_connection
             dbapi.autocommit = False
             with dbapi.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ml-pipeline/features/{feature_set}",))
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ml-pipeline/features/{feature_set}",)
+                )
                 cursor.execute(
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {versions} ("
@@ -336,12 +370,19 @@ class FeatureStore:
                     dbapi.rollback()
                     logger.info("feature set %s v%d already holds run %s", feature_set, found[0], run_id)
                     return FeatureSetVersion(
-                        feature_set, int(found[0]), table_name, int(found[1]), schema, content_hash, run_id, str(found[2])
+                        feature_set,
+                        int(found[0]),
+                        table_name,
+                        int(found[1]),
+                        schema,
+                        content_hash,
+                        run_id,
+                        str(found[2]),
                     )
                 cursor.execute(
-                    sql.SQL("SELECT coalesce(max(version), 0) + 1 FROM {versions} WHERE feature_set = %s").format(
-                        versions=sql.Identifier(VERSIONS_TABLE)
-                    ),
+                    sql.SQL(
+                        "SELECT coalesce(max(version), 0) + 1 FROM {versions} WHERE feature_set = %s"
+                    ).format(versions=sql.Identifier(VERSIONS_TABLE)),
                     (feature_set,),
                 )
                 version = int(cursor.fetchone()[0])
@@ -368,17 +409,22 @@ class FeatureStore:
                 )
                 cursor.copy_expert(copy.as_string(dbapi), _CsvStream(frame), size=1 << 20)
                 cursor.execute(
-                    sql.SQL("ALTER TABLE {staging} ADD PRIMARY KEY (_version, row_id)").format(staging=staging)
-                )
-                cursor.execute(
-                    sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {staging} FOR VALUES IN ({version})").format(
-                        parent=parent, staging=staging, version=sql.Literal(version)
+                    sql.SQL("ALTER TABLE {staging} ADD PRIMARY KEY (_version, row_id)").format(
+                        staging=staging
                     )
                 )
-                item = self._version_row(feature_set, version, table_name, len(frame), schema, content_hash, run_id)
                 cursor.execute(
                     sql.SQL(
-                        "INSERT INTO {versions} (feature_set, version, table_name, row_count, schema, content_hash,"
+                        "ALTER TABLE {parent} ATTACH PARTITION {staging} FOR VALUES IN ({version})"
+                    ).format(parent=parent, staging=staging, version=sql.Literal(version))
+                )
+                item = self._version_row(
+                    feature_set, version, table_name, len(frame), schema, content_hash, run_id
+                )
+                cursor.execute(
+                    sql.SQL(
+                        "INSERT INTO {versions} (feature_set, version, table_name, row_count, schema,"
+                        " content_hash,"
                         " run_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                     ).format(versions=sql.Identifier(VERSIONS_TABLE)),
                     (feature_set, version, table_name, len(frame), json.dumps(schema), content_hash, run_id),
@@ -387,12 +433,14 @@ class FeatureStore:
         except BaseException:
             try:
                 raw.driver_connection.rollback()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
+            except Exception:
                 logger.debug("rollback failed", exc_info=True)
             raise
         finally:
             raw.close()
-        logger.info("feature set %s v%d: %d rows copied into %s", feature_set, version, len(frame), staging_name)
+        logger.info(
+            "feature set %s v%d: %d rows copied into %s", feature_set, version, len(frame), staging_name
+        )
         return item
 
     def _read_postgres(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:
@@ -416,7 +464,12 @@ class FeatureStore:
             raw.driver_connection.rollback()
         finally:
             raw.close()
-        types = {"double precision": pa.float64(), "bigint": pa.int64(), "boolean": pa.bool_(), "text": pa.string()}
+        types = {
+            "double precision": pa.float64(),
+            "bigint": pa.int64(),
+            "boolean": pa.bool_(),
+            "text": pa.string(),
+        }
         buffer.seek(0)
         table = pacsv.read_csv(
             buffer,
@@ -454,7 +507,9 @@ class _CsvStream(io.RawIOBase):
 
         options = pacsv.WriteOptions(include_header=False, batch_size=self._chunk_rows)
         for start in range(0, len(self._frame), self._chunk_rows):
-            part = pa.Table.from_pandas(self._frame.iloc[start : start + self._chunk_rows], preserve_index=False)
+            part = pa.Table.from_pandas(
+                self._frame.iloc[start : start + self._chunk_rows], preserve_index=False
+            )
             sink = io.BytesIO()
             pacsv.write_csv(part, sink, write_options=options)
             yield sink.getvalue()

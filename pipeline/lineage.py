@@ -13,7 +13,9 @@ from pipeline.tracking import RUN_TAG, configure
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.settings import Settings
 
-MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$")
+MODEL_REF = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))?$"
+)
 
 
 def resolve_version(settings: Settings, ref: str):
@@ -39,7 +41,9 @@ def resolve_version(settings: Settings, ref: str):
                 raise
             return max(versions, key=lambda v: int(v.version))
     except MlflowException as exc:
-        raise BadInputError(f"model {ref!r} not found in the registry at {settings.resolved_tracking_uri}: {exc.message}") from None
+        raise BadInputError(
+            f"model {ref!r} not found in the registry at {settings.resolved_tracking_uri}: {exc.message}"
+        ) from None
 
 
 def describe(settings: Settings, version) -> dict[str, Any]:
@@ -65,7 +69,9 @@ def describe(settings: Settings, version) -> dict[str, Any]:
         "code": {k: v for k, v in tags.items() if k.startswith("code.")},
         "seed": tags.get("seed"),
         "environment": {k.removeprefix("env."): v for k, v in tags.items() if k.startswith("env.")},
-        "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith(("test_", "baseline_", "best_"))},
+        "metrics": {
+            k: v for k, v in sorted(run.data.metrics.items()) if k.startswith(("test_", "baseline_", "best_"))
+        },
         "params": dict(sorted(run.data.params.items())),
         "artifacts": {
             "config": f"runs:/{run.info.run_id}/config/resolved_config.yaml",

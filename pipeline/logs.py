@@ -7,8 +7,22 @@ import os
 import sys
 import warnings
 
-NOISY = ("great_expectations", "alembic", "urllib3", "botocore", "s3fs", "fsspec", "dvc", "git", "matplotlib",
-         "aiobotocore", "asyncio", "filelock", "numexpr", "optuna")
+NOISY = (
+    "great_expectations",
+    "alembic",
+    "urllib3",
+    "botocore",
+    "s3fs",
+    "fsspec",
+    "dvc",
+    "git",
+    "matplotlib",
+    "aiobotocore",
+    "asyncio",
+    "filelock",
+    "numexpr",
+    "optuna",
+)
 
 
 def setup_logging(level: str = "INFO") -> None:

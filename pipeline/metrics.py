@@ -41,7 +41,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int
         if n_classes == 2:
             metrics["roc_auc"] = float(roc_auc_score(y_true, proba[:, 1]))
         else:
-            metrics["roc_auc"] = float(roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
+            metrics["roc_auc"] = float(
+                roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+            )
     except ValueError as exc:  # a class absent from the test split
         logger.warning("ROC AUC undefined on this test split: %s", exc)
     return metrics
@@ -64,7 +66,13 @@ def score(task: str, y_true: np.ndarray, outputs: np.ndarray, n_classes: int) ->
 
 
 def baseline_outputs(
-    kind: str, task: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int, seed: int
+    kind: str,
+    task: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    n_classes: int,
+    seed: int,
 ) -> np.ndarray:
     """Predictions of a simple baseline fitted on the training split."""
     if kind == "linear":
@@ -119,8 +127,14 @@ def plot_confusion_matrix(y_true, predicted, classes: list[Any], path: Path) -> 
     ax.set_ylabel("actual")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                int(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+            )
     fig.colorbar(image, ax=ax)
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
@@ -178,9 +192,14 @@ def plot_prediction_distribution(task: str, y_true, outputs, classes: list[Any],
     if task == "classification":
         confidence = outputs.max(axis=1)
         correct = outputs.argmax(axis=1) == y_true
-        ax.hist([confidence[correct], confidence[~correct]], bins=20, stacked=True, label=["correct", "wrong"])
-        ax.set(xlabel="predicted probability of the chosen class", ylabel="test rows",
-               title="Prediction confidence (test)")
+        ax.hist(
+            [confidence[correct], confidence[~correct]], bins=20, stacked=True, label=["correct", "wrong"]
+        )
+        ax.set(
+            xlabel="predicted probability of the chosen class",
+            ylabel="test rows",
+            title="Prediction confidence (test)",
+        )
         ax.legend()
     else:
         ax.scatter(y_true, outputs, s=8, alpha=0.6)
@@ -200,7 +219,9 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
     if history and "val_accuracy" in history[0]:
         twin = ax.twinx()
-        twin.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green", alpha=0.6, label="val accuracy")
+        twin.plot(
+            epochs, [h["val_accuracy"] for h in history], color="tab:green", alpha=0.6, label="val accuracy"
+        )
         twin.set_ylabel("validation accuracy")
     ax.set(xlabel="epoch", ylabel="loss", title="Learning curves")
     ax.legend(loc="upper right")

@@ -82,8 +82,8 @@ class Split:
     def from_arrays(cls, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, task: str) -> Split:
         target = torch.as_tensor(np.array(y), dtype=torch.long if task == "classification" else torch.float32)
         return cls(
-            torch.as_tensor(np.ascontiguousarray(x_num), dtype=torch.float32),
-            torch.as_tensor(np.ascontiguousarray(x_cat), dtype=torch.long),
+            torch.from_numpy(np.array(x_num, dtype=np.float32, copy=True)),
+            torch.from_numpy(np.array(x_cat, dtype=np.int64, copy=True)),
             target,
         )
 
@@ -108,7 +108,7 @@ def splits_from_frame(frame, transformer) -> dict[str, Split]:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - legacy global RNG some libraries still read
+    np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
@@ -129,7 +129,9 @@ def loss_function(task: str) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, split: Split, task: str, batch_size: int = 65_536) -> tuple[float, float | None]:
+def evaluate_loss(
+    model: nn.Module, split: Split, task: str, batch_size: int = 65_536
+) -> tuple[float, float | None]:
     """Mean loss over ``split`` and, for classification, accuracy."""
     model.eval()
     criterion = loss_function(task)
@@ -161,7 +163,9 @@ class TrainState:
     stopped_early: bool = False
 
 
-EpochCallback = Callable[[int, dict[str, float], nn.Module, torch.optim.Optimizer, torch.Generator, TrainState], None]
+EpochCallback = Callable[
+    [int, dict[str, float], nn.Module, torch.optim.Optimizer, torch.Generator, TrainState], None
+]
 
 
 def make_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:

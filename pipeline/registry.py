@@ -43,9 +43,13 @@ def registry_lock(settings: Settings, model_name: str) -> Iterator[None]:
         try:
             with engine.connect() as connection:
                 deadline = time.monotonic() + timeout
-                while not connection.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}).scalar():
+                while not connection.execute(
+                    sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}
+                ).scalar():
                     if time.monotonic() > deadline:
-                        raise RetryableError(f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}")
+                        raise RetryableError(
+                            f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}"
+                        )
                     time.sleep(0.5)
                 connection.commit()
                 try:
@@ -54,7 +58,9 @@ def registry_lock(settings: Settings, model_name: str) -> Iterator[None]:
                     connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
                     connection.commit()
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise RetryableError(f"registry lock: PostgreSQL unreachable: {getattr(exc, 'orig', exc)}") from None
+            raise RetryableError(
+                f"registry lock: PostgreSQL unreachable: {getattr(exc, 'orig', exc)}"
+            ) from None
         finally:
             engine.dispose()
         return
@@ -66,7 +72,9 @@ def registry_lock(settings: Settings, model_name: str) -> Iterator[None]:
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
-        raise RetryableError(f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}") from None
+        raise RetryableError(
+            f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}"
+        ) from None
     try:
         yield
     finally:
@@ -116,11 +124,20 @@ def decide(
     def result(promote: bool, reason: str) -> GateDecision:
         return GateDecision(promote, reason, metric, score, baseline_score, champion_version, champion_score)
 
-    if gate.require_beat_baseline and baseline_score is not None and improvement(metric, score, baseline_score) <= 0:
-        return result(False, f"{metric} {score:.4f} does not beat the baseline's {baseline_score:.4f} ({direction} is better)")
+    if (
+        gate.require_beat_baseline
+        and baseline_score is not None
+        and improvement(metric, score, baseline_score) <= 0
+    ):
+        return result(
+            False,
+            f"{metric} {score:.4f} does not beat the baseline's {baseline_score:.4f} ({direction} is better)",
+        )
     if champion_version is None:
         if gate.min_score is not None and improvement(metric, score, gate.min_score) < 0:
-            return result(False, f"first model: {metric} {score:.4f} misses the floor gate.min_score={gate.min_score}")
+            return result(
+                False, f"first model: {metric} {score:.4f} misses the floor gate.min_score={gate.min_score}"
+            )
         floor = f" and meets the floor {gate.min_score}" if gate.min_score is not None else ""
         return result(True, f"first model: {metric} {score:.4f} beats the baseline{floor}")
     gain = improvement(metric, score, champion_score)
@@ -132,7 +149,8 @@ def decide(
         )
     return result(
         False,
-        f"{metric} {score:.4f} does not beat champion v{champion_version} ({champion_score:.4f}) by more than "
+        f"{metric} {score:.4f} does not beat champion v{champion_version} ({champion_score:.4f}) "
+        "by more than "
         f"margin {gate.margin} (difference {gain:+.4f}) on the same test snapshot{champion_note}",
     )
 

@@ -66,7 +66,9 @@ class TabularModel(mlflow.pyfunc.PythonModel):
             context.artifacts["transformer"], context.artifacts["model_spec"], context.artifacts["weights"]
         )
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         return self.predictor.predict(model_input)
 
 

@@ -169,11 +169,7 @@ class DataSettings(_Model):
         return self
 
     def feature_columns(self) -> list[str]:
-        return [
-            name
-            for name, spec in self.columns.items()
-            if spec.role == "feature" and name != self.target
-        ]
+        return [name for name, spec in self.columns.items() if spec.role == "feature" and name != self.target]
 
     def categorical_columns(self) -> list[str]:
         return [c for c in self.feature_columns() if self.columns[c].type in ("category", "str", "bool")]
@@ -411,7 +407,7 @@ class Settings(BaseSettings):
         data["evaluate"]["primary_metric"] = self.primary_metric
         data["feature_store_password"] = "***" if self.feature_store_password else None
         if data["s3"].get("secret_access_key"):
-            data["s3"]["secret_access_key"] = "***"
+            data["s3"]["secret_access_key"] = "***"  # noqa: S105 - the mask, not a secret
         return data
 
 

@@ -185,7 +185,11 @@ def _fetch_http(source: SourceSettings) -> RawData:
             pages += 1
             label = f"{url} (page {pages})"
             if options.format == "csv":
-                frame = read_table_bytes(response.content, label, "csv", source.csv) if response.content.strip() else None
+                frame = (
+                    read_table_bytes(response.content, label, "csv", source.csv)
+                    if response.content.strip()
+                    else None
+                )
                 records_empty = frame is None or frame.empty
             else:
                 try:
@@ -236,12 +240,18 @@ def _fetch_sql(source: SourceSettings) -> RawData:
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
         raise ConfigError(f"data.source.uri is not a usable SQLAlchemy URL: {exc}") from None
     try:
-        with engine.connect() as connection:
-            frame = pd.read_sql_query(sa.text(source.query), connection)
-    except (sa_exc.ProgrammingError, sa_exc.StatementError) as exc:
-        raise BadInputError(f"source {label}: the query failed: {exc.orig if hasattr(exc, 'orig') else exc}") from None
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise RetryableError(f"source {label}: database unreachable: {exc.orig}") from None
+        try:
+            connection = engine.connect()
+        except sa_exc.DBAPIError as exc:
+            raise RetryableError(f"source {label}: database unreachable: {exc.orig}") from None
+        with connection:
+            try:
+                result = connection.execute(sa.text(source.query))
+                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise RetryableError(f"source {label}: connection lost: {exc.orig}") from None
+                raise BadInputError(f"source {label}: the query failed: {exc.orig}") from None
     finally:
         engine.dispose()
     if frame.empty:

@@ -63,7 +63,9 @@ def _check_columns(names: list[str], label: str) -> None:
         )
     blank = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
     if blank:
-        raise BadInputError(f"{label}: column(s) at position {blank} have no name (rule: header names required)")
+        raise BadInputError(
+            f"{label}: column(s) at position {blank} have no name (rule: header names required)"
+        )
 
 
 def read_csv_bytes(data: bytes, label: str, options: CsvOptions) -> pd.DataFrame:

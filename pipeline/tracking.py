@@ -24,8 +24,17 @@ logger = logging.getLogger(__name__)
 
 RUN_TAG = "pipeline.run_id"
 TRACKED_PACKAGES = (
-    "ml-pipeline", "torch", "mlflow", "great-expectations", "dvc", "pandas", "numpy", "pyarrow",
-    "scikit-learn", "sqlalchemy", "pydantic",
+    "ml-pipeline",
+    "torch",
+    "mlflow",
+    "great-expectations",
+    "dvc",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "scikit-learn",
+    "sqlalchemy",
+    "pydantic",
 )
 
 
@@ -122,7 +131,11 @@ def git_commit(settings: Settings) -> str | None:
     source = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -156,9 +169,7 @@ def environment_listing() -> str:
 
 
 def runs_for_pipeline_run(client: MlflowClient, experiment_id: str, run_id: str) -> list[Any]:
-    return client.search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=50
-    )
+    return client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=50)
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:

@@ -13,9 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = [
-    "--set", "train.max_epochs=12",
-    "--set", "train.patience=5",
-    "--set", "evaluate.permutation_repeats=1",
+    "--set",
+    "train.max_epochs=12",
+    "--set",
+    "train.patience=5",
+    "--set",
+    "evaluate.permutation_repeats=1",
 ]
 
 
@@ -45,7 +48,9 @@ class CliResult:
         return json.loads(lines[-1])
 
 
-def run_cli(args: list[str], home: Path, cwd: Path | None = None, timeout: int = 600, **env: str) -> CliResult:
+def run_cli(
+    args: list[str], home: Path, cwd: Path | None = None, timeout: int = 600, **env: str
+) -> CliResult:
     """Run ``python -m pipeline`` exactly as a user or a pod would."""
     home.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(

@@ -25,7 +25,9 @@ from pipeline.tracking import configure
 logger = logging.getLogger(__name__)
 
 
-def permutation_importance(predictor, frame, y_true, task, n_classes, metric, repeats, seed) -> dict[str, float]:
+def permutation_importance(
+    predictor, frame, y_true, task, n_classes, metric, repeats, seed
+) -> dict[str, float]:
     """Drop of the primary metric when one raw feature column is shuffled (mean over repeats)."""
     rng = np.random.default_rng(seed)
     reference = m.score(task, y_true, predictor.raw_outputs(frame), n_classes)[metric]
@@ -67,7 +69,9 @@ def run(ctx: StepContext) -> StepResult:
     processed = pd.read_parquet(ctx.input_path("preprocess", "features"))
     train_part = processed[processed["split"] == "train"]
     test_part = processed.set_index("row_id").loc[test_raw["row_id"]]  # same rows, same order
-    sizes = {c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)}
+    sizes = {
+        c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)
+    }
     baseline = m.baseline_outputs(
         settings.evaluate.baseline,
         task,
@@ -85,22 +89,37 @@ def run(ctx: StepContext) -> StepResult:
     plots.mkdir()
     history = json.loads(ctx.input_path("train", "history").read_text())
     m.plot_learning_curves(history, plots / "learning_curves.png")
-    m.plot_prediction_distribution(task, y_true, outputs, transformer.classes, plots / "prediction_distribution.png")
+    m.plot_prediction_distribution(
+        task, y_true, outputs, transformer.classes, plots / "prediction_distribution.png"
+    )
     report: dict = {}
     confusion = None
     if task == "classification":
         from sklearn.metrics import classification_report
 
         predicted = outputs.argmax(axis=1)
-        confusion = m.plot_confusion_matrix(y_true, predicted, transformer.classes, plots / "confusion_matrix.png")
+        confusion = m.plot_confusion_matrix(
+            y_true, predicted, transformer.classes, plots / "confusion_matrix.png"
+        )
         m.plot_roc_pr(y_true, outputs, transformer.classes, plots / "roc_curve.png", plots / "pr_curve.png")
         m.plot_calibration(y_true, outputs, transformer.classes, plots / "calibration_curve.png")
         report = classification_report(
-            y_true, predicted, labels=list(range(n_classes)), target_names=[str(c) for c in transformer.classes],
-            output_dict=True, zero_division=0,
+            y_true,
+            predicted,
+            labels=list(range(n_classes)),
+            target_names=[str(c) for c in transformer.classes],
+            output_dict=True,
+            zero_division=0,
         )
     importance = permutation_importance(
-        predictor, features, y_true, task, n_classes, metric, settings.evaluate.permutation_repeats, settings.seed,
+        predictor,
+        features,
+        y_true,
+        task,
+        n_classes,
+        metric,
+        settings.evaluate.permutation_repeats,
+        settings.seed,
     )
     m.plot_importance(importance, metric, plots / "permutation_importance.png")
     evaluation = {
@@ -123,9 +142,7 @@ def run(ctx: StepContext) -> StepResult:
             mlflow.log_dict(report, "evaluation/per_class_report.json")
         mlflow.log_artifacts(str(plots), "evaluation/plots")
         mlflow.set_tag("evaluate.primary_metric", metric)
-    logger.info(
-        "test %s=%.4f (baseline %.4f)", metric, test_metrics[metric], baseline_metrics[metric]
-    )
+    logger.info("test %s=%.4f (baseline %.4f)", metric, test_metrics[metric], baseline_metrics[metric])
     return StepResult(
         outputs={"evaluation": "evaluation.json", "plots": "plots"},
         summary={

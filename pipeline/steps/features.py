@@ -28,7 +28,9 @@ def run(ctx: StepContext) -> StepResult:
         version = store.write(frame, settings.data.name, content_hash=content_hash, run_id=ctx.run_id)
     finally:
         store.close()
-    logger.info("feature set %s version %d (%d rows)", version.feature_set, version.version, version.row_count)
+    logger.info(
+        "feature set %s version %d (%d rows)", version.feature_set, version.version, version.row_count
+    )
     return StepResult(
         summary={
             "feature_set": version.feature_set,

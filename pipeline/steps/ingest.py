@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def snapshot_name(data_name: str, fmt: str) -> str:
-    return f"{data_name}.{ 'parquet' if fmt == 'parquet' else 'csv'}"
+    return f"{data_name}.{'parquet' if fmt == 'parquet' else 'csv'}"
 
 
 def run(ctx: StepContext) -> StepResult:
@@ -24,7 +24,13 @@ def run(ctx: StepContext) -> StepResult:
     name = snapshot_name(settings.data.name, raw.format)
     (ctx.staging / name).write_bytes(raw.data)
     sha256 = hashlib.sha256(raw.data).hexdigest()
-    logger.info("ingested %d rows x %d columns from %s (sha256 %s)", len(frame), frame.shape[1], raw.label, sha256[:12])
+    logger.info(
+        "ingested %d rows x %d columns from %s (sha256 %s)",
+        len(frame),
+        frame.shape[1],
+        raw.label,
+        sha256[:12],
+    )
     return StepResult(
         outputs={"raw": name},
         summary={

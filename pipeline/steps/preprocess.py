@@ -78,7 +78,11 @@ def run(ctx: StepContext) -> StepResult:
         raise BadInputError(f"{raw_path.name}: only {len(frame)} usable rows left after cleaning")
 
     splits = split_indices(
-        frame[data.target], data.task, settings.preprocess.test_fraction, settings.preprocess.val_fraction, settings.seed
+        frame[data.target],
+        data.task,
+        settings.preprocess.test_fraction,
+        settings.preprocess.val_fraction,
+        settings.seed,
     )
     transformer = TabularTransformer.fit(frame.iloc[splits["train"]], data, settings.preprocess)
     processed = transformer.processed_frame(frame)
@@ -112,6 +116,10 @@ def run(ctx: StepContext) -> StepResult:
         dropped_target,
     )
     return StepResult(
-        outputs={"features": "features.parquet", "test_raw": "test_raw.parquet", "transformer": "transformer.json"},
+        outputs={
+            "features": "features.parquet",
+            "test_raw": "test_raw.parquet",
+            "transformer": "transformer.json",
+        },
         summary=summary,
     )

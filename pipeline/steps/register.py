@@ -31,8 +31,14 @@ from pipeline.tracking import RUN_TAG, configure
 logger = logging.getLogger(__name__)
 
 COPIED_RUN_TAGS = (
-    RUN_TAG, "data.raw.sha256", "data.raw.dvc_md5", "data.processed.dvc_md5", "feature_set.name",
-    "feature_set.version", "code.git_commit", "code.image_digest",
+    RUN_TAG,
+    "data.raw.sha256",
+    "data.raw.dvc_md5",
+    "data.processed.dvc_md5",
+    "feature_set.name",
+    "feature_set.version",
+    "code.git_commit",
+    "code.image_digest",
 )
 
 
@@ -82,7 +88,7 @@ def run(ctx: StepContext) -> StepResult:
             champion_version = str(current.version)
             try:
                 champion_score, note = score_champion(ctx, name, current.version, metric)
-            except Exception as exc:  # noqa: BLE001 - an incompatible champion must not block the gate
+            except Exception as exc:
                 recorded = current.tags.get("gate.score")
                 if recorded is None:
                     raise

@@ -134,7 +134,8 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     mlflow.log_artifacts(str(ctx.input_path("validate", "data_docs")), "validation/data_docs")
     mlflow.log_artifact(str(ctx.input_path("preprocess", "transformer")), "preprocessing")
     manifests = {
-        step: ctx.upstream(step).summary for step in ("ingest", "validate", "preprocess", "features", "version")
+        step: ctx.upstream(step).summary
+        for step in ("ingest", "validate", "preprocess", "features", "version")
     }
     mlflow.log_dict(manifests, "lineage/upstream_steps.json")
 
@@ -186,7 +187,9 @@ def run(ctx: StepContext) -> StepResult:
     checkpoint = checkpointer.load()
     fingerprint = training_fingerprint(settings, features.summary["content_hash"])
     if checkpoint is not None and checkpoint.get("fingerprint") != fingerprint:
-        logger.warning("discarding the checkpoint of run %s: it was made with other data or settings", ctx.run_id)
+        logger.warning(
+            "discarding the checkpoint of run %s: it was made with other data or settings", ctx.run_id
+        )
         checkpointer.clear()
         checkpoint = None
     mlflow_run_id = None
@@ -197,7 +200,12 @@ def run(ctx: StepContext) -> StepResult:
         torch.set_rng_state(checkpoint["torch_rng"])
         state = checkpoint["state"]
         mlflow_run_id = checkpoint["mlflow_run_id"]
-        logger.info("resuming training of run %s from epoch %d (MLflow run %s)", ctx.run_id, state.epoch, mlflow_run_id)
+        logger.info(
+            "resuming training of run %s from epoch %d (MLflow run %s)",
+            ctx.run_id,
+            state.epoch,
+            mlflow_run_id,
+        )
     # Runs of this pipeline run left RUNNING by a killed process are closed, not left forever.
     for stale in runs_for_pipeline_run(client, experiment_id, ctx.run_id):
         if stale.info.status == "RUNNING" and stale.info.run_id != mlflow_run_id:
@@ -205,7 +213,9 @@ def run(ctx: StepContext) -> StepResult:
             logger.warning("marked MLflow run %s of an interrupted attempt as KILLED", stale.info.run_id)
 
     run_name = f"{settings.data.name}-{ctx.run_id}"
-    with mlflow.start_run(run_id=mlflow_run_id, experiment_id=experiment_id, run_name=None if mlflow_run_id else run_name) as active:
+    with mlflow.start_run(
+        run_id=mlflow_run_id, experiment_id=experiment_id, run_name=None if mlflow_run_id else run_name
+    ) as active:
         mlflow_run_id = active.info.run_id
         if checkpoint is None:
             mlflow.set_tags(lineage_tags(ctx))
@@ -248,7 +258,11 @@ def run(ctx: StepContext) -> StepResult:
             model.load_state_dict(state.best_state)
         model = model.cpu().eval()
         mlflow.log_metrics(
-            {"best_val_loss": state.best_val_loss, "best_epoch": state.best_epoch, "epochs_trained": state.epoch}
+            {
+                "best_val_loss": state.best_val_loss,
+                "best_epoch": state.best_epoch,
+                "epochs_trained": state.epoch,
+            }
         )
         outputs = write_model_files(ctx.staging, model, spec, state)
         model_info = log_model(ctx, mlflow, outputs)
@@ -265,7 +279,13 @@ def run(ctx: StepContext) -> StepResult:
         "device": str(device),
         "train_rows": len(splits["train"]),
     }
-    logger.info("trained %d epochs (best %d, val loss %.4f) on %s", state.epoch, state.best_epoch, state.best_val_loss, device)
+    logger.info(
+        "trained %d epochs (best %d, val loss %.4f) on %s",
+        state.epoch,
+        state.best_epoch,
+        state.best_val_loss,
+        device,
+    )
     return StepResult(
         outputs={"weights": "model.pt", "model_spec": "model_spec.json", "history": "history.json"},
         summary=summary,
@@ -307,7 +327,12 @@ def log_model(ctx: StepContext, mlflow, files: dict[str, Path]):
         signature=signature,
         input_example=example,
         code_paths=[str(code / "pipeline")],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "pandas", "numpy", f"mlflow=={mlflow.__version__}"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            "pandas",
+            "numpy",
+            f"mlflow=={mlflow.__version__}",
+        ],
     )
 
 

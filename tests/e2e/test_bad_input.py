@@ -73,18 +73,32 @@ CASES = [
         set_column("body_mass_g", lambda i, v: "heavy" if i == 10 else v),
         ("column 'body_mass_g'", "non-numeric values ['heavy']", "data rows [11]"),
     ),
-    Case("all-null-column", set_column("bill_depth_mm", lambda i, v: ""), ("column 'bill_depth_mm'", "100.0%", "missing values")),
+    Case(
+        "all-null-column",
+        set_column("bill_depth_mm", lambda i, v: ""),
+        ("column 'bill_depth_mm'", "100.0%", "missing values"),
+    ),
     Case(
         "category-outside-allowed-set",
         set_column("island", lambda i, v: "Atlantis" if i == 3 else v),
         ("column 'island'", "'Atlantis'", "values in ['Biscoe', 'Dream', 'Torgersen']"),
     ),
-    Case("non-utf8-bytes", with_raw_line(6, b"Adelie,Torgersen,36.7,19.3,193,3450,f\xe9male,2007"),
-         ("line 6", "not valid utf-8")),
-    Case("ragged-rows", with_raw_line(9, b"Adelie,Torgersen,34.1,18.1,193,3475,,2007,extra"),
-         ("line 9", "9 fields, expected 8")),
+    Case(
+        "non-utf8-bytes",
+        with_raw_line(6, b"Adelie,Torgersen,36.7,19.3,193,3450,f\xe9male,2007"),
+        ("line 6", "not valid utf-8"),
+    ),
+    Case(
+        "ragged-rows",
+        with_raw_line(9, b"Adelie,Torgersen,34.1,18.1,193,3475,,2007,extra"),
+        ("line 9", "9 fields, expected 8"),
+    ),
     Case("duplicated-column-names", DUPLICATED_HEADER, ("duplicated column names ['island']",)),
-    Case("single-class-target", set_column("species", lambda i, v: "Adelie"), ("column 'species'", "at least 2 distinct classes")),
+    Case(
+        "single-class-target",
+        set_column("species", lambda i, v: "Adelie"),
+        ("column 'species'", "at least 2 distinct classes"),
+    ),
     Case(
         "nan-beyond-allowed-fraction",
         set_column("bill_length_mm", lambda i, v: "NaN" if i % 10 == 0 else v),
@@ -96,8 +110,18 @@ CASES = [
         ("column 'flipper_length_mm'", "inf", "finite values within"),
     ),
     Case("path-traversal-run-id", None, ("run id", "'../../etc'", "no '..'"), ("--run-id", "../../etc")),
-    Case("path-traversal-dataset-name", None, ("data.name", "../evil", "not a safe name"), ("--set", "data.name=../evil")),
-    Case("path-traversal-model-name", None, ("model_name", "not a safe name"), ("--set", "model_name=a/../../b")),
+    Case(
+        "path-traversal-dataset-name",
+        None,
+        ("data.name", "../evil", "not a safe name"),
+        ("--set", "data.name=../evil"),
+    ),
+    Case(
+        "path-traversal-model-name",
+        None,
+        ("model_name", "not a safe name"),
+        ("--set", "model_name=a/../../b"),
+    ),
 ]
 
 
@@ -114,12 +138,16 @@ def state(home: Path) -> dict:
     import sqlalchemy as sa
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}", registry_uri=f"sqlite:///{home / 'mlflow.db'}")
+    client = MlflowClient(
+        tracking_uri=f"sqlite:///{home / 'mlflow.db'}", registry_uri=f"sqlite:///{home / 'mlflow.db'}"
+    )
     versions = sorted(str(v.version) for v in client.search_model_versions("name = 'penguins'"))
     champion = str(client.get_model_version_by_alias("penguins", "champion").version)
     engine = sa.create_engine(f"sqlite:///{home / 'features.db'}")
     with engine.connect() as connection:
-        feature_versions = connection.execute(sa.text("SELECT feature_set, version FROM feature_set_versions")).all()
+        feature_versions = connection.execute(
+            sa.text("SELECT feature_set, version FROM feature_set_versions")
+        ).all()
     engine.dispose()
     runs = sorted(p.name for p in (home / "artifacts" / "runs").iterdir())
     downstream = sorted(
@@ -128,8 +156,12 @@ def state(home: Path) -> dict:
         for step in ("preprocess", "features", "version", "train", "evaluate", "register")
         if (home / "artifacts" / "runs" / run / step / "manifest.json").exists()
     )
-    return {"versions": versions, "champion": champion, "features": sorted(map(tuple, feature_versions)),
-            "downstream": downstream}
+    return {
+        "versions": versions,
+        "champion": champion,
+        "features": sorted(map(tuple, feature_versions)),
+        "downstream": downstream,
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

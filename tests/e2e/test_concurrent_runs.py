@@ -15,16 +15,30 @@ pytestmark = pytest.mark.slow
 
 COMMON = ["--set", "gate.min_score=0", "--set", "gate.margin=0.0", "--set", "evaluate.permutation_repeats=1"]
 GOOD = ["--set", "train.max_epochs=25", "--set", "seed=1"]
-WEAK = ["--set", "train.max_epochs=1", "--set", "train.learning_rate=0.00005", "--set", "train.hidden_sizes=[4]",
-        "--set", "seed=2"]
+WEAK = [
+    "--set",
+    "train.max_epochs=1",
+    "--set",
+    "train.learning_rate=0.00005",
+    "--set",
+    "train.hidden_sizes=[4]",
+    "--set",
+    "seed=2",
+]
 
 
 def test_two_runs_at_once_leave_champion_on_the_better_model(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "pipeline", "run", *COMMON, *args], cwd=home, env=clean_env(home),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", *COMMON, *args],
+            cwd=home,
+            env=clean_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for args in (GOOD, WEAK)
     ]
     outputs = [p.communicate(timeout=600) for p in processes]
@@ -47,6 +61,10 @@ def test_two_runs_at_once_leave_champion_on_the_better_model(tmp_path: Path) -> 
 
     engine = sa.create_engine(f"sqlite:///{home / 'features.db'}")
     with engine.connect() as connection:
-        versions = connection.execute(sa.text("SELECT version FROM feature_set_versions ORDER BY version")).scalars().all()
+        versions = (
+            connection.execute(sa.text("SELECT version FROM feature_set_versions ORDER BY version"))
+            .scalars()
+            .all()
+        )
     engine.dispose()
     assert versions == [1, 2]

@@ -89,8 +89,16 @@ def test_mlflow_client_sees_params_metrics_model_plots_docs_and_lineage(two_runs
     assert metrics["test_macro_f1"] > metrics["baseline_macro_f1"]
 
     for key in (
-        "pipeline.run_id", "data.raw.sha256", "data.raw.dvc_md5", "data.processed.dvc_md5", "feature_set.version",
-        "code.git_commit", "seed", "validation.success", "env.torch", "env.mlflow",
+        "pipeline.run_id",
+        "data.raw.sha256",
+        "data.raw.dvc_md5",
+        "data.processed.dvc_md5",
+        "feature_set.version",
+        "code.git_commit",
+        "seed",
+        "validation.success",
+        "env.torch",
+        "env.mlflow",
     ):
         assert tags.get(key), key
     assert tags["pipeline.run_id"] == two_runs.first.json["run_id"]
@@ -116,8 +124,14 @@ def test_mlflow_client_sees_params_metrics_model_plots_docs_and_lineage(two_runs
     import pandas as pd
 
     rows = pd.DataFrame(
-        {"island": ["Biscoe", "Dream"], "bill_length_mm": [47.5, 39.0], "bill_depth_mm": [14.8, 18.5],
-         "flipper_length_mm": [215.0, 190.0], "body_mass_g": [5200.0, 3700.0], "sex": ["male", None]}
+        {
+            "island": ["Biscoe", "Dream"],
+            "bill_length_mm": [47.5, 39.0],
+            "bill_depth_mm": [14.8, 18.5],
+            "flipper_length_mm": [215.0, 190.0],
+            "body_mass_g": [5200.0, 3700.0],
+            "sex": ["male", None],
+        }
     )
     predictions = model.predict(rows.astype({"island": object, "sex": object}))
     assert list(predictions["prediction"]) == ["Gentoo", "Adelie"]
@@ -133,7 +147,9 @@ def test_gate_decision_and_lineage_are_tags_on_every_version(two_runs: TwoRuns, 
     assert "challenger" in second.aliases
 
 
-def test_dvc_command_fetches_the_exact_raw_data_of_a_version(two_runs: TwoRuns, client, tmp_path: Path) -> None:
+def test_dvc_command_fetches_the_exact_raw_data_of_a_version(
+    two_runs: TwoRuns, client, tmp_path: Path
+) -> None:
     dvc = shutil.which("dvc", path=os.path.dirname(sys.executable)) or shutil.which("dvc")
     assert dvc, "the dvc command ships with the package's dependencies"
     version = client.get_model_version_by_alias("penguins", "champion")
@@ -142,7 +158,9 @@ def test_dvc_command_fetches_the_exact_raw_data_of_a_version(two_runs: TwoRuns, 
     import mlflow
 
     dvc_file = Path(
-        mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="lineage/dvc/raw.dvc", dst_path=str(tmp_path))
+        mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path="lineage/dvc/raw.dvc", dst_path=str(tmp_path)
+        )
     )
     env = clean_env(two_runs.home, DVC_NO_ANALYTICS="1")
 
@@ -160,7 +178,9 @@ def test_dvc_command_fetches_the_exact_raw_data_of_a_version(two_runs: TwoRuns, 
     assert filecmp.cmp(target / "penguins.csv", snapshot, shallow=False)
     import hashlib
 
-    assert hashlib.sha256((target / "penguins.csv").read_bytes()).hexdigest() == run.data.tags["data.raw.sha256"]
+    assert (
+        hashlib.sha256((target / "penguins.csv").read_bytes()).hexdigest() == run.data.tags["data.raw.sha256"]
+    )
 
 
 def test_fetch_data_command_and_show_print_the_lineage(two_runs: TwoRuns, tmp_path: Path) -> None:
@@ -196,6 +216,8 @@ def _published(home: Path, run_id: str, step: str, name: str) -> Path:
 def test_no_source_tree_pollution() -> None:
     generated = subprocess.run(
         ["git", "-C", str(REPO), "status", "--porcelain", "--ignored", "--", "pipeline"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout
     assert "mlruns" not in generated and "mlflow.db" not in generated and ".dvc" not in generated

@@ -17,21 +17,35 @@ from tests.conftest import clean_env, run_cli
 pytestmark = pytest.mark.slow
 
 RUN_ID = "resume-1"
-LONG = ["--set", "train.max_epochs=60", "--set", "train.patience=60", "--set", "train.batch_size=8",
-        "--set", "evaluate.permutation_repeats=1"]
+LONG = [
+    "--set",
+    "train.max_epochs=60",
+    "--set",
+    "train.patience=60",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "evaluate.permutation_repeats=1",
+]
 
 
 def start_run(home: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "run", "--run-id", RUN_ID, *LONG],
-        cwd=home, env=clean_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=home,
+        env=clean_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def wait_for_checkpoint(process: subprocess.Popen, checkpoint: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not checkpoint.exists():
-        assert process.poll() is None, f"the run ended before training started:\n{process.communicate()[1][-3000:]}"
+        assert process.poll() is None, (
+            f"the run ended before training started:\n{process.communicate()[1][-3000:]}"
+        )
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
     time.sleep(1.0)  # a few more epochs
@@ -43,7 +57,9 @@ def mlflow_runs(home: Path):
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("penguins")
-    return client, client.search_runs([experiment.experiment_id], filter_string=f"tags.`pipeline.run_id` = '{RUN_ID}'")
+    return client, client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`pipeline.run_id` = '{RUN_ID}'"
+    )
 
 
 def test_killed_training_resumes_and_nothing_partial_is_visible(tmp_path: Path) -> None:

@@ -1,0 +1,153 @@
+"""Settings: precedence of sources, safe names, redaction, and no side effects."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.cli import parse_overrides
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, packaged_config, redact_url
+from tests.conftest import REPO, clean_env
+
+
+def test_defaults_are_the_embedded_mode(home: Path) -> None:
+    settings = Settings.load()
+    assert settings.config_file == packaged_config("penguins.yaml")
+    assert settings.resolved_tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
+    assert settings.resolved_feature_store_url == f"sqlite:///{home / 'features.db'}"
+    assert settings.resolved_artifact_root == str(home / "artifacts")
+    assert settings.resolved_dvc_remote == str(home / "dvc-remote")
+    assert settings.data.target == "species"
+    assert settings.primary_metric == "macro_f1"
+
+
+def test_precedence_overrides_beat_env_beat_yaml(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(packaged_config("penguins.yaml").read_text() + "\nseed: 1\n")
+    assert Settings.load(config).train.max_epochs == 150  # from the YAML
+    monkeypatch.setenv("PIPELINE_TRAIN__MAX_EPOCHS", "7")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    settings = Settings.load(config)
+    assert settings.train.max_epochs == 7
+    assert settings.train.batch_size == 32, "a nested env var leaves the YAML's siblings alone"
+    assert settings.seed == 1
+    assert settings.resolved_tracking_uri == "http://mlflow:5000"
+    assert Settings.load(config, **parse_overrides(["train.max_epochs=3"])).train.max_epochs == 3
+
+
+def test_switching_to_production_backends_is_configuration_only(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_FEATURE_STORE_URL", "postgresql+psycopg2://features@db:5432/features")
+    monkeypatch.setenv("PIPELINE_FEATURE_STORE_PASSWORD", "p@ss/word")
+    monkeypatch.setenv("PIPELINE_ARTIFACT_ROOT", "s3://bucket/artifacts")
+    monkeypatch.setenv("PIPELINE_DVC_REMOTE", "s3://bucket/dvc")
+    monkeypatch.setenv("PIPELINE_S3__ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("PIPELINE_S3__SECRET_ACCESS_KEY", "very-secret")
+    settings = Settings.load()
+    assert (
+        settings.resolved_feature_store_url == "postgresql+psycopg2://features:p%40ss%2Fword@db:5432/features"
+    )
+    redacted = settings.redacted()
+    text = repr(redacted)
+    assert "p%40ss" not in text and "very-secret" not in text
+    assert redacted["feature_store_url"] == "postgresql+psycopg2://features:***@db:5432/features"
+    assert settings.s3.endpoint_url == "http://minio:9000"
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"data": {"name": "../etc"}}, "not a safe name"),
+        ({"model_name": "a/b"}, "not a safe name"),
+        ({"data": {"target": "nope"}}, "not declared in data.columns"),
+        ({"evaluate": {"primary_metric": "rmse"}}, "does not apply to a classification task"),
+        ({"train": {"learning_rate": -1}}, "greater than 0"),
+        ({"unknown_key": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_settings_are_refused(home: Path, override: dict, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment.replace("(", r"\(")):
+        Settings.load(**override)
+
+
+def test_missing_config_file_is_a_config_error(home: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Settings.load(tmp_path / "missing.yaml")
+
+
+def test_parse_overrides_types_and_errors() -> None:
+    assert parse_overrides(["a.b=1", "a.c=[1, 2]", "d=null", "e=text"]) == {
+        "a": {"b": 1, "c": [1, 2]},
+        "d": None,
+        "e": "text",
+    }
+    with pytest.raises(ConfigError):
+        parse_overrides(["novalue"])
+
+
+def test_importing_the_package_has_no_side_effects(tmp_path: Path) -> None:
+    """No folders, no connections, no MLflow URI, no heavy imports for `--help` and the DAG."""
+    home = tmp_path / "home"
+    code = (
+        "import sys, pipeline, pipeline.cli, pipeline.steps, pipeline.settings\n"
+        "from pipeline.settings import Settings\nSettings.load()\n"
+        "names = ('mlflow', 'torch', 'great_expectations', 'dvc', 'pandas', 'sqlalchemy')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(home),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+    assert not home.exists()
+    assert sorted(os.listdir(tmp_path)) == []
+    help_proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--help"],
+        cwd=tmp_path,
+        env=clean_env(home),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert help_proc.returncode == 0 and "step" in help_proc.stdout
+    assert not home.exists()
+
+
+def test_env_example_documents_every_backend_variable() -> None:
+    example = (REPO / ".env.example").read_text()
+    for variable in (
+        "PIPELINE_HOME",
+        "PIPELINE_CONFIG",
+        "PIPELINE_ARTIFACT_ROOT",
+        "MLFLOW_TRACKING_URI",
+        "PIPELINE_FEATURE_STORE_URL",
+        "PIPELINE_FEATURE_STORE_PASSWORD",
+        "PIPELINE_DVC_REMOTE",
+        "PIPELINE_S3__ENDPOINT_URL",
+        "PIPELINE_S3__ACCESS_KEY_ID",
+        "PIPELINE_S3__SECRET_ACCESS_KEY",
+        "PIPELINE_S3__REGION",
+        "PIPELINE_MODEL_NAME",
+        "PIPELINE_EXPERIMENT_NAME",
+    ):
+        assert variable in example, variable
