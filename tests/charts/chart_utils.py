@@ -8,10 +8,12 @@ folders, so no repository list or plugin of the machine leaks in, and nothing re
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -31,6 +33,7 @@ RELEASE = "mlp"
 NAMESPACE = "ml"
 KUBE_VERSION = "1.33.0"
 HELM_HOMES = Path(tempfile.mkdtemp(prefix="mlp-helm-homes-"))
+atexit.register(shutil.rmtree, HELM_HOMES, ignore_errors=True)
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 LONG_RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
