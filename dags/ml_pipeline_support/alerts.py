@@ -117,7 +117,7 @@ def _upstream_mlflow_run(ti: Any, step_names: Iterable[str]) -> str | None:
     return None
 
 
-def one_line(text: str, limit: int = 400) -> str:
+def one_line(text: str, limit: int = 600) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 

@@ -72,9 +72,20 @@ def step_failure(step: str, exit_code: int | None, error_line: str) -> AirflowEx
     return StepFailed(step, exit_code, error_line)
 
 
+ERROR_PREFIX = "pipeline: error: "  # the pipeline CLI's last stderr line on failure (pipeline/cli.py)
+
+
 def last_error_line(lines: Sequence[str]) -> str:
-    """The line of a step's log that best says what went wrong: the last one naming an error."""
-    candidates = [line.strip() for line in lines if line.strip()]
+    """The line of a step's log that best says what went wrong.
+
+    The pipeline ends a failed step with one line ``pipeline: error: <step>: <message>`` naming
+    the broken rule; without it (a crash, a kill), the last line that names an error.
+    """
+    candidates = [line.strip().rsplit("\r", 1)[-1].strip() for line in lines if line.strip()]
+    candidates = [line for line in candidates if line]
+    for line in reversed(candidates):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX) :]
     for line in reversed(candidates):
         if line.startswith(("File ", "Traceback", "^", "~")):
             continue
