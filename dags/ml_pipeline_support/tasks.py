@@ -11,8 +11,10 @@ from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOpera
 from ml_pipeline_support.settings import DagSettings
 
 CONFIG_DIR = "/etc/ml-pipeline"
+# The pipeline image's HOME and default PIPELINE_HOME, and /tmp: the only places a step writes
+# (images/pipeline/Dockerfile). Both are emptyDirs, so the root file system stays read-only.
 SCRATCH_DIR = "/var/lib/ml-pipeline"
-PIPELINE_COMMAND = ["python", "-m", "pipeline"]
+TMP_DIR = "/tmp"  # noqa: S108 - a per-pod emptyDir, not a shared host folder
 
 
 def _from_k8s_dict(cls: type, data: dict[str, Any], what: str) -> Any:
@@ -29,31 +31,42 @@ def _image_digest(image: str) -> str | None:
 
 
 def _restricted_container_context() -> k8s.V1SecurityContext:
-    """The `restricted` Pod Security Standard, for the step and the XCom sidecar."""
+    """The `restricted` Pod Security Standard and a read-only root, for the step and the sidecar."""
     return k8s.V1SecurityContext(
         allow_privilege_escalation=False,
         capabilities=k8s.V1Capabilities(drop=["ALL"]),
         run_as_non_root=True,
+        read_only_root_filesystem=True,
         seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
     )
 
 
 def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
-    """A KubernetesPodOperator running ``python -m pipeline step <name>`` in the pipeline image."""
+    """A KubernetesPodOperator running ``python -m pipeline step <name>`` in the pipeline image.
+
+    Only the arguments are given: the image's entrypoint is ``tini -- python -m pipeline``, so
+    the step runs under an init that forwards SIGTERM (a ``command`` would replace it).
+    """
     gpu = settings.gpu_enabled and step.uses_gpu
     resources = settings.resources_for(step.name)
     limits = dict(resources.get("limits", {}))
     requests = dict(resources.get("requests", {}))
     if gpu:
         limits[settings.gpu_resource] = str(settings.gpu_count)
-    env = {"PIPELINE_HOME": SCRATCH_DIR, "PYTHONUNBUFFERED": "1"}
+    env: dict[str, str] = {}
     if gpu:
         env["PIPELINE_REQUIRE_GPU"] = "true"
     digest = _image_digest(settings.image)
     if digest:
         env["PIPELINE_IMAGE_DIGEST"] = digest
-    volumes = [k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource())]
-    mounts = [k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR)]
+    volumes = [
+        k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource()),
+        k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
+    ]
+    mounts = [
+        k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
+        k8s.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
+    ]
     if settings.config_configmap:
         env["PIPELINE_CONFIG"] = f"{CONFIG_DIR}/config.yaml"
         volumes.append(
@@ -83,7 +96,6 @@ def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets],
         service_account_name=settings.service_account,
         automount_service_account_token=False,  # a step never talks to the Kubernetes API
-        cmds=list(PIPELINE_COMMAND),
         arguments=step_arguments(step.name),
         env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         env_from=env_from,

@@ -95,7 +95,8 @@ def test_every_step_pod_validates_strictly(cluster_env, gpu):
     for step, pod in pods.items():
         validate(pod)
         container = base_container(pod)
-        assert container["command"] == ["python", "-m", "pipeline"]
+        # No command: the image's entrypoint (tini -- python -m pipeline) runs the arguments.
+        assert not container.get("command")
         assert container["args"] == ["step", step, "--run-id", RUN_ID]
 
 
@@ -153,6 +154,7 @@ def test_pod_settings_come_from_the_environment(cluster_env):
         assert container["imagePullPolicy"] == "Always"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
         # The pipeline's configuration arrives at run time, from ConfigMaps and Secrets.
         assert container["envFrom"] == [
@@ -163,11 +165,13 @@ def test_pod_settings_come_from_the_environment(cluster_env):
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["PIPELINE_CONFIG"] == "/etc/ml-pipeline/config.yaml"
         assert env["PIPELINE_IMAGE_DIGEST"] == DIGEST
-        assert env["PIPELINE_HOME"] == "/var/lib/ml-pipeline"
+        assert "PIPELINE_HOME" not in env  # the image's default, or the chart's env ConfigMap
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for writable in ("/var/lib/ml-pipeline", "/tmp"):  # the only places a step writes
+            assert "emptyDir" in volumes[mounts[writable]["name"]]
         assert mounts["/etc/ml-pipeline"]["readOnly"] is True
         assert "/airflow/xcom" in mounts  # the step's return.json comes back through the sidecar
-        volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["config"]["configMap"]["name"] == "mlp-config"
         requests = container["resources"]["requests"]
         limits = container["resources"]["limits"]
