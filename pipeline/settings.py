@@ -239,23 +239,107 @@ class S3Settings(_Model):
     read_timeout_s: float = 60.0
 
 
-class SweepSettings(_Model):
-    n_trials: int = Field(10, ge=1)
-    timeout_s: float | None = None
-    study_name: str | None = None
-    storage_url: str | None = Field(
-        None, description="Optuna storage; default: the tracking database (SQLite file locally)."
+# Training settings a sweep may search over (the data steps are shared by every trial).
+TUNABLE_TRAIN_SETTINGS = (
+    "hidden_sizes",
+    "dropout",
+    "embedding_dim_max",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "patience",
+    "min_delta",
+)
+
+
+class SearchDimension(_Model):
+    """One dimension of the search space (an Optuna distribution)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = Field(None, description="Lower bound (float, int).")
+    high: float | None = Field(None, description="Upper bound, inclusive (float, int).")
+    step: float | None = Field(None, description="Grid step (float, int); not with log.")
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    choices: list[str | int | float | bool] | None = Field(
+        None,
+        description="Values of a categorical dimension; a list setting such as hidden_sizes takes "
+        "comma-separated strings ('64,32').",
     )
-    space: dict[str, dict[str, Any]] = Field(
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} dimension needs low < high")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log dimension needs low > 0 and no step")
+        return self
+
+
+class SweepSettings(_Model):
+    n_trials: int = Field(10, ge=1, description="Trials (completed or pruned) the study runs in total.")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this long.")
+    study_name: str | None = Field(None, description="Optuna study; default 'sweep-<run id>'.")
+    storage_url: str | None = Field(
+        None,
+        description="Optuna storage (SQLAlchemy URL). Default: sqlite:///<home>/optuna.db with embedded "
+        "tracking; the feature store's PostgreSQL database when that is PostgreSQL (the cluster: the "
+        "same server as the tracking database, another database, as MLflow and Optuna both keep an "
+        "alembic_version table).",
+    )
+    storage_password: SecretStr | None = Field(
+        None, description="Password added to storage_url (kept out of the URL in config)."
+    )
+    space: dict[str, SearchDimension] = Field(
         default_factory=lambda: {
             "learning_rate": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
             "dropout": {"type": "float", "low": 0.0, "high": 0.4},
             "batch_size": {"type": "categorical", "choices": [32, 64, 128]},
             "hidden_sizes": {"type": "categorical", "choices": ["64,32", "128,64", "32"]},
-        }
+        },
+        validate_default=True,
+        description="Training settings to search, by name (a 'train.' prefix is optional): "
+        f"{', '.join(TUNABLE_TRAIN_SETTINGS)}.",
     )
-    max_epochs: int | None = Field(None, description="Epoch budget per trial (default: train.max_epochs).")
-    pruner_warmup_epochs: int = 5
+    max_epochs: int | None = Field(
+        None, ge=1, description="Epoch budget per trial (default: train.max_epochs)."
+    )
+    pruner_warmup_epochs: int = Field(5, ge=0, description="Epochs before a trial may be pruned.")
+    pruner_startup_trials: int = Field(
+        3, ge=0, description="Trials that must finish before the median pruner prunes anything."
+    )
+    workers: int = Field(1, ge=1, description="Local worker processes of `pipeline sweep` sharing the study.")
+    heartbeat_s: int = Field(5, ge=1, description="How often a running trial records that it is alive.")
+    stale_after_s: int = Field(
+        20, ge=2, description="A running trial silent this long is failed as interrupted and retried."
+    )
+    max_retries: int = Field(1, ge=0, description="Retries of a trial whose worker was interrupted.")
+
+    @field_validator("space")
+    @classmethod
+    def _tunable(cls, space: dict[str, SearchDimension]) -> dict[str, SearchDimension]:
+        normalised: dict[str, SearchDimension] = {}
+        for key, dimension in space.items():
+            name = key.removeprefix("train.")
+            if name not in TUNABLE_TRAIN_SETTINGS:
+                raise ValueError(
+                    f"sweep.space: {key!r} cannot be searched; use one of {', '.join(TUNABLE_TRAIN_SETTINGS)}"
+                )
+            if name in normalised:
+                raise ValueError(f"sweep.space: {name!r} is declared twice")
+            normalised[name] = dimension
+        if not normalised:
+            raise ValueError("sweep.space is empty")
+        return normalised
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> SweepSettings:
+        if self.stale_after_s <= self.heartbeat_s:
+            raise ValueError("sweep.stale_after_s must be longer than sweep.heartbeat_s")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,6 +490,9 @@ class Settings(BaseSettings):
         data["model_name"] = self.resolved_model_name
         data["evaluate"]["primary_metric"] = self.primary_metric
         data["feature_store_password"] = "***" if self.feature_store_password else None
+        if data["sweep"].get("storage_url"):
+            data["sweep"]["storage_url"] = redact_url(data["sweep"]["storage_url"])
+        data["sweep"]["storage_password"] = "***" if self.sweep.storage_password else None
         if data["s3"].get("secret_access_key"):
             data["s3"]["secret_access_key"] = "***"  # noqa: S105 - the mask, not a secret
         return data
