@@ -370,6 +370,38 @@ def fetch_data(
 
 
 @app.command()
+def reproduce(
+    model: ModelRef,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted difference of a test metric.")] = 1e-6,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+) -> None:
+    """Fetch a version's data through DVC, retrain it with its recorded configuration in a scratch
+    sandbox, and say whether the test metrics match (exit 0 if they do, 1 if not)."""
+    _prepare("WARNING")
+    from pipeline.lineage import resolve_version
+    from pipeline.reproduce import reproduce as run_reproduction
+
+    try:
+        settings = load_settings(config, overrides)
+        version = resolve_version(settings, model)
+        result = run_reproduction(settings, version, tolerance)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise fail(exc) from None
+    table = Table(title=f"{result.model} v{result.version} (data sha256 {result.data_sha256[:12]})")
+    for column in ("metric", "original", "reproduced", "match"):
+        table.add_column(column)
+    for key, value in sorted(result.original.items()):
+        again = result.reproduced.get(key, float("nan"))
+        table.add_row(key, f"{value:.6f}", f"{again:.6f}", "yes" if key not in result.differences else "NO")
+    console.print(table)
+    verdict = "reproduced" if result.matches else "NOT reproduced"
+    console.print(f"[bold]{verdict}[/] within tolerance {tolerance}")
+    print(json.dumps(result.to_dict(), sort_keys=True), flush=True)
+    raise typer.Exit(0 if result.matches else 1)
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

@@ -90,8 +90,10 @@ def run_pipeline(
     run_id: str,
     force: bool = False,
     on_step: Callable[[str, str, Manifest | None], None] | None = None,
+    stop_after: str | None = None,
 ) -> dict[str, Manifest]:
-    """Execute the whole step list for ``run_id``, resuming where a previous attempt stopped."""
+    """Execute the whole step list for ``run_id`` (or up to ``stop_after``), resuming where a
+    previous attempt stopped."""
     check_run_id(run_id)
     store = make_store(settings)
     manifests: dict[str, Manifest] = {}
@@ -102,6 +104,8 @@ def run_pipeline(
             manifests[spec.name] = existing
             if on_step:
                 on_step(spec.name, "kept", existing)
+            if spec.name == stop_after:
+                break
             continue
         rerun = True  # everything after a re-executed step runs again
         if on_step:
@@ -110,4 +114,6 @@ def run_pipeline(
         manifests[spec.name] = manifest
         if on_step:
             on_step(spec.name, "succeeded", manifest)
+        if spec.name == stop_after:
+            break
     return manifests

@@ -221,3 +221,15 @@ def test_no_source_tree_pollution() -> None:
         check=False,
     ).stdout
     assert "mlruns" not in generated and "mlflow.db" not in generated and ".dvc" not in generated
+
+
+def test_reproduce_fetches_the_data_retrains_and_matches(two_runs: TwoRuns) -> None:
+    before = sorted(p.name for p in (two_runs.home / "artifacts" / "runs").iterdir())
+    result = run_cli(["reproduce", "penguins@champion", *FAST], two_runs.home)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.json
+    assert report["matches"] is True, report
+    assert report["version"] == "1"
+    assert report["reproduced"]["test_macro_f1"] == report["original"]["test_macro_f1"]
+    # The reproduction ran in a sandbox: no new run, version or feature set in the real stores.
+    assert sorted(p.name for p in (two_runs.home / "artifacts" / "runs").iterdir()) == before
