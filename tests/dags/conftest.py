@@ -8,26 +8,23 @@ environment built by :func:`airflow_env`.
 
 from __future__ import annotations
 
+import atexit
 import os
-import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support import free_port, in_ci, need_executable, unavailable
+from tests.services import PostgresServer, postgres_server
+from tests.support import need_executable, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_ID = "ml_pipeline"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 # Airflow puts the DAG folder (bundle) on sys.path; the tests import its helpers the same way.
 if str(DAGS) not in sys.path:
@@ -35,6 +32,7 @@ if str(DAGS) not in sys.path:
 
 if "airflow" not in sys.modules:
     _IMPORT_HOME = tempfile.mkdtemp(prefix="mlp-airflow-import-")
+    atexit.register(shutil.rmtree, _IMPORT_HOME, True)
     os.environ["AIRFLOW_HOME"] = _IMPORT_HOME
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
@@ -153,109 +151,14 @@ def sqlite_airflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
 
 
 # --------------------------------------------------------------------------------------------
-# A throwaway PostgreSQL server on a free loopback port
+# A throwaway PostgreSQL server on a free loopback port (tests/services.py)
 # --------------------------------------------------------------------------------------------
-
-
-class PostgresServer:
-    def __init__(self, port: int):
-        self.port = port
-
-    def url(self, database: str, driver: str = "psycopg2") -> str:
-        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{database}"
-
-    def create_database(self, name: str) -> str:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        try:
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            conn.close()
-        return self.url(name)
-
-
-def _server_user() -> dict[str, Any]:
-    """``initdb`` refuses to run as root: as root, run the server as the ``postgres`` user."""
-    if os.geteuid() != 0:
-        return {}
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        unavailable("the `postgres` system user", "apt-get install postgresql")
-    return {"user": "postgres", "group": "postgres", "extra_groups": []}
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    initdb = PG_BIN / "initdb"
-    if not initdb.exists():
-        found = shutil.which("initdb") or shutil.which("pg_ctl")
-        if not found:
-            unavailable("PostgreSQL server binaries (initdb, postgres)", "apt-get install postgresql")
-        initdb = Path(found).with_name("initdb")
-    postgres_bin = initdb.with_name("postgres")
-    try:
-        import psycopg2
-    except ImportError:
-        unavailable("psycopg2", "pip install psycopg2-binary")
-    root = Path(tempfile.mkdtemp(prefix="mlp-pg-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    os.chmod(root, 0o755)  # noqa: S103 - the server user must reach its data folder
-    subprocess.run(
-        [str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-        check=True,
-        capture_output=True,
-        **_server_user(),
-    )
-    port = free_port()
-    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    server = subprocess.Popen(
-        [
-            str(postgres_bin),
-            "-D", str(data),
-            "-h", "127.0.0.1",
-            "-p", str(port),
-            "-k", str(sockets),
-            "-c", "fsync=off",
-            "-c", "synchronous_commit=off",
-            "-c", "full_page_writes=off",
-            "-c", "max_connections=200",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        **_server_user(),
-    )  # fmt: skip
-    try:
-        import psycopg2
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres").close()
-                break
-            except psycopg2.OperationalError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"PostgreSQL did not start:\n{(root / 'server.log').read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.2)
-        yield PostgresServer(port)
-    finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown: disconnect clients, stop cleanly
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -273,9 +176,3 @@ def postgres_airflow(
     root = tmp_path_factory.mktemp("airflow-postgres")
     db_url = postgres.create_database("airflow")
     return migrated_home(root, db_url), db_url, "airflow"
-
-
-def ci_or_skip(message: str) -> None:
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)

@@ -50,6 +50,7 @@ def pipeline_env(root: Path, **extra: str) -> dict[str, str]:
     return {
         "PIPELINE_HOME": str(home),
         "PIPELINE_TRAIN__MAX_EPOCHS": "3",
+        "PIPELINE_EVALUATE__PERMUTATION_REPEATS": "1",
         "PIPELINE_LOG_LEVEL": "INFO",
         "MLP_MLFLOW_UI_URL": "http://mlflow.test:5000",
         **extra,
