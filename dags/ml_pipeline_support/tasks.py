@@ -47,6 +47,25 @@ def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
     Only the arguments are given: the image's entrypoint is ``tini -- python -m pipeline``, so
     the step runs under an init that forwards SIGTERM (a ``command`` would replace it).
     """
+    return KubernetesStepOperator(**pod_step_kwargs(step, settings))
+
+
+def pod_step_kwargs(
+    step: Any,
+    settings: DagSettings,
+    *,
+    task_id: str | None = None,
+    arguments: list[str] | None = None,
+    timeout_s: int | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`pod_step_task`'s operator.
+
+    Another DAG running other pipeline commands in the same kind of pod (the sweep DAG, which
+    maps them over trial slots with ``.partial(**kwargs).expand(arguments=...)``) takes them from
+    here: ``step`` gives the resources, GPU and image settings; ``task_id``, ``arguments`` and
+    ``timeout_s`` replace the step's own task id, ``step <name>`` arguments and step timeout.
+    """
+    name = task_id or step.name
     gpu = settings.gpu_enabled and step.uses_gpu
     resources = settings.resources_for(step.name)
     limits = dict(resources.get("limits", {}))
@@ -84,19 +103,19 @@ def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
     ]
     schedule_timeout = settings.gpu_schedule_timeout_s if gpu else settings.schedule_timeout_s
     startup_timeout = settings.gpu_startup_timeout_s if gpu else settings.startup_timeout_s
-    step_timeout = settings.step_timeouts_s[step.name]
-    return KubernetesStepOperator(
-        task_id=step.name,
-        step=step.name,
+    step_timeout = timeout_s if timeout_s is not None else settings.step_timeouts_s[step.name]
+    return dict(  # noqa: C408 - the operator's keyword arguments, as they were
+        task_id=name,
+        step=name,
         doc_md=step.summary,
-        name=f"mlp-{step.name}",
+        name=f"mlp-{name.replace('_', '-')}",
         namespace=settings.namespace,
         image=settings.image,
         image_pull_policy=settings.image_pull_policy,
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets],
         service_account_name=settings.service_account,
         automount_service_account_token=False,  # a step never talks to the Kubernetes API
-        arguments=step_arguments(step.name),
+        arguments=list(arguments) if arguments is not None else step_arguments(step.name),
         env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         env_from=env_from,
         volumes=volumes,
@@ -111,7 +130,7 @@ def pod_step_task(step: Any, settings: DagSettings) -> KubernetesStepOperator:
         labels={
             "app.kubernetes.io/name": "ml-pipeline",
             "app.kubernetes.io/component": "pipeline-step",
-            "ml-pipeline/step": step.name,
+            "ml-pipeline/step": name,
         },
         annotations={"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
         security_context=k8s.V1PodSecurityContext(
