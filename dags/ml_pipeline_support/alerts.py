@@ -129,6 +129,9 @@ def failure_callback(context: Mapping[str, Any]) -> None:
         exc = context.get("exception")
         step = getattr(exc, "step", None) or ti.task_id
         error = getattr(exc, "error_line", None) or (one_line(str(exc)) if exc else "unknown error")
+        if type(exc).__name__ == "AirflowTaskTimeout":
+            timeout = getattr(context.get("task"), "execution_timeout", None)
+            error = f"the step ran longer than its execution timeout ({timeout}) and was stopped"
         exit_code = getattr(exc, "exit_code", None)
         retryable = getattr(exc, "retryable", True)
         try_number = getattr(ti, "try_number", None)

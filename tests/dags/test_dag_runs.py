@@ -294,3 +294,42 @@ def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
     assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]
     for name, proc, _ in components:
         assert proc.returncode is not None, f"{name} did not stop"
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Processes whose environment has ``name=value`` (read from /proc)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_step_over_its_timeout_is_stopped_and_alerted(sqlite_airflow, tmp_path):
+    home, db_url = sqlite_airflow
+    marker = str(tmp_path / "pipeline-home")
+    with WebhookReceiver() as hook:
+        env = airflow_env(
+            home,
+            db_url,
+            MLP_ALERT_WEBHOOK_URL=hook.url,
+            MLP_DAG_RETRIES="0",
+            MLP_DAG_STEP_TIMEOUT_S='{"validate": 2}',  # validate needs more (it imports Great Expectations)
+            **pipeline_env(tmp_path),
+        )
+        proc = run_airflow(["dags", "test", DAG_ID], env, cwd=tmp_path, timeout=300, check=False)
+    assert proc.returncode != 0
+    run_id, _, state = latest_run(db_url)
+    assert state == "failed"
+    states = task_states(db_url, run_id)
+    assert states["ingest"] == ("success", 1)
+    assert states["validate"] == ("failed", 1)
+    (message,) = hook.messages()
+    assert "failed at step *validate*" in message["text"]
+    assert "longer than its execution timeout (0:00:02)" in message["text"]
+    # The step's process (and anything it started) was stopped with the task.
+    assert processes_with_env("PIPELINE_HOME", marker) == []
