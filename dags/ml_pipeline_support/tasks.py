@@ -143,6 +143,9 @@ def pod_step_kwargs(
         container_security_context=_restricted_container_context(),
         xcom_sidecar_container_security_context=_restricted_container_context(),
         do_xcom_push=True,
+        # The worker watches the pod (not the triggerer), whatever [operators] default_deferrable
+        # says: the exit-code mapping and the promotion alert run in execute and cleanup.
+        deferrable=False,
         get_logs=True,
         log_events_on_failure=True,
         termination_message_policy="FallbackToLogsOnError",

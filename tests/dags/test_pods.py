@@ -183,6 +183,7 @@ def test_pod_settings_come_from_the_environment(cluster_env):
         task = dag.get_task(step)
         assert task.on_finish_action.value == "keep_pod"
         assert task.do_xcom_push is True
+        assert task.deferrable is False
         assert spec["activeDeadlineSeconds"] == 600 + 3600
 
 
