@@ -782,9 +782,9 @@ def attach_report(settings: Settings, client: MlflowClient, parent_run_id: str):
     """Write the experiment's HTML report and log it on the sweep's parent run."""
     from pipeline.report import write_report
 
-    folder = settings.home / "reports"
-    path = write_report(settings, folder / f"{settings.resolved_experiment_name}-{parent_run_id}.html")
-    client.log_artifact(parent_run_id, str(path), REPORT_ARTIFACT.rsplit("/", 1)[0])
+    folder, name = REPORT_ARTIFACT.rsplit("/", 1)
+    path = write_report(settings, settings.home / "reports" / parent_run_id / name, client=client)
+    client.log_artifact(parent_run_id, str(path), folder)
     return path
 
 
