@@ -87,10 +87,13 @@ def collect(
     max_runs: int = 2000,
 ) -> ReportData:
     """Read the runs of ``experiments`` (default: the configured one) and the model's registry."""
+    import os
+
     import pandas as pd
 
     from pipeline.tracking import configure
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs or notebooks
     client = client or configure(settings)
     names = experiments or [settings.resolved_experiment_name]
     found = {name: client.get_experiment_by_name(name) for name in names}
