@@ -82,7 +82,10 @@ class CsvOptions(_Model):
 
 
 class HttpOptions(_Model):
-    format: Literal["json", "csv"] = Field("json", description="Response body format.")
+    format: Literal["auto", "json", "csv"] = Field(
+        "auto",
+        description="Response body format; 'auto': CSV when the Content-Type or the URL says so, else JSON.",
+    )
     records_path: str | None = Field(
         None, description="Dotted path to the list of records in a JSON body (e.g. 'data.items')."
     )
@@ -119,6 +122,12 @@ class SourceSettings(_Model):
     query: str | None = Field(None, description="SQL query for kind 'sql'.")
     csv: CsvOptions = Field(default_factory=CsvOptions)
     http: HttpOptions = Field(default_factory=HttpOptions)
+
+    @field_validator("uri", "query", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """``--set data.source.uri=2024`` (parsed as YAML) still means the text '2024'."""
+        return str(value) if isinstance(value, int | float | bool) else value
 
 
 class ColumnSpec(_Model):

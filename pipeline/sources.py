@@ -152,6 +152,15 @@ def _http_get(session, url: str, params: dict[str, Any], options: HttpOptions):
     raise RetryableError(f"source {url}: gave up after {options.max_retries + 1} attempts: {last_problem}")
 
 
+def _body_format(declared: str, url: str, response) -> str:
+    if declared != "auto":
+        return declared
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "csv" in content_type or urlparse(url).path.lower().endswith(".csv"):
+        return "csv"
+    return "json"
+
+
 def _fetch_http(source: SourceSettings) -> RawData:
     import pandas as pd
     import requests
@@ -184,7 +193,8 @@ def _fetch_http(source: SourceSettings) -> RawData:
             response = _http_get(session, url, params, options)
             pages += 1
             label = f"{url} (page {pages})"
-            if options.format == "csv":
+            body_format = _body_format(options.format, url, response)
+            if body_format == "csv":
                 frame = (
                     read_table_bytes(response.content, label, "csv", source.csv)
                     if response.content.strip()
@@ -210,7 +220,7 @@ def _fetch_http(source: SourceSettings) -> RawData:
                 url = None if records_empty else url
                 page += 1
             elif options.pagination == "next_link":
-                next_url = None if options.format == "csv" else _dig(body, options.next_path)
+                next_url = None if body_format == "csv" else _dig(body, options.next_path)
                 if not next_url and "next" in response.links:
                     next_url = response.links["next"]["url"]
                 url = requests.compat.urljoin(url, next_url) if next_url else None

@@ -174,3 +174,31 @@ def test_sql_source(tmp_path: Path) -> None:
         fetch(SourceSettings(uri=f"sqlite:///{db}", query="SELECT nope FROM t"), None)
     with pytest.raises(BadInputError, match="no rows"):
         fetch(SourceSettings(uri=f"sqlite:///{db}", query="SELECT a FROM t WHERE a > 5"), None)
+
+
+class CsvFile(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")  # a bare file server: only the URL says CSV
+        self.end_headers()
+        self.wfile.write(b"a,b\n1,x\n2,y\n")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_http_csv_is_recognised_from_the_url() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CsvFile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        raw = fetch(SourceSettings(uri=f"http://127.0.0.1:{server.server_address[1]}/data.csv"), None)
+    finally:
+        server.shutdown()
+    assert pd.read_parquet(__import__("io").BytesIO(raw.data)).to_dict("list") == {
+        "a": [1, 2],
+        "b": ["x", "y"],
+    }
+
+
+def test_source_uri_from_yaml_overrides_stays_text() -> None:
+    assert SourceSettings(uri=2024).uri == "2024"
