@@ -52,18 +52,29 @@ def utcnow() -> str:
 
 
 def s3_storage_options(s3: S3Settings) -> dict[str, Any]:
-    """fsspec/s3fs options from the S3 settings: explicit credentials, bounded retries."""
+    """fsspec/s3fs options from the S3 settings: explicit credentials, bounded retries.
+
+    botocore's ``standard`` retry mode makes at most ``max_attempts`` attempts per request (5xx,
+    throttling, connection errors) with capped exponential backoff; s3fs's own retry loop is
+    turned off in :func:`filesystem_for`, so the two never multiply. Listings are not cached: other
+    processes (pods) write the same prefixes. On an S3-compatible endpoint other than AWS, request
+    checksums are sent only where the API requires them (botocore's newer default, CRC trailers on
+    every upload, is not implemented by every server).
+    """
+    config: dict[str, Any] = {
+        "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
+        "connect_timeout": s3.connect_timeout_s,
+        "read_timeout": s3.read_timeout_s,
+    }
     options: dict[str, Any] = {
         "client_kwargs": {"region_name": s3.region},
-        "config_kwargs": {
-            "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
-            "connect_timeout": s3.connect_timeout_s,
-            "read_timeout": s3.read_timeout_s,
-        },
-        "retries": max(1, s3.max_attempts),
+        "config_kwargs": config,
+        "use_listings_cache": False,
     }
     if s3.endpoint_url:
         options["endpoint_url"] = s3.endpoint_url
+        config["request_checksum_calculation"] = "when_required"
+        config["response_checksum_validation"] = "when_required"
     if s3.access_key_id and s3.secret_access_key:
         options["key"] = s3.access_key_id
         options["secret"] = s3.secret_access_key.get_secret_value()
@@ -76,6 +87,7 @@ def filesystem_for(uri: str, s3: S3Settings):
 
     if uri.startswith("s3://"):
         fs = fsspec.filesystem("s3", **s3_storage_options(s3))
+        fs.retries = 1  # botocore's bounded retries only (see s3_storage_options)
         return fs, uri[len("s3://") :]
     if "://" in uri and not uri.startswith("file://"):
         raise ConfigError(f"unsupported artifact URI {uri!r}: use a local path, file:// or s3://")

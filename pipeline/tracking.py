@@ -73,6 +73,13 @@ def configure(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_max_retries))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    # Artifacts go through the tracking server only. A server with proxied artifacts on S3
+    # advertises presigned multipart transfers; a client would then fetch from (or upload to) the
+    # server's S3 endpoint directly, which the pipeline may not reach and has no credentials for.
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
+    # stdout carries the step's JSON summary only (MLflow prints run links there for a server).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Concurrent writers on SQLite wait for the lock instead of failing at once.
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     import mlflow

@@ -75,6 +75,7 @@ def run(ctx: StepContext) -> StepResult:
             name,
             source=train.summary["model_uri"],
             run_id=mlflow_run_id,
+            model_id=train.summary.get("model_id"),  # a tracking server refuses models:/ sources without it
             tags={k: run_tags[k] for k in COPIED_RUN_TAGS if k in run_tags},
             description=f"Run {ctx.run_id}: test {metric} {score:.4f}.",
         )
