@@ -12,7 +12,11 @@ Tables:
 A load is all or nothing. On PostgreSQL the rows are streamed with ``COPY`` into a fresh staging
 table, which is attached as the version's partition of the data table in the same transaction
 that inserts the version row: readers see the whole version or nothing, a failure leaves the
-previous versions untouched and no staging table behind. On SQLite the rows are inserted inside
+previous versions untouched and no staging table behind (it was created inside the transaction
+that the failure rolls back). Columns are typed (``double precision``, ``bigint``, ``boolean``,
+``text``); every partition's primary key ``(_version, row_id)`` is the index a version is read
+through. The CSV text is produced chunk by chunk while PostgreSQL parses the previous chunk, so
+memory stays bounded by a few chunks whatever the frame's size. On SQLite the rows are inserted inside
 one ``BEGIN IMMEDIATE`` transaction. Concurrent loads of one feature set are serialised (an
 advisory lock on PostgreSQL, the database lock on SQLite), so versions are never duplicated.
 
@@ -22,6 +26,7 @@ unquoted; a name longer than PostgreSQL's 63-byte limit is refused instead of be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 VERSIONS_TABLE = "feature_set_versions"
 MAX_IDENTIFIER_BYTES = 63
+# Room left in a data table's name for the partition suffix ``_v<version>`` (versions < 10**9).
+PARTITION_SUFFIX_BYTES = 11
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 COPY_CHUNK_ROWS = 65_536
 
@@ -58,6 +65,10 @@ class FeatureSetVersion:
     content_hash: str
     run_id: str
     created_at: str
+
+
+def one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -93,7 +104,38 @@ def schema_of(frame: pd.DataFrame) -> dict[str, str]:
 def data_table_name(feature_set: str, schema: dict[str, str]) -> str:
     digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:10]
     base = re.sub(r"[^A-Za-z0-9_]", "_", feature_set).lower()
-    return check_identifier(f"fs_{base}_{digest}", "feature table name")
+    name = f"fs_{base}_{digest}"
+    limit = MAX_IDENTIFIER_BYTES - PARTITION_SUFFIX_BYTES
+    if len(name.encode("utf-8")) > limit:
+        longest = limit - len("fs__") - len(digest)
+        raise BadInputError(
+            f"feature set name {feature_set!r} (data.name) is too long: its data table {name!r} and "
+            f"partitions '<table>_v<version>' would exceed PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte "
+            f"identifier limit (rule: at most {longest} characters, which PostgreSQL would otherwise "
+            "silently truncate)"
+        )
+    return check_identifier(name, "feature table name")
+
+
+# Bounded waits on PostgreSQL: a server that is gone is noticed within about a minute, never hangs
+# a step (TCP keepalives also cover a half-open connection in the middle of a COPY).
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "application_name": "ml-pipeline",
+}
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The DB-API errors that mean 'the server went away' (psycopg2's, when installed)."""
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - psycopg2-binary is a dependency
+        return ()
+    return (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
 class FeatureStore:
@@ -102,7 +144,11 @@ class FeatureStore:
 
         self.url = url
         try:
-            self.engine: sa.Engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+            backend = sa.engine.make_url(url).get_backend_name()
+            kwargs: dict[str, Any] = {"pool_pre_ping": True}
+            if backend == "postgresql":
+                kwargs["connect_args"] = dict(POSTGRES_CONNECT_ARGS)
+            self.engine: sa.Engine = sa.create_engine(url, **kwargs)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise ConfigError(f"feature store URL {redact_url(url)!r} is not usable: {exc}") from None
         self.dialect = self.engine.dialect.name
@@ -145,13 +191,50 @@ class FeatureStore:
         table = data_table_name(feature_set, schema)
         try:
             if self.dialect == "postgresql":
+                self.migrate()
                 return self._write_postgres(frame, feature_set, table, schema, content_hash, run_id)
             return self._write_generic(frame, feature_set, table, schema, content_hash, run_id)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
+            reason = one_line(str(getattr(exc, "orig", None) or exc))
             raise RetryableError(
                 f"feature store {redact_url(self.url)} failed while loading {feature_set!r}: "
-                f"{getattr(exc, 'orig', exc)}; nothing was published"
+                f"{reason}; nothing was published (the load's transaction was rolled back)"
             ) from None
+
+    def migrate(self) -> None:
+        """Create the versions table if it is missing (PostgreSQL; serialised across processes).
+
+        Runs in its own short transaction under a global advisory lock, so two first loads of
+        different feature sets cannot race on ``CREATE TABLE IF NOT EXISTS``.
+        """
+        from psycopg2 import sql
+
+        raw = self.engine.raw_connection()
+        try:
+            dbapi = raw.driver_connection
+            with dbapi.cursor() as cursor:
+                cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSIONS_TABLE,))
+                if cursor.fetchone()[0]:
+                    dbapi.rollback()
+                    return
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("ml-pipeline/features/ddl",))
+                cursor.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {versions} ("
+                        " feature_set varchar(128) NOT NULL, version integer NOT NULL,"
+                        " table_name varchar(63) NOT NULL, row_count bigint NOT NULL, schema text NOT NULL,"
+                        " content_hash varchar(64) NOT NULL, run_id varchar(200) NOT NULL,"
+                        " created_at timestamptz NOT NULL DEFAULT now(),"
+                        " PRIMARY KEY (feature_set, version))"
+                    ).format(versions=sql.Identifier(VERSIONS_TABLE))
+                )
+            dbapi.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                raw.driver_connection.rollback()
+            raise
+        finally:
+            raw.close()
 
     def versions(self, feature_set: str | None = None) -> list[FeatureSetVersion]:
         import sqlalchemy as sa
@@ -199,10 +282,9 @@ class FeatureStore:
                 query = sa.select(*[table.c[c] for c in columns]).where(table.c["_version"] == version)
                 with self.engine.connect() as connection:
                     frame = pd.read_sql_query(query.order_by(table.c["row_id"]), connection)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise RetryableError(
-                f"feature store {redact_url(self.url)} unreachable: {getattr(exc, 'orig', exc)}"
-            ) from None
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
+            reason = one_line(str(getattr(exc, "orig", None) or exc))
+            raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {reason}") from None
         for column, kind in meta.schema.items():
             if kind == "double precision":
                 frame[column] = frame[column].astype("float64")
@@ -347,16 +429,6 @@ class FeatureStore:
             with dbapi.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ml-pipeline/features/{feature_set}",)
-                )
-                cursor.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {versions} ("
-                        " feature_set varchar(128) NOT NULL, version integer NOT NULL,"
-                        " table_name varchar(63) NOT NULL, row_count bigint NOT NULL, schema text NOT NULL,"
-                        " content_hash varchar(64) NOT NULL, run_id varchar(200) NOT NULL,"
-                        " created_at timestamptz NOT NULL DEFAULT now(),"
-                        " PRIMARY KEY (feature_set, version))"
-                    ).format(versions=sql.Identifier(VERSIONS_TABLE))
                 )
                 cursor.execute(
                     sql.SQL(
