@@ -316,6 +316,38 @@ def show_config(config: ConfigOption = None, overrides: SetOption = None) -> Non
     typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
 
 
+@app.command()
+def doctor(
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON on stdout.")] = False,
+) -> None:
+    """Check every configured backend (S3, DVC remote, feature store, MLflow, GPU); one line per
+    problem. Exit 0 when all pass, 65 when a setting must change, 75 when a backend did not answer."""
+    _prepare("WARNING")
+    from pipeline.doctor import run_checks
+
+    try:
+        settings = load_settings(config, overrides)
+        report = run_checks(settings)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise fail(exc, "doctor: ") from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        for check in report.checks:
+            typer.echo(check.line())
+    problems = report.problems
+    if problems:
+        print(
+            f"pipeline: error: doctor: {len(problems)} problem(s): "
+            + " | ".join(f"{c.name}: {c.message}" for c in problems),
+            file=sys.stderr,
+            flush=True,
+        )
+    raise typer.Exit(report.exit_code)
+
+
 # --------------------------------------------------------------------------------------------
 # lineage
 # --------------------------------------------------------------------------------------------

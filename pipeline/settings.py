@@ -387,6 +387,12 @@ class Settings(BaseSettings):
     registry_lock_timeout_s: float = 120.0
     mlflow_http_timeout_s: int = Field(30, ge=1, description="Per-request timeout to a tracking server.")
     mlflow_http_max_retries: int = Field(3, ge=0, description="Bounded retries to a tracking server.")
+    mlflow_artifacts_destination: str | None = Field(
+        None,
+        description="Where the tracking server stores artifacts (its --artifacts-destination); "
+        "`pipeline doctor` checks that a probe artifact lands there. Default: "
+        "s3://<bucket of the DVC remote>/mlflow, the chart's layout.",
+    )
     require_gpu: bool = Field(False, description="Fail (and doctor complains) when no CUDA device.")
 
     # provenance, set by the image and the pod ----------------------------------------------
