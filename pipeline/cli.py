@@ -541,7 +541,7 @@ def sweep(
                 settings, run_id, n_trials=trials, workers=count, worker_command=command
             )
     except (Exception, KeyboardInterrupt) as exc:
-        if run_id is not None:
+        if run_id is not None and exit_code_for(exc) == EXIT_RETRYABLE:
             console.print(f"Resume with: [bold]pipeline sweep --run-id {run_id}[/]")
         raise fail(exc, f"sweep {stage}: ") from None
     if stage in ("all", "finalize"):

@@ -587,7 +587,15 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
         study.set_user_attr("run_id", run_id)
         logger.info("study %s created; MLflow parent run %s", study.study_name, parent_run_id)
     else:
-        if client.get_run(parent_run_id).info.status != "RUNNING":
+        parent = client.get_run(parent_run_id)
+        finalized = parent.data.tags.get("sweep.best_run_id")
+        if finalized and settings.sweep.n_trials > counts(study).finished:
+            raise BadInputError(
+                f"sweep {run_id!r} is finished: its best trial was trained, evaluated and registered "
+                f"(model version {parent.data.tags.get('registry.version')}), and a run id registers one "
+                f"version; start a new sweep (another --run-id) to search further"
+            )
+        if parent.info.status != "RUNNING" and not finalized:
             client.update_run(parent_run_id, status="RUNNING")  # the sweep goes on
         logger.info("study %s resumed; MLflow parent run %s", study.study_name, parent_run_id)
     budget = settings.sweep.n_trials
@@ -642,7 +650,6 @@ def work(
     objective = Objective(settings, data, client, info)
     deadline = time.monotonic() + settings.sweep.timeout_s if settings.sweep.timeout_s else None
     ran = 0
-    errors = 0
     while True:
         with _quiet_experimental():
             optuna.storages.fail_stale_trials(study)
@@ -654,7 +661,7 @@ def work(
         if deadline is not None and time.monotonic() > deadline:
             logger.info("sweep.timeout_s reached: no new trial")
             break
-        if now.failed - errors > 2 * budget:
+        if now.failed > 2 * budget:
             raise RetryableError(f"study {study.study_name}: {now.failed} trials failed; giving up")
         study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
         ran += 1
@@ -717,6 +724,15 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
         json.dumps(best.params, sort_keys=True),
     )
 
+    kept = run_store_manifest(settings, run_id, "train")
+    if kept is not None and kept.succeeded:
+        trained = client.get_run(kept.summary["mlflow_run_id"]).data.tags.get("sweep.best_trial")
+        if trained is not None and trained != str(best.number):
+            raise BadInputError(
+                f"run {run_id!r} already trained trial {trained}, but the study's best is now trial "
+                f"{best.number}: start a new sweep (another --run-id) to train and register it"
+            )
+
     def on_step(name: str, event: str, manifest) -> None:
         if name == "train" and manifest is not None:
             mlflow_run_id = manifest.summary["mlflow_run_id"]
@@ -776,6 +792,12 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
         "reason": register["reason"],
         "report": str(report_path) if report_path else None,
     }
+
+
+def run_store_manifest(settings: Settings, run_id: str, step: str):
+    from pipeline.runner import make_store
+
+    return make_store(settings).read_manifest(run_id, step)
 
 
 def attach_report(settings: Settings, client: MlflowClient, parent_run_id: str):

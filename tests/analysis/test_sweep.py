@@ -175,3 +175,15 @@ def test_rerunning_the_best_trials_parameters_reproduces_its_metric(swept):
     # the replay is model version 2, judged against champion v1 by the same gate
     version = client.get_model_version("penguins", swept.replay["version"])
     assert version.tags["gate.champion_version"] == str(summary["version"])
+
+
+def test_a_finished_sweep_refuses_more_trials_instead_of_registering_twice(swept):
+    from pipeline.errors import EXIT_BAD_INPUT
+    from tests.conftest import run_cli
+
+    before = len(load_study(swept).trials)
+    result = run_cli(["sweep", "--run-id", SWEEP_RUN_ID, "--trials", str(N_TRIALS + 2)], swept.home)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert f"sweep {SWEEP_RUN_ID!r} is finished" in result.stderr
+    assert "start a new sweep (another --run-id)" in result.stderr.splitlines()[-1]
+    assert len(load_study(swept).trials) == before
