@@ -180,6 +180,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "airflow.dag.gpu.nodeSelector": STRING_MAP,
     "airflow.dag.retries": {"type": "integer", "minimum": 0},
     "airflow.dag.runAsUser": {"type": "integer", "minimum": 1},
+    "airflow.dag.sweepSlots": {"type": "integer", "minimum": 1},
+    "airflow.dag.sweepWorkerTimeoutSeconds": {"type": "integer", "minimum": 1},
     "airflow.dag.extraEnvConfigMaps": {"type": "array", "items": K8S_NAME},
     "airflow.dag.extraEnvSecrets": {"type": "array", "items": K8S_NAME},
     "airflow.dag.alerts.webhookSecret": K8S_NAME,
