@@ -52,7 +52,10 @@ def test_airflow_image_parses_the_baked_in_dags(docker: Docker, airflow_image: I
     assert len(documents) == 2, proc.stdout[-3000:]
     import_errors, dags = documents
     assert import_errors == []
-    assert [(dag["dag_id"], dag["fileloc"]) for dag in dags] == [("ml_pipeline", f"{DAGS}/ml_pipeline.py")]
+    assert sorted((dag["dag_id"], dag["fileloc"]) for dag in dags) == [
+        ("ml_pipeline", f"{DAGS}/ml_pipeline.py"),
+        ("ml_pipeline_sweep", f"{DAGS}/ml_pipeline_sweep.py"),
+    ]
 
 
 def test_mlflow_image_serves_as_non_root(docker: Docker, mlflow_image: Image) -> None:
