@@ -299,11 +299,19 @@ def validation_scores(settings: Settings, model, split: Split, transformer) -> t
 class Objective:
     """Optuna's objective: one nested MLflow run per trial, per-epoch metrics, median pruning."""
 
-    def __init__(self, settings: Settings, data: TrialData, client: MlflowClient, study_info: dict[str, str]):
+    def __init__(
+        self,
+        settings: Settings,
+        data: TrialData,
+        client: MlflowClient,
+        study_info: dict[str, str],
+        slot: int = 0,
+    ):
         self.settings = settings
         self.data = data
         self.client = client
         self.info = study_info
+        self.slot = slot
 
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
@@ -318,6 +326,7 @@ class Objective:
             SWEEP_RUN_TAG: self.info["run_id"],
             "sweep.study": self.info["study"],
             "sweep.trial_number": str(trial.number),
+            "sweep.worker_slot": str(self.slot),
             **self.data.tags,
         }
         if retry_of is not None:
@@ -647,7 +656,7 @@ def work(
                 "failed %d trial(s) left running by an interrupted sweep: %s", len(interrupted), interrupted
             )
     data = load_trial_data(settings, run_id, make_store(settings))
-    objective = Objective(settings, data, client, info)
+    objective = Objective(settings, data, client, info, slot=slot)
     deadline = time.monotonic() + settings.sweep.timeout_s if settings.sweep.timeout_s else None
     ran = 0
     while True:
