@@ -395,6 +395,11 @@ class Objective:
                 trial.set_user_attr(
                     "val_" + self.settings.primary_metric, finals["best_val_" + self.settings.primary_metric]
                 )
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a pod stopped): not the trial's fault
+            self.client.set_tag(run_id, "sweep.state", "FAIL")
+            self.client.set_terminated(run_id, status="KILLED")
+            retry_later(trial, self.settings.sweep.max_retries)
+            raise
         except BaseException:
             self.client.set_tag(run_id, "sweep.state", "FAIL")
             self.client.set_terminated(run_id, status="FAILED")
@@ -426,6 +431,25 @@ class InterruptedTrials:
         if self.retry and self.max_retries > 0:
             RetryFailedTrialCallback(max_retry=self.max_retries)(study, trial)
         close_killed_run(self.client, trial)
+
+
+def retry_later(trial: optuna.Trial, max_retries: int) -> None:
+    """Queue the same parameters again for a trial stopped from outside, with the bookkeeping of
+    Optuna's ``RetryFailedTrialCallback`` (which handles the trials whose worker died)."""
+    import optuna
+
+    attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    history = [*attrs.get("retry_history", []), trial.number]
+    if len(history) > max_retries:
+        return
+    trial.study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={"failed_trial": attrs.get("failed_trial", trial.number), "retry_history": history},
+        )
+    )
 
 
 def close_killed_run(client: MlflowClient, trial) -> None:

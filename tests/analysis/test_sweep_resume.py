@@ -48,8 +48,10 @@ def read_trials(db: Path) -> list[tuple[int, str, float | None, int]]:
         connection.close()
 
 
-def kill_mid_trial(home: Path, timeout: float = 300) -> list[tuple[int, str, float | None, int]]:
-    """Start the sweep, SIGKILL it while a trial runs after KILL_AFTER finished ones."""
+def kill_mid_trial(
+    home: Path, sig: int = signal.SIGKILL, kill_after: int = KILL_AFTER, timeout: float = 300
+) -> list[tuple[int, str, float | None, int]]:
+    """Start the sweep, send ``sig`` while a trial runs after ``kill_after`` finished ones."""
     db = home / "optuna.db"
     log = (home / "first-attempt.log").open("w")
     process = subprocess.Popen(
@@ -68,9 +70,9 @@ def kill_mid_trial(home: Path, timeout: float = 300) -> list[tuple[int, str, flo
             trials = read_trials(db) if db.exists() else []
             finished = [t for t in trials if t[1] in ("COMPLETE", "PRUNED")]
             running = [t for t in trials if t[1] == "RUNNING" and t[3] >= 1]  # has trained an epoch
-            if len(finished) >= KILL_AFTER and running:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if len(finished) >= kill_after and running:
+                os.killpg(process.pid, sig)
+                assert process.wait(timeout=120) == (75 if sig == signal.SIGTERM else -sig)
                 return read_trials(db)
             time.sleep(0.05)
     finally:
@@ -147,3 +149,25 @@ def test_killing_a_sweep_and_restarting_it_continues_the_same_study(tmp_path):
     )
     assert len(parents) == 1
     assert json.loads(json.dumps(summary["best_params"])) == study.best_params
+
+
+def test_sigterm_closes_the_running_trial_and_queues_its_parameters_again(tmp_path):
+    """A pod being stopped (SIGTERM): the trial ends as failed at once, its MLflow run as KILLED,
+    and the same parameters wait for the next worker; the command exits with the retryable code."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    home = tmp_path / "home"
+    home.mkdir()
+    after = kill_mid_trial(home, sig=signal.SIGTERM, kill_after=1)
+    assert "RUNNING" not in {state for _, state, _, _ in after}
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home / 'optuna.db'}")
+    (stopped,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    (queued,) = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert queued.params == stopped.params
+    assert queued.system_attrs["failed_trial"] == stopped.number
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    run = MlflowClient(tracking_uri=uri).get_run(stopped.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    assert "Resume with: pipeline sweep --run-id" in (home / "first-attempt.log").read_text()
