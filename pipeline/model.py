@@ -244,3 +244,62 @@ def build_spec(transformer, hidden_sizes: list[int], dropout: float, embedding_d
         dropout=dropout,
         n_outputs=transformer.n_outputs,
     )
+
+
+@dataclass
+class Training:
+    """A model ready to train: what the train step and every sweep trial set up identically
+    (device, threads, seed, initialisation, optimizer, batch-order generator)."""
+
+    model: TabularNet
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    splits: dict[str, Split]
+    spec: ModelSpec
+
+    @classmethod
+    def create(cls, cfg, seed: int, transformer, splits: dict[str, Split]) -> Training:
+        """``cfg`` is a :class:`pipeline.settings.TrainSettings`."""
+        device = pick_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        spec = build_spec(transformer, cfg.hidden_sizes, cfg.dropout, cfg.embedding_dim_max)
+        seed_everything(seed)
+        model = TabularNet(spec).to(device)
+        return cls(
+            model=model,
+            optimizer=make_optimizer(model, cfg.learning_rate, cfg.weight_decay),
+            generator=torch.Generator().manual_seed(seed),
+            device=device,
+            splits={name: split.to(device) for name, split in splits.items()},
+            spec=spec,
+        )
+
+    def fit(
+        self,
+        cfg,
+        task: str,
+        state: TrainState | None = None,
+        on_epoch: EpochCallback | None = None,
+        should_prune: Callable[[int, float], bool] | None = None,
+    ) -> TrainState:
+        """Train with ``cfg``'s schedule, then keep the best epoch's weights in ``self.model``."""
+        state = fit(
+            self.model,
+            self.optimizer,
+            self.splits["train"],
+            self.splits["val"],
+            task=task,
+            batch_size=cfg.batch_size,
+            max_epochs=cfg.max_epochs,
+            patience=cfg.patience,
+            min_delta=cfg.min_delta,
+            generator=self.generator,
+            state=state,
+            on_epoch=on_epoch,
+            should_prune=should_prune,
+        )
+        if state.best_state is not None:
+            self.model.load_state_dict(state.best_state)
+        return state

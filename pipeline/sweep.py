@@ -240,38 +240,14 @@ def train_like_the_train_step(
     on_epoch: Callable | None = None,
     should_prune: Callable[[int, float], bool] | None = None,
 ):
-    """Train with ``train`` settings exactly as ``pipeline/steps/train.py`` does: same device,
-    threads, seed, initialisation, optimizer and batch order. Returns the model and its state."""
-    import torch
+    """Train with ``train`` settings through the same :class:`pipeline.model.Training` the train
+    step uses: same device, threads, seed, initialisation, optimizer and batch order. Returns the
+    model, its state and the splits on the device."""
+    from pipeline.model import Training
 
-    from pipeline.model import TabularNet, build_spec, fit, make_optimizer, pick_device, seed_everything
-
-    device = pick_device(train.device)
-    if train.num_threads:
-        torch.set_num_threads(train.num_threads)
-    splits = {k: v.to(device) for k, v in data.splits.items()}
-    spec = build_spec(data.transformer, train.hidden_sizes, train.dropout, train.embedding_dim_max)
-    seed_everything(settings.seed)
-    model = TabularNet(spec).to(device)
-    optimizer = make_optimizer(model, train.learning_rate, train.weight_decay)
-    generator = torch.Generator().manual_seed(settings.seed)
-    state = fit(
-        model,
-        optimizer,
-        splits["train"],
-        splits["val"],
-        task=settings.data.task,
-        batch_size=train.batch_size,
-        max_epochs=train.max_epochs,
-        patience=train.patience,
-        min_delta=train.min_delta,
-        generator=generator,
-        on_epoch=on_epoch,
-        should_prune=should_prune,
-    )
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
-    return model.eval(), state, splits
+    training = Training.create(train, settings.seed, data.transformer, data.splits)
+    state = training.fit(train, settings.data.task, on_epoch=on_epoch, should_prune=should_prune)
+    return training.model.eval(), state, training.splits
 
 
 def validation_scores(settings: Settings, model, split: Split, transformer) -> tuple[dict[str, float], Any]:

@@ -26,16 +26,7 @@ import yaml
 
 from pipeline.context import StepContext, StepResult
 from pipeline.featurestore import FeatureStore
-from pipeline.model import (
-    TabularNet,
-    TrainState,
-    build_spec,
-    fit,
-    make_optimizer,
-    pick_device,
-    seed_everything,
-    splits_from_frame,
-)
+from pipeline.model import TabularNet, Training, TrainState, splits_from_frame
 from pipeline.settings import redact_url
 from pipeline.tracking import (
     RUN_TAG,
@@ -167,16 +158,14 @@ def run(ctx: StepContext) -> StepResult:
         frame = store.read(features.summary["feature_set"], int(features.summary["feature_set_version"]))
     finally:
         store.close()
-    device = pick_device(cfg.device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    splits = {k: v.to(device) for k, v in splits_from_frame(frame, transformer).items()}
-    spec = build_spec(transformer, cfg.hidden_sizes, cfg.dropout, cfg.embedding_dim_max)
-
-    seed_everything(settings.seed)
-    model = TabularNet(spec).to(device)
-    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
-    generator = torch.Generator().manual_seed(settings.seed)
+    training = Training.create(cfg, settings.seed, transformer, splits_from_frame(frame, transformer))
+    model, optimizer, generator, device = (
+        training.model,
+        training.optimizer,
+        training.generator,
+        training.device,
+    )
+    splits, spec = training.splits, training.spec
     state = TrainState()
 
     client = configure(settings)
@@ -240,22 +229,7 @@ def run(ctx: StepContext) -> StepResult:
                     }
                 )
 
-        state = fit(
-            model,
-            optimizer,
-            splits["train"],
-            splits["val"],
-            task=settings.data.task,
-            batch_size=cfg.batch_size,
-            max_epochs=cfg.max_epochs,
-            patience=cfg.patience,
-            min_delta=cfg.min_delta,
-            generator=generator,
-            state=state,
-            on_epoch=on_epoch,
-        )
-        if state.best_state is not None:
-            model.load_state_dict(state.best_state)
+        state = training.fit(cfg, settings.data.task, state=state, on_epoch=on_epoch)
         model = model.cpu().eval()
         mlflow.log_metrics(
             {
