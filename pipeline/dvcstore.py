@@ -42,7 +42,12 @@ def _quiet_dvc() -> None:
 def remote_config(remote: str, s3: S3Settings) -> tuple[dict[str, str], dict[str, str]]:
     """(shared config, secret config) of the DVC remote section."""
     if remote.startswith("s3://"):
-        shared = {"url": remote, "region": s3.region}
+        shared = {
+            "url": remote,
+            "region": s3.region,
+            "connect_timeout": str(max(1, int(s3.connect_timeout_s))),
+            "read_timeout": str(max(1, int(s3.read_timeout_s))),
+        }
         if s3.endpoint_url:
             shared["endpointurl"] = s3.endpoint_url
         secret: dict[str, str] = {}
@@ -58,11 +63,25 @@ def remote_config(remote: str, s3: S3Settings) -> tuple[dict[str, str], dict[str
     return {"url": os.path.abspath(os.path.expanduser(path))}, {}
 
 
+def bound_s3_retries(s3: S3Settings) -> None:
+    """What DVC's S3 client cannot take from its remote config, from the environment botocore
+    reads: bounded retries (``standard`` mode, at most ``max_attempts`` attempts per request) and,
+    on a non-AWS endpoint, checksums only where the S3 API requires them (as for the artifact
+    root, see :func:`pipeline.storage.s3_storage_options`). An operator's own values win."""
+    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(s3.max_attempts))
+    if s3.endpoint_url:
+        os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+        os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+
+
 def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
     """Create a DVC workspace whose default remote is ``remote``; secrets go to config.local."""
     from dvc.repo import Repo
 
     _quiet_dvc()
+    if remote.startswith("s3://"):
+        bound_s3_retries(s3)
     workspace.mkdir(parents=True, exist_ok=True)
     Repo.init(str(workspace), no_scm=True, force=True)
     shared, secret = remote_config(remote, s3)

@@ -38,7 +38,9 @@ def registry_lock(settings: Settings, model_name: str) -> Iterator[None]:
     if url.startswith(("postgresql", "postgres")):
         import sqlalchemy as sa
 
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        from pipeline.featurestore import POSTGRES_CONNECT_ARGS
+
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=dict(POSTGRES_CONNECT_ARGS))
         key = f"ml-pipeline/registry/{model_name}"
         try:
             with engine.connect() as connection:

@@ -54,15 +54,17 @@ def utcnow() -> str:
 def s3_storage_options(s3: S3Settings) -> dict[str, Any]:
     """fsspec/s3fs options from the S3 settings: explicit credentials, bounded retries.
 
-    botocore's ``standard`` retry mode makes at most ``max_attempts`` attempts per request (5xx,
-    throttling, connection errors) with capped exponential backoff; s3fs's own retry loop is
-    turned off in :func:`filesystem_for`, so the two never multiply. Listings are not cached: other
-    processes (pods) write the same prefixes. On an S3-compatible endpoint other than AWS, request
+    botocore's ``standard`` retry mode makes at most ``max_attempts`` attempts per request, the
+    first included (on 5xx, throttling, connection errors), with capped exponential backoff;
+    s3fs's own retry loop is turned off in :func:`filesystem_for`, so the two never multiply
+    (``total_max_attempts``: botocore's ``max_attempts`` key would count retries only). Listings
+    are not cached: other processes (pods) write the same prefixes. On an S3-compatible endpoint
+    other than AWS, request
     checksums are sent only where the API requires them (botocore's newer default, CRC trailers on
     every upload, is not implemented by every server).
     """
     config: dict[str, Any] = {
-        "retries": {"max_attempts": s3.max_attempts, "mode": "standard"},
+        "retries": {"total_max_attempts": s3.max_attempts, "mode": "standard"},
         "connect_timeout": s3.connect_timeout_s,
         "read_timeout": s3.read_timeout_s,
     }
@@ -79,6 +81,34 @@ def s3_storage_options(s3: S3Settings) -> dict[str, Any]:
         options["key"] = s3.access_key_id
         options["secret"] = s3.secret_access_key.get_secret_value()
     return options
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the store failed": OSError (s3fs translates most S3 errors into it)
+    and botocore's own (connection errors and unexpected answers that s3fs passes through)."""
+    try:
+        import botocore.exceptions as bexc
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        return (OSError,)
+    return (OSError, bexc.BotoCoreError, bexc.ClientError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the error's type and message, plus what S3 answered and after how many attempts
+    when botocore is behind it (no traceback; botocore keeps credentials out of its messages)."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    line = f"{type(exc).__name__}: {text}"
+    cause: BaseException | None = exc
+    while cause is not None and not hasattr(cause, "response"):
+        cause = cause.__cause__ or cause.__context__
+    response = getattr(cause, "response", None)
+    if isinstance(response, dict) and cause is not exc:
+        meta = response.get("ResponseMetadata", {})
+        code = response.get("Error", {}).get("Code", "")
+        status = meta.get("HTTPStatusCode", "")
+        attempts = int(meta.get("RetryAttempts", 0)) + 1
+        line += f" (S3 answered {status} {code} after {attempts} attempt(s))"
+    return line
 
 
 def filesystem_for(uri: str, s3: S3Settings):
@@ -134,6 +164,10 @@ class ArtifactStore:
         self.fs, self.root = filesystem_for(self.root_uri, s3)
         self.is_local = not self.root_uri.startswith("s3://")
         self.scratch = scratch
+        self.endpoint = "" if self.is_local else f" on {s3.endpoint_url or 'AWS S3'}"
+
+    def _failed(self, what: str, exc: BaseException, note: str = "") -> RetryableError:
+        return RetryableError(f"cannot {what}{self.endpoint}: {describe_error(exc)}{note}")
 
     # paths ---------------------------------------------------------------------------------
 
@@ -158,14 +192,16 @@ class ArtifactStore:
                 return Manifest.from_json(handle.read())
         except FileNotFoundError:
             return None
-        except OSError as exc:  # S3 endpoint down, permissions, ...
-            raise RetryableError(f"cannot read {self.to_uri(path)}: {exc}") from exc
+        except storage_errors() as exc:  # S3 endpoint down, permissions, ...
+            raise self._failed(f"read {self.to_uri(path)}", exc) from exc
 
     def list_runs(self) -> list[str]:
         try:
             return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self._path("runs")))
         except FileNotFoundError:
             return []
+        except storage_errors() as exc:
+            raise self._failed(f"list {self.to_uri(self._path('runs'))}", exc) from exc
 
     # publication ---------------------------------------------------------------------------
 
@@ -219,9 +255,10 @@ class ArtifactStore:
                 summary=summary,
             )
             self._atomic_write_text(f"{step_dir}/{MANIFEST}", manifest.to_json())
-        except OSError as exc:
+        except storage_errors() as exc:
             self._remove_quietly(attempt_dir)
-            raise RetryableError(f"cannot publish {step} outputs to {self.to_uri(step_dir)}: {exc}") from exc
+            note = "; the previously published outputs (if any) are unchanged"
+            raise self._failed(f"publish {step} outputs to {self.to_uri(step_dir)}", exc, note) from exc
         self._remove_other_attempts(step_dir, keep=attempt)
         return manifest
 
@@ -249,7 +286,7 @@ class ArtifactStore:
     def _remove_other_attempts(self, step_dir: str, keep: str) -> None:
         try:
             attempts = self.fs.ls(f"{step_dir}/attempts", detail=False)
-        except (FileNotFoundError, OSError):
+        except storage_errors():
             return
         for attempt in attempts:
             if attempt.rstrip("/").rsplit("/", 1)[-1] != keep:
@@ -259,8 +296,8 @@ class ArtifactStore:
         try:
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
-        except OSError as exc:  # cleanup must never hide the real outcome
-            logger.warning("could not remove %s: %s", self.to_uri(path), exc)
+        except storage_errors() as exc:  # cleanup must never hide the real outcome
+            logger.warning("could not remove %s: %s", self.to_uri(path), describe_error(exc))
 
     # reading -------------------------------------------------------------------------------
 
@@ -276,8 +313,8 @@ class ArtifactStore:
                 self.fs.get(path, str(target), recursive=True)
             else:
                 self.fs.get_file(path, str(target))
-        except OSError as exc:
-            raise RetryableError(f"cannot download {uri}: {exc}") from exc
+        except storage_errors() as exc:
+            raise self._failed(f"download {uri}", exc) from exc
         return target
 
     # small files -----------------------------------------------------------------------------
@@ -291,8 +328,11 @@ class ArtifactStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        else:
+            return
+        try:
             self.fs.pipe_file(path, data)
+        except storage_errors() as exc:
+            raise self._failed(f"write {self.to_uri(path)}", exc) from exc
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
@@ -300,6 +340,8 @@ class ArtifactStore:
                 return handle.read()
         except FileNotFoundError:
             return None
+        except storage_errors() as exc:
+            raise self._failed(f"read {self.to_uri(path)}", exc) from exc
 
     def remove(self, path: str) -> None:
         self._remove_quietly(path)
