@@ -114,7 +114,7 @@ def s3_client(s3: S3Settings):
     kwargs: dict[str, Any] = {
         "region_name": s3.region,
         "config": Config(
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"total_max_attempts": 2, "mode": "standard"},
             connect_timeout=TIMEOUT_S,
             read_timeout=TIMEOUT_S * 2,
             request_checksum_calculation="when_required",
@@ -226,7 +226,9 @@ def check_s3(settings: Settings, report: Report) -> dict[str, bool]:
             usable[bucket] = False
             continue
         try:
-            client.head_bucket(Bucket=bucket)
+            # Not HeadBucket: its errors have no body, so a wrong secret and an unknown key
+            # would both read "403". A one-key listing names the error (and the pipeline lists).
+            client.list_objects_v2(Bucket=bucket, MaxKeys=1)
         except Exception as exc:
             status, message = classify_s3_error(exc, s3, bucket, f"bucket {bucket!r} ({', '.join(users)})")
             report.add("s3", status, message)

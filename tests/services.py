@@ -166,7 +166,7 @@ class PostgresServer:
                 "-c", "fsync=off",
                 "-c", "synchronous_commit=off",
                 "-c", "full_page_writes=off",
-                "-c", "max_connections=100",
+                "-c", "max_connections=200",
                 "-c", "shared_buffers=64MB",
                 "-c", "max_wal_size=2GB",
             ],
@@ -316,22 +316,52 @@ class FaultProxy:
         pump(client, upstream)
 
     def _http500(self, client: socket.socket) -> None:
+        """Answer every request on this connection like a failing S3 server: read the request
+        (its body too, unless the client waits for ``100 Continue``), then a 500 ``InternalError``."""
         client.settimeout(10)
+        buffer = b""
         try:
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = client.recv(65536)
-                if not chunk:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method = lines[0].split(" ", 1)[0].upper()
+                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+                expects_continue = headers.get("expect", "").lower() == "100-continue"
+                length = int(headers.get("content-length", "0") or 0)
+                chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+                if not expects_continue:
+                    if chunked:
+                        while not buffer.endswith(b"0\r\n\r\n"):
+                            chunk = client.recv(65536)
+                            if not chunk:
+                                return
+                            buffer += chunk
+                        buffer = b""
+                    else:
+                        while len(buffer) < length:
+                            chunk = client.recv(65536)
+                            if not chunk:
+                                return
+                            buffer += chunk
+                        buffer = buffer[length:]
+                with self._lock:
+                    self.answered_500 += 1
+                body = b"" if method == "HEAD" else _ERROR_BODY
+                close = expects_continue or chunked
+                client.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(_ERROR_BODY)}\r\n".encode()
+                    + (b"Connection: close\r\n" if close else b"")
+                    + b"\r\n"
+                    + body
+                )
+                if close:  # the unread body must not be taken for the next request
                     return
-                head += chunk
-            with self._lock:
-                self.answered_500 += 1
-            client.sendall(
-                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
-                + f"Content-Length: {len(_ERROR_BODY)}\r\n".encode()
-                + b"Connection: close\r\n\r\n"
-                + _ERROR_BODY
-            )
         except OSError:
             pass
         finally:
