@@ -189,7 +189,7 @@ def test_postgres_stopped_in_the_middle_of_a_copy(fault_pg: PostgresServer) -> N
     from pipeline.featurestore import FeatureStore
 
     url = fault_pg.create_database("midcopy")
-    frame = wide_frame(400_000)
+    frame = wide_frame(600_000)
     store = FeatureStore(url)
     previous = store.write(frame.head(1000), "wide", content_hash="1" * 64, run_id="seed")
     before = store.read("wide", 1)
@@ -209,17 +209,21 @@ def test_postgres_stopped_in_the_middle_of_a_copy(fault_pg: PostgresServer) -> N
     thread = threading.Thread(target=load)
     thread.start()
     try:
-
-        def copying() -> int:
-            rows = fault_pg.query(
-                "midcopy",
-                "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)"
-                " WHERE a.application_name = 'ml-pipeline'",
-            )
-            return rows[0][0] if rows and rows[0][0] > 0 else 0
-
-        processed = wait_for(copying, "COPY to be under way")
-        assert 0 < processed < len(frame), "stopped in the middle of the COPY"
+        monitor = fault_pg.connect("midcopy")
+        monitor.autocommit = True  # a fresh view of the server's progress on every poll
+        processed = 0
+        deadline = time.monotonic() + 120
+        with monitor.cursor() as cursor:
+            while not processed and thread.is_alive() and time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)"
+                    " WHERE a.application_name = 'ml-pipeline'"
+                )
+                row = cursor.fetchone()
+                processed = row[0] if row else 0
+                time.sleep(0.002)
+        monitor.close()
+        assert 0 < processed < len(frame), f"the COPY was not observed under way: {outcome}"
         fault_pg.stop("fast")
         thread.join(timeout=120)
     finally:
