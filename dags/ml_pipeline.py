@@ -1,10 +1,12 @@
 """The ML training pipeline as an Airflow DAG: one task per step of ``pipeline.steps.STEPS``.
 
 Wiring only. The tasks, their order and their documentation come from the step registry, so a new
-step needs no edit here. Each task runs ``python -m pipeline step <name> --run-id {{ run_id }}``:
-in a pod of the pipeline image (``MLP_DAG_TASK_RUNNER=kubernetes``, the default) or as a local
-subprocess (``local``, one-machine mode). Pod settings come from the ``MLP_DAG_*`` environment
-variables (docs/configuration.md); the pipeline's own configuration reaches the pods at run time.
+step needs no edit here; a ``preflight`` task (``pipeline doctor``) checks every backend first
+(``MLP_DAG_PREFLIGHT``, on by default). Each step task runs
+``python -m pipeline step <name> --run-id {{ run_id }}`` in a pod of the pipeline image
+(``MLP_DAG_TASK_RUNNER=kubernetes``, the default) or as a local subprocess (``local``,
+one-machine mode). Pod settings come from the ``MLP_DAG_*`` environment variables
+(docs/configuration.md); the pipeline's own configuration reaches the pods at run time.
 See docs/airflow.md for how to trigger, pause and backfill it.
 """
 
@@ -26,7 +28,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from ml_pipeline_support.alerts import dag_failure_callback, failure_callback
 from ml_pipeline_support.settings import DagSettings
-from ml_pipeline_support.tasks import step_task
+from ml_pipeline_support.tasks import preflight_task, step_task
 
 DAG_ID = "ml_pipeline"
 
@@ -70,4 +72,5 @@ with DAG(
         ),
     },
 ) as dag:
-    chain(*(step_task(step, settings) for step in STEPS))
+    preflight = [preflight_task(STEPS[0], settings)] if settings.preflight else []
+    chain(*preflight, *(step_task(step, settings) for step in STEPS))

@@ -332,8 +332,10 @@ def doctor(
         report = run_checks(settings)
     except (Exception, KeyboardInterrupt) as exc:
         raise fail(exc, "doctor: ") from None
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), sort_keys=True))
+    if as_json:  # one JSON line on stdout (and /airflow/xcom/return.json in a pod), like a step
+        from pipeline.runner import emit_summary
+
+        emit_summary(report.to_dict())
     else:
         for check in report.checks:
             typer.echo(check.line())

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.context import StepContext, check_run_id
 from pipeline.settings import Settings
 from pipeline.steps import STEPS, get_step, load_step
 from pipeline.storage import ArtifactStore, Manifest, utcnow
+from pipeline.tracking import wrap_unreachable
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,14 @@ def execute_step(settings: Settings, run_id: str, name: str, store: ArtifactStor
     started = utcnow()
     with store.workdir(run_id, name) as workdir:
         ctx = StepContext(settings=settings, run_id=run_id, step=name, store=store, workdir=workdir)
-        result = function(ctx)
+        try:
+            result = function(ctx)
+        except Exception as exc:
+            mlflow_errors = sys.modules.get("mlflow.exceptions")
+            if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
+                logger.debug("MLflow call failed", exc_info=True)
+                raise wrap_unreachable(exc, settings) from exc
+            raise
         manifest = store.publish(
             run_id,
             name,

@@ -190,4 +190,7 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def wrap_unreachable(exc: Exception, settings: Settings) -> RetryableError:
-    return RetryableError(f"MLflow at {redact_url(settings.resolved_tracking_uri)} failed: {exc}")
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RetryableError(
+        f"MLflow at {redact_url(settings.resolved_tracking_uri)} failed: {first_line[:500]}"
+    )

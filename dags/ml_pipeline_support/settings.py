@@ -162,6 +162,7 @@ class DagSettings:
     """Everything the DAG file needs to shape its tasks. Build with :meth:`from_env`."""
 
     task_runner: str = "kubernetes"
+    preflight: bool = True
     schedule: str | None = "0 3 * * 1"
     image: str = "ml-pipeline/pipeline:latest"
     image_pull_policy: str = "IfNotPresent"
@@ -215,6 +216,7 @@ class DagSettings:
             raise ValueError("MLP_DAG_CONFIG_CONFIGMAP names one ConfigMap")
         return cls(
             task_runner=_choice(env, "MLP_DAG_TASK_RUNNER", "kubernetes", TASK_RUNNERS),
+            preflight=_bool(env, "MLP_DAG_PREFLIGHT", True),
             schedule=_schedule(env),
             image=image,
             image_pull_policy=_choice(env, "MLP_DAG_IMAGE_PULL_POLICY", "IfNotPresent", PULL_POLICIES),

@@ -10,6 +10,8 @@ from kubernetes.client import models as k8s
 from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator, step_arguments
 from ml_pipeline_support.settings import DagSettings
 
+PREFLIGHT_TASK_ID = "preflight"
+PREFLIGHT_TIMEOUT_S = 300
 CONFIG_DIR = "/etc/ml-pipeline"
 # The pipeline image's HOME and default PIPELINE_HOME, and /tmp: the only places a step writes
 # (images/pipeline/Dockerfile). Both are emptyDirs, so the root file system stays read-only.
@@ -174,3 +176,24 @@ def step_task(step: Any, settings: DagSettings) -> Any:
     if settings.task_runner == "local":
         return local_step_task(step, settings)
     return pod_step_task(step, settings)
+
+
+def preflight_task(first_step: Any, settings: DagSettings) -> Any:
+    """``python -m pipeline doctor --json`` before the first step, in the same kind of pod (or
+    subprocess) with the same configuration: a wrong S3 endpoint, credentials, bucket, database or
+    MLflow artifact store stops the run here, with one line per problem, before any data moves.
+    Exit code 65 (a setting must change) is not retried; 75 (a backend did not answer) is."""
+    arguments = ["doctor", "--json"]
+    if settings.task_runner == "local":
+        return LocalStepOperator(
+            task_id=PREFLIGHT_TASK_ID,
+            step=PREFLIGHT_TASK_ID,
+            doc_md="Check every configured backend before the run (pipeline doctor).",
+            arguments=arguments,
+            execution_timeout=timedelta(seconds=PREFLIGHT_TIMEOUT_S),
+        )
+    kwargs = pod_step_kwargs(
+        first_step, settings, task_id=PREFLIGHT_TASK_ID, arguments=arguments, timeout_s=PREFLIGHT_TIMEOUT_S
+    )
+    kwargs["doc_md"] = "Check every configured backend before the run (pipeline doctor)."
+    return KubernetesStepOperator(**kwargs)

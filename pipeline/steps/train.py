@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from pipeline.context import StepContext, StepResult
+from pipeline.errors import ConfigError
 from pipeline.featurestore import FeatureStore
 from pipeline.model import TabularNet, Training, TrainState, splits_from_frame
 from pipeline.settings import redact_url
@@ -158,6 +159,12 @@ def run(ctx: StepContext) -> StepResult:
         frame = store.read(features.summary["feature_set"], int(features.summary["feature_set_version"]))
     finally:
         store.close()
+    if settings.require_gpu and not torch.cuda.is_available():
+        raise ConfigError(
+            "PIPELINE_REQUIRE_GPU is set but no CUDA device is visible to torch "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'}): check the node's "
+            "GPU driver and device plugin, the pod's nvidia.com/gpu limit, or use the CUDA image"
+        )
     training = Training.create(cfg, settings.seed, transformer, splits_from_frame(frame, transformer))
     model, optimizer, generator, device = (
         training.model,

@@ -23,6 +23,7 @@ DEFAULT_INVENTORY = {
     ("ConfigMap", "mlp-pipeline-env"),
     ("ConfigMap", "mlp-pipeline-config"),
     ("ServiceAccount", "mlp-pipeline"),
+    ("Job", "mlp-pipeline-doctor"),  # `helm test`: the preflight (pipeline doctor)
     # PostgreSQL
     ("StatefulSet", "mlp-postgresql"),
     ("Service", "mlp-postgresql"),
@@ -125,6 +126,7 @@ def test_turning_every_subchart_off_leaves_only_the_pipeline_objects():
         ("ConfigMap", "mlp-pipeline-env"),
         ("ConfigMap", "mlp-pipeline-config"),
         ("ServiceAccount", "mlp-pipeline"),
+        ("Job", "mlp-pipeline-doctor"),
     }
 
 

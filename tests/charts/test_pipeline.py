@@ -108,3 +108,26 @@ def test_model_release_record():
         "model-uri": "models:/penguins/7",
         "pipeline-image": "ml-pipeline/pipeline@sha256:" + "a" * 64,
     }
+
+
+def test_helm_test_runs_the_pipeline_preflight_like_a_step_pod():
+    """`helm test` runs `pipeline doctor` with exactly the step pods' configuration."""
+    (job,) = [
+        o for o in render_chart() if o["kind"] == "Job" and o["metadata"]["name"] == "mlp-pipeline-doctor"
+    ]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["doctor"]
+    assert "command" not in container  # the image's entrypoint (tini -- python -m pipeline) runs it
+    assert container["envFrom"] == [
+        {"configMapRef": {"name": "mlp-pipeline-env"}},
+        {"secretRef": {"name": "mlp-pipeline"}},
+    ]
+    assert {"name": "PIPELINE_CONFIG", "value": "/etc/ml-pipeline/config.yaml"} in container["env"]
+    assert spec["serviceAccountName"] == "mlp-pipeline"
+    assert spec["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "mlp-pipeline-config"

@@ -25,6 +25,8 @@ from tests.support import need_executable, unavailable
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_ID = "ml_pipeline"
+# The DAG's tasks: the preflight check (pipeline doctor), then one task per registered step.
+PREFLIGHT = "preflight"
 
 # Airflow puts the DAG folder (bundle) on sys.path; the tests import its helpers the same way.
 if str(DAGS) not in sys.path:

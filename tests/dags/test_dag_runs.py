@@ -28,6 +28,7 @@ import pytest
 from pipeline.steps import STEP_NAMES
 from tests.dags.conftest import (
     DAG_ID,
+    PREFLIGHT,
     airflow_env,
     airflow_executable,
     migrated_home,
@@ -97,7 +98,7 @@ def return_values(db_url: str, run_id: str) -> dict[str, Any]:
     )
     keys = {(task_id, key) for task_id, key, _ in rows}
     # One XCom per step, the whole JSON summary (multiple_outputs stays off).
-    assert keys == {(step, "return_value") for step in STEP_NAMES}, keys
+    assert keys == {(task, "return_value") for task in (PREFLIGHT, *STEP_NAMES)}, keys
     return {task_id: value if isinstance(value, dict) else json.loads(value) for task_id, _, value in rows}
 
 
@@ -113,7 +114,7 @@ def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiv
     run_id, _, state = latest_run(db_url)
     assert state == "success"
     states = task_states(db_url, run_id)
-    assert {task: s for task, (s, _) in states.items()} == dict.fromkeys(STEP_NAMES, "success")
+    assert {task: s for task, (s, _) in states.items()} == dict.fromkeys((PREFLIGHT, *STEP_NAMES), "success")
     summaries = return_values(db_url, run_id)
     register = summaries["register"]
     assert register["run_id"] == run_id  # the Airflow run id (with ':' and '+') reached the pipeline
@@ -288,7 +289,7 @@ def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
     assert (run_after if run_after.tzinfo else run_after.replace(tzinfo=UTC)) == fire_at
     assert state == "success", component_logs
     assert {task: s for task, (s, _) in task_states(db_url, run_id).items()} == dict.fromkeys(
-        STEP_NAMES, "success"
+        (PREFLIGHT, *STEP_NAMES), "success"
     )
     register = return_values(db_url, run_id)["register"]
     assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]

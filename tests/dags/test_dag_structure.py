@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 
 from pipeline.steps import STEP_NAMES, STEPS
-from tests.dags.conftest import DAG_ID, DAGS, airflow_env, load_dag, load_dagbag, run_airflow
+from tests.dags.conftest import DAG_ID, DAGS, PREFLIGHT, airflow_env, load_dag, load_dagbag, run_airflow
+
+TASK_IDS = [PREFLIGHT, *STEP_NAMES]
 
 pytestmark = pytest.mark.airflow
 
@@ -23,11 +25,11 @@ def test_dagbag_loads_the_folder_without_import_errors(mlp_env):
 def test_task_order_equals_the_step_registry(mlp_env):
     dag = load_dag()
     order = [task.task_id for task in dag.topological_sort()]
-    assert order == list(STEP_NAMES)
-    # A chain, not only a topological order: each step waits for exactly the previous one.
-    for previous, step in itertools.pairwise(STEP_NAMES):
+    assert order == TASK_IDS, "the preflight check, then the steps in registry order"
+    # A chain, not only a topological order: each task waits for exactly the previous one.
+    for previous, step in itertools.pairwise(TASK_IDS):
         assert dag.get_task(step).upstream_task_ids == {previous}
-    assert dag.get_task(STEP_NAMES[0]).upstream_task_ids == set()
+    assert dag.get_task(PREFLIGHT).upstream_task_ids == set()
     for spec in STEPS:
         assert dag.get_task(spec.name).doc_md == spec.summary
 
@@ -36,11 +38,18 @@ def test_task_order_equals_the_step_registry(mlp_env):
 def test_both_task_runners_build_the_same_graph(mlp_env, runner):
     mlp_env.setenv("MLP_DAG_TASK_RUNNER", runner)
     dag = load_dag()
-    assert [t.task_id for t in dag.topological_sort()] == list(STEP_NAMES)
+    assert [t.task_id for t in dag.topological_sort()] == TASK_IDS
     expected = "KubernetesStepOperator" if runner == "kubernetes" else "LocalStepOperator"
     assert {type(t).__name__ for t in dag.tasks} == {expected}
-    for task in dag.tasks:
-        assert task.arguments == ["step", task.task_id, "--run-id", "{{ run_id }}"]
+    assert dag.get_task(PREFLIGHT).arguments == ["doctor", "--json"]
+    for step in STEP_NAMES:
+        assert dag.get_task(step).arguments == ["step", step, "--run-id", "{{ run_id }}"]
+
+
+def test_preflight_can_be_turned_off(mlp_env):
+    mlp_env.setenv("MLP_DAG_PREFLIGHT", "false")
+    dag = load_dag()
+    assert [t.task_id for t in dag.topological_sort()] == list(STEP_NAMES)
 
 
 def test_scheduling_defaults(mlp_env):

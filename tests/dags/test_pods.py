@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.steps import STEP_NAMES, STEPS
-from tests.dags.conftest import load_dag
+from tests.dags.conftest import PREFLIGHT, load_dag
 from tests.support import unavailable
 
 pytestmark = pytest.mark.airflow
@@ -91,13 +91,14 @@ def cluster_env(mlp_env):
 def test_every_step_pod_validates_strictly(cluster_env, gpu):
     cluster_env.setenv("MLP_DAG_GPU_ENABLED", str(gpu).lower())
     pods = build_pods()
-    assert list(pods) == list(STEP_NAMES)
-    for step, pod in pods.items():
+    assert list(pods) == [PREFLIGHT, *STEP_NAMES]
+    for task_id, pod in pods.items():
         validate(pod)
         container = base_container(pod)
         # No command: the image's entrypoint (tini -- python -m pipeline) runs the arguments.
         assert not container.get("command")
-        assert container["args"] == ["step", step, "--run-id", RUN_ID]
+        expected = ["doctor", "--json"] if task_id == PREFLIGHT else ["step", task_id, "--run-id", RUN_ID]
+        assert container["args"] == expected
 
 
 @pytest.mark.parametrize("gpu", [False, True], ids=["gpu-off", "gpu-on"])
@@ -184,7 +185,7 @@ def test_pod_settings_come_from_the_environment(cluster_env):
         assert task.on_finish_action.value == "keep_pod"
         assert task.do_xcom_push is True
         assert task.deferrable is False
-        assert spec["activeDeadlineSeconds"] == 600 + 3600
+        assert spec["activeDeadlineSeconds"] == 600 + (300 if step == PREFLIGHT else 3600)
 
 
 def test_manual_run_params_become_set_options(cluster_env):
@@ -192,8 +193,9 @@ def test_manual_run_params_become_set_options(cluster_env):
         {"source": "s3://bucket/penguins.parquet", "overrides": ["train.max_epochs=5", "gate.margin=0.01"]}
     )
     for step, pod in pods.items():
+        command = ["doctor", "--json"] if step == PREFLIGHT else ["step", step, "--run-id", RUN_ID]
         assert base_container(pod)["args"] == [
-            "step", step, "--run-id", RUN_ID,
+            *command,
             "--set", "data.source.uri=s3://bucket/penguins.parquet",
             "--set", "train.max_epochs=5",
             "--set", "gate.margin=0.01",
