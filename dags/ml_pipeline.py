@@ -26,22 +26,15 @@ from pipeline.steps import STEP_NAMES, STEPS
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
 
-from ml_pipeline_support.alerts import dag_failure_callback, failure_callback
+from ml_pipeline_support.alerts import dag_failure_callback
 from ml_pipeline_support.settings import DagSettings
-from ml_pipeline_support.tasks import preflight_task, step_task
+from ml_pipeline_support.tasks import default_task_args, preflight_task, step_task
 
 DAG_ID = "ml_pipeline"
 
 settings = DagSettings.from_env(STEP_NAMES)
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": settings.retries,
-    "retry_delay": timedelta(seconds=settings.retry_delay_s),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(seconds=settings.max_retry_delay_s),
-    "on_failure_callback": failure_callback,
-}
+default_args = default_task_args(settings)
 
 with DAG(
     dag_id=DAG_ID,

@@ -34,10 +34,10 @@ from pipeline.steps import STEP_NAMES, get_step
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
 
-from ml_pipeline_support.alerts import dag_failure_callback, failure_callback
+from ml_pipeline_support.alerts import dag_failure_callback
 from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator
 from ml_pipeline_support.settings import DagSettings, _int
-from ml_pipeline_support.tasks import pod_step_kwargs
+from ml_pipeline_support.tasks import default_task_args, pod_step_kwargs
 
 DAG_ID = "ml_pipeline_sweep"
 DATA_STEPS = ("ingest", "validate", "preprocess", "features", "version")
@@ -108,14 +108,7 @@ def trial_slots(prepared: dict) -> list[list[str]]:
     ]
 
 
-default_args = {
-    "owner": "ml-platform",
-    "retries": settings.retries,
-    "retry_delay": timedelta(seconds=settings.retry_delay_s),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(seconds=settings.max_retry_delay_s),
-    "on_failure_callback": failure_callback,
-}
+default_args = default_task_args(settings)
 
 with DAG(
     dag_id=DAG_ID,

@@ -19,6 +19,21 @@ SCRATCH_DIR = "/var/lib/ml-pipeline"
 TMP_DIR = "/tmp"  # noqa: S108 - a per-pod emptyDir, not a shared host folder
 
 
+def default_task_args(settings: DagSettings) -> dict[str, Any]:
+    """Every task's defaults: retries with exponential backoff (the operators fail bad input at
+    once, without retry) and the failure alert."""
+    from ml_pipeline_support.alerts import failure_callback
+
+    return {
+        "owner": "ml-platform",
+        "retries": settings.retries,
+        "retry_delay": timedelta(seconds=settings.retry_delay_s),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(seconds=settings.max_retry_delay_s),
+        "on_failure_callback": failure_callback,
+    }
+
+
 def _from_k8s_dict(cls: type, data: dict[str, Any], what: str) -> Any:
     """A kubernetes client model from its manifest form (camelCase keys, as in a values file)."""
     by_json_key = {json_key: attr for attr, json_key in cls.attribute_map.items()}
