@@ -126,6 +126,64 @@ def open_storage(settings: Settings, on_interrupted: Callable | None = None):
         raise RetryableError(f"study storage {redact_url(url)} failed: {exc}") from exc
 
 
+class TrialReservation:
+    """Makes "count the study's trials, then start one" atomic across workers, so that shared
+    workers never start more trials than the budget. Held from the count until Optuna has created
+    the new trial as RUNNING (the objective's first line releases it), it is a session advisory
+    lock per study on PostgreSQL and a file lock beside the SQLite file. Both die with their
+    process, so a killed worker never leaves it held. Other storages run without it (a worker may
+    then start one trial beyond the budget)."""
+
+    def __init__(self, storage, name: str):
+        self._engine = getattr(storage, "engine", None)
+        self._key = f"ml-pipeline/sweep/{name}"
+        self._connection = None
+        self._file = None
+
+    def acquire(self) -> None:
+        import sqlalchemy as sa
+
+        if self._connection is not None or self._file is not None or self._engine is None:
+            return
+        url = self._engine.url
+        if url.get_backend_name() == "postgresql":
+            connection = self._engine.connect()
+            try:
+                connection.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": self._key})
+                connection.commit()
+            except Exception:
+                connection.invalidate()
+                connection.close()
+                raise
+            self._connection = connection
+        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            import fcntl
+
+            handle = open(f"{url.database}.trials.lock", "a+b")  # noqa: SIM115 (held across calls)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._file = handle
+
+    def release(self) -> None:
+        import sqlalchemy as sa
+
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self._key})
+                connection.commit()
+            except Exception:
+                connection.invalidate()  # closed for real: the server drops the session's lock
+                raise
+            finally:
+                connection.close()
+        if self._file is not None:
+            import fcntl
+
+            handle, self._file = self._file, None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
 def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, dim in space.items():
@@ -658,21 +716,31 @@ def work(
     data = load_trial_data(settings, run_id, make_store(settings))
     objective = Objective(settings, data, client, info, slot=slot)
     deadline = time.monotonic() + settings.sweep.timeout_s if settings.sweep.timeout_s else None
+    reservation = TrialReservation(storage, study.study_name)
+
+    def reserved_objective(trial) -> float:
+        reservation.release()  # the trial exists (RUNNING): other workers now count it
+        return objective(trial)
+
     ran = 0
     while True:
-        with _quiet_experimental():
-            optuna.storages.fail_stale_trials(study)
-        now = counts(study)
-        if now.finished + now.running >= budget and now.waiting == 0:
-            break
         if max_trials is not None and ran >= max_trials:
             break
         if deadline is not None and time.monotonic() > deadline:
             logger.info("sweep.timeout_s reached: no new trial")
             break
-        if now.failed > 2 * budget:
-            raise RetryableError(f"study {study.study_name}: {now.failed} trials failed; giving up")
-        study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
+        reservation.acquire()
+        try:
+            with _quiet_experimental():
+                optuna.storages.fail_stale_trials(study)
+            now = counts(study)
+            if now.finished + now.running >= budget and now.waiting == 0:
+                break
+            if now.failed > 2 * budget:
+                raise RetryableError(f"study {study.study_name}: {now.failed} trials failed; giving up")
+            study.optimize(reserved_objective, n_trials=1, catch=(), gc_after_trial=False)
+        finally:
+            reservation.release()
         ran += 1
         last = study.get_trials(deepcopy=False)[-1]
         logger.info(
