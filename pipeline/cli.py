@@ -252,13 +252,17 @@ def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
     table.add_row("took", f"{elapsed:.0f}s")
     console.rule("[bold green]pipeline finished")
     console.print(table)
-    console.print(
-        f"\nNext:\n  pipeline show {register['model_name']}@champion      # lineage of the champion\n"
-        f"  pipeline ui                               # open the MLflow UI (http://127.0.0.1:5000)\n"
-        f"  pipeline fetch-data {register['model_name']}/{register['version']} "
-        f"--dest ./data-v{register['version']}"
-        "   # the exact data behind this version"
-    )
+    model, version = register["model_name"], register["version"]
+    hints = [
+        (f"pipeline show {model}@champion", "lineage of the champion"),
+        ("pipeline ui", "open the MLflow UI (http://127.0.0.1:5000)"),
+        (f"pipeline fetch-data {model}/{version} --dest ./data-v{version}", "the data behind this version"),
+    ]
+    width = max(len(command) for command, _ in hints)
+    console.print("\nNext:", highlight=False)
+    for command, comment in hints:
+        # soft_wrap: a command is copied from the screen, so it is never broken across lines
+        console.print(f"  {command:<{width}}  # {comment}", soft_wrap=True, highlight=False, markup=False)
     # Machine-readable, on stdout.
     print(
         json.dumps(
