@@ -235,6 +235,8 @@ def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
     evaluate = manifests["evaluate"].summary
     metric = evaluate["primary_metric"]
     table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # ids, URIs and paths are copied: folded, never cut short
     table.add_row("run id", run_id)
     table.add_row("model", f"{register['model_name']} version {register['version']}")
     table.add_row("aliases", ", ".join(register["aliases"]) or "-")
