@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RetryableError
+from pipeline.locks import shared_lock
 from pipeline.metrics import higher_is_better, improvement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,56 +31,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-@contextlib.contextmanager
-def registry_lock(settings: Settings, model_name: str) -> Iterator[None]:
-    url = settings.resolved_feature_store_url
-    timeout = settings.registry_lock_timeout_s
-    if url.startswith(("postgresql", "postgres")):
-        import sqlalchemy as sa
-
-        from pipeline.featurestore import POSTGRES_CONNECT_ARGS
-
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=dict(POSTGRES_CONNECT_ARGS))
-        key = f"ml-pipeline/registry/{model_name}"
-        try:
-            with engine.connect() as connection:
-                deadline = time.monotonic() + timeout
-                while not connection.execute(
-                    sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}
-                ).scalar():
-                    if time.monotonic() > deadline:
-                        raise RetryableError(
-                            f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}"
-                        )
-                    time.sleep(0.5)
-                connection.commit()
-                try:
-                    yield
-                finally:
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
-                    connection.commit()
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise RetryableError(
-                f"registry lock: PostgreSQL unreachable: {getattr(exc, 'orig', exc)}"
-            ) from None
-        finally:
-            engine.dispose()
-        return
-    from filelock import FileLock, Timeout
-
-    folder = settings.home / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(folder / f"registry-{model_name}.lock"))
-    try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        raise RetryableError(
-            f"timed out after {timeout:.0f}s waiting for the registry lock of {model_name!r}"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
+def registry_lock(settings: Settings, model_name: str) -> contextlib.AbstractContextManager[None]:
+    return shared_lock(
+        settings.resolved_feature_store_url,
+        f"ml-pipeline/registry/{model_name}",
+        settings.home / "locks" / f"registry-{model_name}.lock",
+        settings.registry_lock_timeout_s,
+        f"the registry lock of {model_name!r}",
+    )
 
 
 @dataclass

@@ -326,6 +326,14 @@ class SweepSettings(_Model):
         20, ge=2, description="A running trial silent this long is failed as interrupted and retried."
     )
     max_retries: int = Field(1, ge=0, description="Retries of a trial whose worker was interrupted.")
+    lock_timeout_s: float = Field(
+        120.0, gt=0, description="Longest wait of a worker for the lock under which it starts a trial."
+    )
+
+    @field_validator("study_name")
+    @classmethod
+    def _safe_study_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_safe_name(v, "sweep.study_name")
 
     @field_validator("space")
     @classmethod

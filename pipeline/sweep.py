@@ -36,10 +36,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pipeline.errors import BadInputError, RetryableError, UpstreamMissingError
+from pipeline.locks import shared_lock
 from pipeline.settings import Settings, TrainSettings, redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -126,62 +128,18 @@ def open_storage(settings: Settings, on_interrupted: Callable | None = None):
         raise RetryableError(f"study storage {redact_url(url)} failed: {exc}") from exc
 
 
-class TrialReservation:
-    """Makes "count the study's trials, then start one" atomic across workers, so that shared
-    workers never start more trials than the budget. Held from the count until Optuna has created
-    the new trial as RUNNING (the objective's first line releases it), it is a session advisory
-    lock per study on PostgreSQL and a file lock beside the SQLite file. Both die with their
-    process, so a killed worker never leaves it held. Other storages run without it (a worker may
-    then start one trial beyond the budget)."""
-
-    def __init__(self, storage, name: str):
-        self._engine = getattr(storage, "engine", None)
-        self._key = f"ml-pipeline/sweep/{name}"
-        self._connection = None
-        self._file = None
-
-    def acquire(self) -> None:
-        import sqlalchemy as sa
-
-        if self._connection is not None or self._file is not None or self._engine is None:
-            return
-        url = self._engine.url
-        if url.get_backend_name() == "postgresql":
-            connection = self._engine.connect()
-            try:
-                connection.execute(sa.text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": self._key})
-                connection.commit()
-            except Exception:
-                connection.invalidate()
-                connection.close()
-                raise
-            self._connection = connection
-        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            import fcntl
-
-            handle = open(f"{url.database}.trials.lock", "a+b")  # noqa: SIM115 (held across calls)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            self._file = handle
-
-    def release(self) -> None:
-        import sqlalchemy as sa
-
-        if self._connection is not None:
-            connection, self._connection = self._connection, None
-            try:
-                connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": self._key})
-                connection.commit()
-            except Exception:
-                connection.invalidate()  # closed for real: the server drops the session's lock
-                raise
-            finally:
-                connection.close()
-        if self._file is not None:
-            import fcntl
-
-            handle, self._file = self._file, None
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+def trial_reservation(settings: Settings, name: str) -> contextlib.AbstractContextManager[None]:
+    """Makes "count the study's trials, then start one" atomic across the workers of study
+    ``name``, so that shared workers never start more trials than the budget. A worker holds it
+    from the count until Optuna has created the new trial as RUNNING: an advisory lock per study
+    on the study's PostgreSQL (pods on any node), else a file lock beside the SQLite study."""
+    url = storage_url(settings)
+    if url.startswith("sqlite:///"):
+        lock_file = Path(f"{url.removeprefix('sqlite:///')}.{name}.lock")
+    else:
+        lock_file = settings.home / "locks" / f"{name}.lock"
+    key, what = f"ml-pipeline/sweep/{name}", f"the trial reservation of {name!r}"
+    return shared_lock(url, key, lock_file, settings.sweep.lock_timeout_s, what)
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict[str, Any]:
@@ -716,10 +674,10 @@ def work(
     data = load_trial_data(settings, run_id, make_store(settings))
     objective = Objective(settings, data, client, info, slot=slot)
     deadline = time.monotonic() + settings.sweep.timeout_s if settings.sweep.timeout_s else None
-    reservation = TrialReservation(storage, study.study_name)
+    reservation = contextlib.ExitStack()
 
     def reserved_objective(trial) -> float:
-        reservation.release()  # the trial exists (RUNNING): other workers now count it
+        reservation.close()  # the trial exists (RUNNING): other workers now count it
         return objective(trial)
 
     ran = 0
@@ -729,7 +687,7 @@ def work(
         if deadline is not None and time.monotonic() > deadline:
             logger.info("sweep.timeout_s reached: no new trial")
             break
-        reservation.acquire()
+        reservation.enter_context(trial_reservation(settings, study.study_name))
         try:
             with _quiet_experimental():
                 optuna.storages.fail_stale_trials(study)
@@ -740,7 +698,7 @@ def work(
                 raise RetryableError(f"study {study.study_name}: {now.failed} trials failed; giving up")
             study.optimize(reserved_objective, n_trials=1, catch=(), gc_after_trial=False)
         finally:
-            reservation.release()
+            reservation.close()
         ran += 1
         last = study.get_trials(deepcopy=False)[-1]
         logger.info(

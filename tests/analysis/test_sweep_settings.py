@@ -39,6 +39,14 @@ def test_a_bad_search_space_is_refused_when_the_configuration_is_read(home, spac
         Settings.load(sweep={"space": space})
 
 
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", ""])
+def test_a_study_name_that_could_escape_its_folder_is_refused(home, name):
+    # the study name also names the sweep's lock file beside the SQLite study
+    with pytest.raises(ValidationError, match=r"sweep\.study_name .* is not a safe name"):
+        Settings.load(sweep={"study_name": name})
+    assert Settings.load(sweep={"study_name": "nightly-v2"}).sweep.study_name == "nightly-v2"
+
+
 def test_stale_after_must_outlast_the_heartbeat(home):
     with pytest.raises(ValidationError, match=r"longer than sweep\.heartbeat_s"):
         Settings.load(sweep={"heartbeat_s": 10, "stale_after_s": 10})
