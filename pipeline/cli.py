@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for
+from pipeline.redaction import redact
 from pipeline.steps import STEP_NAMES, STEPS
 
 app = typer.Typer(
@@ -117,6 +118,7 @@ def fail(exc: BaseException, context: str = "") -> typer.Exit:
         logger.error("unexpected error", exc_info=exc)
         message = f"{type(exc).__name__}: {exc}"
     kind = "bad input" if code == EXIT_BAD_INPUT else "failed (retryable)"
+    message = redact(message)
     console.print(f"[bold red]{context}{kind}:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     # The last line of stderr is always one line: what an alert or a task log shows.
     print(
@@ -590,6 +592,12 @@ def report(
 
 
 def main() -> None:
+    from pipeline.redaction import install_stream_redaction, register_environment
+
+    # Everything this process prints goes through the one redaction (pipeline.redaction): the
+    # environment's secrets are known before the settings are even read.
+    register_environment()
+    install_stream_redaction()
     try:
         app()
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ import os
 import sys
 import warnings
 
+from pipeline.redaction import RedactingFormatter
+
 NOISY = (
     "great_expectations",
     "alembic",
@@ -27,7 +29,7 @@ NOISY = (
 
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -88,7 +88,9 @@ def step_summary(manifest: Manifest) -> dict[str, Any]:
 
 
 def emit_summary(summary: dict[str, Any], xcom_dir: Path = XCOM_DIR) -> None:
-    line = json.dumps(summary, sort_keys=True, default=str)
+    from pipeline.redaction import redact_data
+
+    line = json.dumps(redact_data(summary), sort_keys=True, default=str)
     if xcom_dir.is_dir() and os.access(xcom_dir, os.W_OK):
         (xcom_dir / "return.json").write_text(line)
     print(line, flush=True)

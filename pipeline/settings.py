@@ -410,6 +410,13 @@ class Settings(BaseSettings):
     # behaviour -----------------------------------------------------------------------------
     seed: int = 42
     log_level: str = "INFO"
+    secret_settings: list[str] = Field(
+        default_factory=list,
+        description="Dotted setting paths whose values are secrets, besides the built-in ones "
+        "(passwords, keys, tokens, URL user-info, secret-named headers and query parameters), e.g. "
+        "data.source.http.params.tenant_sig; '*' matches one level. Masked wherever the pipeline "
+        "records or prints anything.",
+    )
 
     data: DataSettings = Field(default_factory=DataSettings)
     preprocess: PreprocessSettings = Field(default_factory=PreprocessSettings)
@@ -447,6 +454,20 @@ class Settings(BaseSettings):
         return settings
 
     # derived values ------------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        """Every secret this configuration holds is known to the one redaction mechanism
+        (:mod:`pipeline.redaction`) before anything can record or print it."""
+        from pipeline import redaction
+
+        redaction.register_values(self.model_dump(mode="python"), self.secret_settings)
+        for url in (self.resolved_tracking_uri, self.resolved_feature_store_url, self.sweep.storage_url):
+            redaction.register_url(url)
+        if self.data.source.http.bearer_token_env:  # a secret by reference: its value is one too
+            redaction.register_secret(os.environ.get(self.data.source.http.bearer_token_env))
+        redaction.register_environment()
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> Settings:
@@ -504,21 +525,17 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The full resolved configuration with secrets masked: safe to log and to record."""
+        from pipeline.redaction import redact_data
+
         data = self.model_dump(mode="json")
-        data["tracking_uri"] = redact_url(self.resolved_tracking_uri)
-        data["feature_store_url"] = redact_url(self.resolved_feature_store_url)
+        data["tracking_uri"] = self.resolved_tracking_uri
+        data["feature_store_url"] = self.resolved_feature_store_url
         data["artifact_root"] = self.resolved_artifact_root
         data["dvc_remote"] = self.resolved_dvc_remote
         data["experiment_name"] = self.resolved_experiment_name
         data["model_name"] = self.resolved_model_name
         data["evaluate"]["primary_metric"] = self.primary_metric
-        data["feature_store_password"] = "***" if self.feature_store_password else None
-        if data["sweep"].get("storage_url"):
-            data["sweep"]["storage_url"] = redact_url(data["sweep"]["storage_url"])
-        data["sweep"]["storage_password"] = "***" if self.sweep.storage_password else None
-        if data["s3"].get("secret_access_key"):
-            data["s3"]["secret_access_key"] = "***"  # noqa: S105 - the mask, not a secret
-        return data
+        return redact_data(data)
 
 
 def _dotenv_value(key: str) -> str | None:
@@ -532,5 +549,8 @@ def _dotenv_value(key: str) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """Mask the password of a URL such as ``postgresql://user:secret@host/db``."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """Mask the secrets of a URL such as ``postgresql://user:secret@host/db`` (one mechanism:
+    :func:`pipeline.redaction.redact`)."""
+    from pipeline.redaction import redact
+
+    return redact(url)

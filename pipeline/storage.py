@@ -149,7 +149,12 @@ class Manifest:
             raise KeyError(f"step {self.step!r} of run {self.run_id!r} has no output {name!r}") from None
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str)
+        """The published form; the summary goes through the one redaction (no secret recorded)."""
+        from pipeline.redaction import redact_data
+
+        return json.dumps(
+            {**self.__dict__, "summary": redact_data(self.summary)}, indent=2, sort_keys=True, default=str
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
