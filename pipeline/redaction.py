@@ -47,7 +47,6 @@ _SECRET_WORDS = frozenset(
         "password",
         "passwd",
         "passphrase",
-        "pwd",
         "pass",
         "secret",
         "secrets",
@@ -87,6 +86,8 @@ def is_secret_name(name: str) -> bool:
     words = _words(name)
     if len(words) > 1 and words[-1] in _REFERENCE_WORDS:
         return False
+    if len(words) > 1 and "pwd" in words:  # DB_PWD, but not the shell's PWD (the current folder)
+        return True
     for i, word in enumerate(words):
         if word in _SECRET_WORDS:
             return True
@@ -278,6 +279,10 @@ def secrets_in_url(url: str | None) -> list[str]:
 def register_url(url: str | None) -> None:
     for value in secrets_in_url(url):
         register_secret(value)
+        # A client that splits the user-info at the first '@' (libpq does) shows the rest as a
+        # host name in its errors: each part is a secret too.
+        for part in value.split("@"):
+            register_secret(part)
 
 
 def register_mapping(values: Mapping[str, Any] | None) -> None:

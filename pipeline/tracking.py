@@ -90,6 +90,7 @@ def configure(settings: Settings) -> MlflowClient:
     mlflow.set_registry_uri(uri)
     path = _sqlite_path(uri)
     if path is None:
+        probe_database(uri, settings)
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
     # Creating or migrating the schema (which the client does when it opens the store) is not safe
     # from two processes at once: serialise it.
@@ -101,6 +102,27 @@ def configure(settings: Settings) -> MlflowClient:
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     return client
+
+
+def probe_database(uri: str, settings: Settings) -> None:
+    """A database tracking store (``postgresql://``, ``mysql://``) reached directly: one bounded
+    connection attempt first. MLflow itself retries an unreachable database for about 100 s
+    before it says anything; this fails in ``mlflow_http_timeout_s`` with a clear, redacted error."""
+    if "://" not in uri or uri.split(":", 1)[0].split("+", 1)[0] not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    args = {"connect_timeout": settings.mlflow_http_timeout_s} if uri.startswith("postgresql") else {}
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=args)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise RetryableError(f"MLflow tracking store {redact_url(uri)} unreachable: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 def tracking_uri(settings: Settings) -> str:
