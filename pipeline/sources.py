@@ -240,7 +240,7 @@ class _Budget:
     def __init__(self, options: HttpOptions, max_bytes: int):
         self.deadline_s = options.deadline_s
         self.end = time.monotonic() + options.deadline_s
-        self.bytes_left = max_bytes
+        self.max_bytes = self.bytes_left = max_bytes
 
     def remaining(self) -> float:
         return self.end - time.monotonic()
@@ -260,12 +260,19 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
     """The body, read in pieces against the byte caps and the deadline (a server that drips its
     answer is cut off at the deadline, one that sends too much at the cap)."""
     per_response = options.max_response_bytes
-    cap = min(per_response, budget.bytes_left)
-    setting = "data.source.http.max_response_bytes" if cap == per_response else "data.source.max_bytes"
-    limit = per_response if cap == per_response else budget.bytes_left
+
+    def check(size: int) -> None:
+        if size > per_response:
+            raise _too_big(safe_url(url), size, per_response, "data.source.http.max_response_bytes")
+        if size > budget.bytes_left:
+            spent = budget.max_bytes - budget.bytes_left
+            raise _too_big(
+                f"{safe_url(url)} (all pages)", spent + size, budget.max_bytes, "data.source.max_bytes"
+            )
+
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise _too_big(safe_url(url), int(declared), limit, setting)
+    if declared.isdigit():
+        check(int(declared))
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -274,8 +281,7 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
         if not chunk:
             break
         total += len(chunk)
-        if total > cap:
-            raise _too_big(safe_url(url), total, limit, setting)
+        check(total)
         chunks.append(chunk)
     budget.bytes_left -= total
     return b"".join(chunks)
