@@ -574,8 +574,9 @@ def _fetch_sql(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawDa
                         f"source {label}: the query ran longer than data.source.statement_timeout_s="
                         f"{source.statement_timeout_s:g}s and was cancelled"
                     ) from None
+                reason = " ".join(str(exc.orig).split())
                 raise BadInputError(
-                    f"source {label}: the query failed: {exc.orig} (rule: one read-only query)"
+                    f"source {label}: the query failed: {reason} (rule: one read-only query)"
                 ) from None
             finally:
                 transaction.rollback()
