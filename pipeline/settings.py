@@ -246,6 +246,12 @@ class DataSettings(_Model):
         return check_safe_name(v, "data.name")
 
     @model_validator(mode="after")
+    def _row_bounds(self) -> DataSettings:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"data.max_rows ({self.max_rows}) is below data.min_rows ({self.min_rows})")
+        return self
+
+    @model_validator(mode="after")
     def _target_in_contract(self) -> DataSettings:
         if self.columns and self.target not in self.columns:
             raise ValueError(f"data.target {self.target!r} is not declared in data.columns")

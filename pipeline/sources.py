@@ -436,10 +436,12 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
                 if options.page_size_param:
                     params[options.page_size_param] = options.page_size
             what = "data.source.uri" if pages == 0 else "the source's next-page link"
-            response, content, url = _follow(session, url, params, credentials, origin, options, budget, what)
+            response, content, final_url = _follow(
+                session, url, params, credentials, origin, options, budget, what
+            )
             pages += 1
-            label = f"{safe_url(url)} (page {pages})"
-            body_format = _body_format(options.format, url, response)
+            label = f"{safe_url(final_url)} (page {pages})"
+            body_format = _body_format(options.format, final_url, response)
             if body_format == "csv":
                 frame = (
                     read_table_bytes(content, label, "csv", source.csv, limits) if content.strip() else None
@@ -473,7 +475,7 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
                     )
                 if not next_url and "next" in response.links:
                     next_url = response.links["next"]["url"]
-                url = urljoin(url, next_url) if next_url else None
+                url = urljoin(final_url, next_url) if next_url else None
             else:
                 url = None
     if not frames:
@@ -517,7 +519,8 @@ def _bounded_engine(source: SourceSettings):
             database = url.database.removeprefix("file:").split("?", 1)[0]
             if not Path(database).is_file():
                 raise ConfigError(f"data.source.uri: the SQLite database {database!r} does not exist")
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        connect_args = {"connect_timeout": 10} if url.get_driver_name() in ("psycopg2", "psycopg") else {}
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
         raise ConfigError(f"data.source.uri is not a usable SQLAlchemy URL: {redact_url(str(exc))}") from None
     timeout_s = source.statement_timeout_s
