@@ -209,6 +209,27 @@ def test_a_redirect_to_a_host_not_allowed_is_refused(servers) -> None:
     assert other.requests == []
 
 
+def test_page_pagination_after_a_redirect_asks_the_configured_url(servers) -> None:
+    def paged(handler: BaseHTTPRequestHandler) -> None:
+        page = int(handler.path.split("page=", 1)[1])
+        send_json({"data": [{"v": page}] if page <= 2 else []})(handler)
+
+    def moved(handler: BaseHTTPRequestHandler) -> None:
+        redirect(f"/items?{handler.path.split('?', 1)[1]}")(handler)
+
+    origin = servers(old=moved, items=paged)
+    raw = fetch(source(f"{origin.url}/old", records_path="data", pagination="page"), None)
+    assert frame_of(raw)["v"].tolist() == [1, 2]
+    assert [r["path"] for r in origin.requests] == [
+        "/old?page=1",
+        "/items?page=1",
+        "/old?page=2",
+        "/items?page=2",
+        "/old?page=3",
+        "/items?page=3",
+    ]
+
+
 def test_redirects_are_bounded(servers) -> None:
     origin = servers(loop=redirect("/loop"))
     with pytest.raises(BadInputError, match="max_redirects=3"):
@@ -384,6 +405,11 @@ def test_csv_row_and_column_caps_are_checked_while_streaming() -> None:
         read_table_bytes(data, "f.csv", "csv", CsvOptions(), TableLimits(max_columns=2))
     frame = read_table_bytes(data, "f.csv", "csv", CsvOptions(), TableLimits(max_rows=5000, max_columns=3))
     assert frame.shape == (5000, 3)
+    ragged = data + b"1,2,3,4\n"  # the strict parse would stop here: the cap is checked before it
+    with pytest.raises(BadInputError, match=r"more than data\.max_rows=1000"):
+        read_table_bytes(ragged, "f.csv", "csv", CsvOptions(), TableLimits(max_rows=1000))
+    with pytest.raises(BadInputError, match="line 5002 has 4 fields"):
+        read_table_bytes(ragged, "f.csv", "csv", CsvOptions(), TableLimits(max_rows=10_000))
     quoted = b'a,b\n"1\n2\n3",x\n'  # newlines inside a quoted field are not rows
     assert len(read_table_bytes(quoted, "q.csv", "csv", CsvOptions(), TableLimits(max_rows=1))) == 1
 
