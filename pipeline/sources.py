@@ -287,6 +287,14 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
     return b"".join(chunks)
 
 
+def _connection_problem(exc: Exception) -> str:
+    """What went wrong with a connection, without the request's URL (its query may hold secrets):
+    urllib3's reason names only the host and port."""
+    first = exc.args[0] if exc.args else ""
+    reason = getattr(first, "reason", None)
+    return f"{type(exc).__name__}: {redact_url(str(reason if reason is not None else first))}"
+
+
 def _http_get(session, url: str, params: dict[str, Any], headers: dict[str, str], options, budget):
     """One GET with bounded retries, no redirect followed: (response, body; empty for a redirect)."""
     import requests
@@ -305,7 +313,7 @@ def _http_get(session, url: str, params: dict[str, Any], headers: dict[str, str]
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise BadInputError(f"source {shown}: cannot be fetched ({type(exc).__name__})") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
-            last_problem = f"{type(exc).__name__}: {redact_url(str(exc))}"
+            last_problem = _connection_problem(exc)
         else:
             with response:
                 if response.status_code < 400:

@@ -589,3 +589,16 @@ def test_feature_set_names_that_share_tables_are_refused_up_front(tmp_path: Path
         assert store.write(frame, "wine-x", content_hash="c" * 64, run_id="r3").version == 2
     finally:
         store.close()
+
+
+def test_a_transient_failure_names_the_host_not_the_query() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: connections are refused
+    with pytest.raises(RetryableError) as info:
+        fetch(source(f"http://127.0.0.1:{port}/data?sig=s3cr3t-signature"), None)
+    message = str(info.value)
+    assert f"127.0.0.1:{port}/data" in message and "Connection refused" in message
+    assert "s3cr3t" not in message
