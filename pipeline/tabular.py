@@ -102,8 +102,9 @@ def _check_columns(names: list[str], label: str) -> None:
 
 def _check_csv_size(data: bytes, label: str, options: CsvOptions, read_options, limits: TableLimits) -> None:
     """Refuse a CSV text over the column or row ceiling before it is parsed into a table: the
-    header is read alone, and the rows are counted by streaming one text column, block by block
-    (only when a newline count says the ceiling could be exceeded)."""
+    columns are counted from the first block alone, the rows by streaming one column as text,
+    block by block, holding one block at a time (only when the count of newlines, an upper bound
+    of the rows, says the ceiling could be exceeded)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
