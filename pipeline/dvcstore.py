@@ -17,12 +17,12 @@ import configparser
 import logging
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipeline.errors import ConfigError, RetryableError
+from pipeline.errors import BadInputError, ConfigError, RetryableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.settings import S3Settings
@@ -149,12 +149,45 @@ def track_and_push(
     return result
 
 
+def described_output(dvc_text: str, destination: Path) -> dict[str, Any]:
+    """The one output a ``.dvc`` file describes, refused unless its path stays inside
+    ``destination`` (a relative path, no '..', no drive, no symbolic link leading out): the file
+    comes from a run's artifacts, and DVC writes wherever its ``outs[0].path`` says."""
+    try:
+        document = yaml.safe_load(dvc_text)
+        out = document["outs"][0]
+        path = out["path"]
+        out["md5"]  # a KeyError if the file does not pin the content
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        raise BadInputError(
+            "the .dvc file is malformed (rule: an 'outs' list whose first entry has 'path' and 'md5')"
+        ) from None
+    if not isinstance(path, str) or not path.strip():
+        raise BadInputError("the .dvc file's outs[0].path is not a file name")
+    posix, windows = PurePosixPath(path), PureWindowsPath(path)
+    leaves = (
+        posix.is_absolute()
+        or windows.is_absolute()
+        or bool(windows.drive)
+        or ".." in posix.parts
+        or ".." in windows.parts
+        or not (destination / path).resolve().is_relative_to(destination.resolve())
+    )
+    if leaves:
+        raise BadInputError(
+            f"the .dvc file's outs[0].path {path!r} leads outside the destination {str(destination)!r} "
+            "(rule: a relative path inside the folder fetched into)"
+        )
+    return out
+
+
 def fetch(dvc_text: str, destination: Path, remote: str, s3: S3Settings) -> Path:
     """Fetch the data a ``.dvc`` file describes into ``destination`` (a new DVC workspace)."""
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    out = yaml.safe_load(dvc_text)["outs"][0]
+    destination = Path(destination)
+    out = described_output(dvc_text, destination)  # before anything is created
     init_workspace(destination, remote, s3)
     dvc_file = destination / f"{out['path']}.dvc"
     dvc_file.write_text(dvc_text)

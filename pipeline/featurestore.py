@@ -22,7 +22,8 @@ one ``BEGIN IMMEDIATE`` transaction. Concurrent loads of one feature set are ser
 advisory lock on PostgreSQL, the database lock on SQLite), so versions are never duplicated.
 
 Table and column names are validated and quoted as identifiers, never formatted into SQL
-unquoted; a name longer than PostgreSQL's 63-byte limit is refused instead of being truncated.
+unquoted; a name longer than PostgreSQL's 63-byte limit is refused instead of being truncated, and
+so is a feature-set name that maps to another one's tables (``wine-x`` next to ``wine_x``).
 """
 
 from __future__ import annotations
@@ -101,9 +102,28 @@ def schema_of(frame: pd.DataFrame) -> dict[str, str]:
     return {str(c): sql_type(frame[c].dtype) for c in frame.columns}
 
 
+def table_key(feature_set: str) -> str:
+    """What a feature-set name becomes inside its data tables' names (``wine-x`` -> ``wine_x``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", feature_set).lower()
+
+
+def refuse_collision(feature_set: str, existing: list[str]) -> None:
+    """Refuse a feature-set name that maps to the tables of another one (``wine-x``, ``wine_x``
+    and ``Wine_X`` would share tables and partitions: each load would fail, on every retry)."""
+    key = table_key(feature_set)
+    clashes = sorted(other for other in existing if other != feature_set and table_key(other) == key)
+    if clashes:
+        raise BadInputError(
+            f"feature set name {feature_set!r} (data.name) collides with the existing feature set "
+            f"{clashes[0]!r}: both map to the data tables 'fs_{key}_*' (rule: feature-set names must "
+            "differ after lower-casing and replacing every character other than letters, digits and "
+            "'_' by '_'; choose another data.name)"
+        )
+
+
 def data_table_name(feature_set: str, schema: dict[str, str]) -> str:
     digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:10]
-    base = re.sub(r"[^A-Za-z0-9_]", "_", feature_set).lower()
+    base = table_key(feature_set)
     name = f"fs_{base}_{digest}"
     limit = MAX_IDENTIFIER_BYTES - PARTITION_SUFFIX_BYTES
     if len(name.encode("utf-8")) > limit:
@@ -342,12 +362,15 @@ class FeatureStore:
     def _write_generic(
         self, frame, feature_set, table_name, schema, content_hash, run_id
     ) -> FeatureSetVersion:
+        import sqlalchemy as sa
 
         metadata = self._metadata()
         versions = self._versions_table(metadata)
         table = self._table(table_name, schema, metadata)
         with self.engine.begin() as connection:  # one transaction: all rows and the version row
             metadata.create_all(connection)
+            names = connection.execute(sa.select(versions.c.feature_set).distinct()).scalars().all()
+            refuse_collision(feature_set, list(names))
             existing = self._existing(connection, versions, feature_set, run_id, content_hash)
             if existing is not None:
                 return existing
@@ -431,9 +454,17 @@ class FeatureStore:
             dbapi = raw.driver_connection
             dbapi.autocommit = False
             with dbapi.cursor() as cursor:
+                # Names sharing data tables share the lock, so the collision check below is race-free.
                 cursor.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ml-pipeline/features/{feature_set}",)
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"ml-pipeline/features/{table_key(feature_set)}",),
                 )
+                cursor.execute(
+                    sql.SQL("SELECT DISTINCT feature_set FROM {versions}").format(
+                        versions=sql.Identifier(VERSIONS_TABLE)
+                    )
+                )
+                refuse_collision(feature_set, [row[0] for row in cursor.fetchall()])
                 cursor.execute(
                     sql.SQL(
                         "SELECT version, row_count, created_at FROM {versions}"

@@ -100,13 +100,69 @@ class HttpOptions(_Model):
     first_page: int = 1
     next_path: str = Field("next", description="Dotted path of the next-page URL (next_link mode).")
     max_pages: int = Field(1000, ge=1, description="Safety bound on the number of pages fetched.")
-    timeout_s: float = Field(30.0, gt=0, description="Connect and read timeout per request.")
+    timeout_s: float = Field(
+        30.0, gt=0, description="Connect timeout, and the longest wait for any one read, per request."
+    )
+    deadline_s: float = Field(
+        600.0,
+        gt=0,
+        description="Wall-clock bound of the whole fetch (every page, redirect, retry and byte of the "
+        "bodies): a server that drips its answer cannot hold a run longer.",
+    )
+    max_response_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest response body accepted (checked while reading)."
+    )
+    max_json_depth: int = Field(
+        64, ge=1, description="Deepest nesting of arrays and objects accepted in a JSON body."
+    )
+    max_redirects: int = Field(10, ge=0, description="Redirects followed per request.")
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host names the source may contact (the URI's, redirects' and next links' hosts); "
+        "unset: any host. Credentials go only to the URI's origin either way.",
+    )
     max_retries: int = Field(4, ge=0, description="Retries on 429/5xx and connection errors.")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
-    bearer_token_env: str | None = Field(
-        None, description="Name of an environment variable holding a bearer token (never the token)."
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers, sent only to the origin (scheme, host, port) of the URI.",
     )
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers given by reference: header name -> name of the environment variable "
+        "holding its value (read at fetch time; sent only to the URI's origin), e.g. "
+        "{'X-API-Key': 'MY_API_KEY'}.",
+    )
+    bearer_token_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding a bearer token (never the token); sent "
+        "as 'Authorization: Bearer ...' to the URI's origin only.",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        cleaned = [host.strip().lower().rstrip(".") for host in hosts]
+        bad = [host for host in cleaned if not host or "/" in host or "@" in host]
+        if bad or not cleaned:
+            raise ValueError(
+                "data.source.http.allowed_hosts: give bare host names (e.g. 'api.example.com'), "
+                "not URLs, and at least one"
+            )
+        return cleaned
+
+    @field_validator("headers_from_env")
+    @classmethod
+    def _header_references(cls, refs: dict[str, str]) -> dict[str, str]:
+        for header, variable in refs.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", variable):
+                raise ValueError(
+                    f"data.source.http.headers_from_env[{header!r}] must name an environment variable "
+                    "(letters, digits, '_'), not hold a value"
+                )
+        return refs
 
 
 class SourceSettings(_Model):
@@ -119,7 +175,20 @@ class SourceSettings(_Model):
         "auto", description="'auto' picks from the URI scheme."
     )
     format: Literal["auto", "csv", "parquet"] = Field("auto", description="File format (by suffix).")
-    query: str | None = Field(None, description="SQL query for kind 'sql'.")
+    query: str | None = Field(
+        None,
+        description="SQL query for kind 'sql': one statement, run in a read-only transaction that is "
+        "always rolled back.",
+    )
+    max_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=1,
+        description="Largest source accepted, in bytes: a file or object (checked before it is read), "
+        "or all HTTP response bodies together.",
+    )
+    statement_timeout_s: float = Field(
+        300.0, gt=0, description="Longest the SQL query may run (kind 'sql'; the server cancels it)."
+    )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     http: HttpOptions = Field(default_factory=HttpOptions)
 
@@ -157,7 +226,15 @@ class DataSettings(_Model):
     task: Literal["classification", "regression"] = "classification"
     columns: dict[str, ColumnSpec] = Field(default_factory=dict, description="The data contract.")
     min_rows: int = Field(10, ge=1, description="Row-count floor of the raw snapshot.")
-    max_rows: int | None = Field(None, description="Row-count ceiling (guards runaway sources).")
+    max_rows: int | None = Field(
+        10_000_000,
+        ge=1,
+        description="Row-count ceiling of the source, checked while reading (a Parquet file by its "
+        "footer, a CSV file, API or query as it streams) before the table is materialised; null: none.",
+    )
+    max_columns: int | None = Field(
+        10_000, ge=1, description="Column-count ceiling of the source, checked before its rows are read."
+    )
     unique_together: list[list[str]] = Field(default_factory=list)
     allow_extra_columns: bool = Field(
         True, description="Whether columns outside the contract are tolerated (and ignored)."
@@ -167,6 +244,12 @@ class DataSettings(_Model):
     @classmethod
     def _safe(cls, v: str) -> str:
         return check_safe_name(v, "data.name")
+
+    @model_validator(mode="after")
+    def _row_bounds(self) -> DataSettings:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"data.max_rows ({self.max_rows}) is below data.min_rows ({self.min_rows})")
+        return self
 
     @model_validator(mode="after")
     def _target_in_contract(self) -> DataSettings:

@@ -3,23 +3,33 @@
 Each source returns a :class:`RawData`: the exact bytes to snapshot and the format to read them
 with. A file is snapshotted byte for byte as received; an API or a query is materialised as
 Parquet (typed, compact, deterministic for the same rows).
+
+Every source is bounded: a file or object over ``data.source.max_bytes`` is refused before it is
+read; an HTTP fetch has one deadline for all of it (``http.deadline_s``), a byte cap per body and
+in total, a nesting bound on JSON, follows redirects itself and sends its configured headers and
+credentials to the URI's origin only (and, with ``http.allowed_hosts``, contacts no other host); a
+query is one statement, run read-only under a statement timeout, fetched in batches up to
+``data.max_rows``. What the input or the configuration causes is bad input (exit 65); only
+transient faults (unreachable, timed out, 5xx) are retryable (75).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit
 
 from pipeline.errors import BadInputError, ConfigError, RetryableError
 from pipeline.settings import redact_url
-from pipeline.tabular import detect_format, read_table_bytes
+from pipeline.tabular import NO_LIMITS, TableLimits, detect_format, read_table_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -29,6 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+FILE_SCHEMES = ("file", "s3", "pkg")
+HTTP_SCHEMES = ("http", "https")
+READ_CHUNK = 1 << 16
+SQL_FETCH_ROWS = 10_000
 
 
 @dataclass
@@ -50,14 +64,16 @@ def source_kind(source: SourceSettings) -> str:
     return "file"
 
 
-def fetch(source: SourceSettings, s3: S3Settings) -> RawData:
+def fetch(source: SourceSettings, s3: S3Settings, limits: TableLimits = NO_LIMITS) -> RawData:
+    """Read the source within its bounds; ``limits`` (rows, columns) apply to what an API or a
+    query returns (a file's rows are counted when it is read, see :mod:`pipeline.tabular`)."""
     kind = source_kind(source)
     if kind == "file":
         return _fetch_file(source, s3)
     if kind == "http":
-        return _fetch_http(source)
+        return _fetch_http(source, limits)
     if kind == "sql":
-        return _fetch_sql(source)
+        return _fetch_sql(source, limits)
     raise ConfigError(f"unknown data.source.kind {kind!r}")
 
 
@@ -65,28 +81,57 @@ def fetch(source: SourceSettings, s3: S3Settings) -> RawData:
 
 
 def resolve_package_uri(uri: str) -> Path:
-    """``pkg://<package>/<path>`` -> the file shipped inside an installed package."""
+    """``pkg://<package>/<path>`` -> the file shipped inside an installed package (never a file
+    outside it: no absolute path, no '..', no symbolic link leading out)."""
     rest = uri[len("pkg://") :]
     package, _, inner = rest.partition("/")
-    if not package or not inner or ".." in Path(inner).parts:
-        raise ConfigError(f"data.source.uri {uri!r}: use pkg://<package>/<path inside the package>")
+    usage = f"data.source.uri {uri!r}: use pkg://<package>/<path inside the package>"
+    if not package or not inner or inner.startswith(("/", "\\")) or ".." in Path(inner).parts:
+        raise ConfigError(usage)
     try:
-        path = Path(str(resources.files(package) / inner))
+        root = Path(str(resources.files(package)))
     except ModuleNotFoundError:
         raise ConfigError(f"data.source.uri {uri!r}: package {package!r} is not installed") from None
+    path = root / inner
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{usage} (the path leads outside the package)")
     return path
+
+
+def _too_big(label: str, size: int, cap: int, setting: str) -> BadInputError:
+    return BadInputError(
+        f"source {label}: {size} bytes, more than {setting}={cap} (rule: a source is at most "
+        f"{setting} bytes; raise it if the data is right)"
+    )
+
+
+def _read_capped(handle, label: str, cap: int) -> bytes:
+    data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise _too_big(label, len(data), cap, "data.source.max_bytes")
+    return data
 
 
 def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
     uri = source.uri
+    scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
+    if scheme and scheme not in FILE_SCHEMES:
+        raise ConfigError(
+            f"data.source.uri: scheme {scheme!r} is not supported for a file source (use a local path, "
+            "file://, s3:// or pkg://; http(s):// URLs are fetched with data.source.kind 'http' or 'auto')"
+        )
     fmt = detect_format(uri, source.format)
+    cap = source.max_bytes
     if uri.startswith("s3://"):
         from pipeline.storage import filesystem_for
 
         fs, path = filesystem_for(uri, s3)
         try:
             with fs.open(path, "rb") as handle:
-                data = handle.read()
+                size = getattr(handle, "size", None)
+                if size is not None and size > cap:
+                    raise _too_big(uri, size, cap, "data.source.max_bytes")
+                data = _read_capped(handle, uri, cap)
         except FileNotFoundError:
             raise BadInputError(f"source {uri}: no such object") from None
         except PermissionError as exc:
@@ -100,10 +145,257 @@ def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
         path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.is_file():
         raise BadInputError(f"source {uri}: no such file ({path})")
-    return RawData(path.read_bytes(), fmt, str(path), {"uri": uri, "path": str(path)})
+    size = path.stat().st_size
+    if size > cap:
+        raise _too_big(str(path), size, cap, "data.source.max_bytes")
+    with path.open("rb") as handle:
+        data = _read_capped(handle, str(path), cap)
+    return RawData(data, fmt, str(path), {"uri": uri, "path": str(path)})
 
 
 # HTTP ---------------------------------------------------------------------------------------
+
+
+def safe_url(url: str) -> str:
+    """``url`` as an error message may show it: no user-info, no query string, no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<an unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def _check_url(url: str, options: HttpOptions, what: str) -> None:
+    """Refuse a URL the source must not fetch: another scheme, no host, a host not allowed."""
+    error = ConfigError if what == "data.source.uri" else BadInputError
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise error(f"{what} {safe_url(url)}: not a valid URL") from None
+    if parts.scheme.lower() not in HTTP_SCHEMES:
+        raise error(
+            f"{what} {safe_url(url)}: scheme {parts.scheme or '(none)'!r} is not supported (rule: an HTTP "
+            "source fetches http:// and https:// URLs only)"
+        )
+    if not host:
+        raise error(f"{what} {safe_url(url)}: the URL has no host")
+    if options.allowed_hosts is not None and host not in options.allowed_hosts:
+        raise error(
+            f"{what} {safe_url(url)}: host {host!r} is not in data.source.http.allowed_hosts "
+            f"{options.allowed_hosts} (rule: the source contacts only the allowed hosts)"
+        )
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _credentials(options: HttpOptions) -> dict[str, str]:
+    """The configured headers, by value and by reference (environment variables): sent to the
+    source URI's origin only. Errors name headers and variables, never values."""
+    from pipeline import redaction
+
+    headers = dict(options.headers)
+    for header, variable in options.headers_from_env.items():
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigError(
+                f"data.source.http.headers_from_env: header {header!r} is read from the environment "
+                f"variable {variable!r}, which is not set"
+            )
+        redaction.register_secret(value)
+        headers[header] = value
+    if options.bearer_token_env:
+        token = os.environ.get(options.bearer_token_env)
+        if not token:
+            raise ConfigError(
+                f"data.source.http.bearer_token_env names {options.bearer_token_env!r}, which is not set"
+            )
+        redaction.register_secret(token)
+        headers["Authorization"] = f"Bearer {token}"
+    for header, value in headers.items():
+        if not _HEADER_NAME.match(header) or any(c in value for c in "\r\n\0") or value != value.strip():
+            raise ConfigError(
+                f"data.source.http: header {header!r} has an invalid name or value (rule: a token as "
+                "the name; a value without line breaks or surrounding whitespace)"
+            )
+    return headers
+
+
+class _Budget:
+    """What one HTTP fetch may still spend: time until its deadline, and bytes."""
+
+    def __init__(self, options: HttpOptions, max_bytes: int):
+        self.deadline_s = options.deadline_s
+        self.end = time.monotonic() + options.deadline_s
+        self.max_bytes = self.bytes_left = max_bytes
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, url: str) -> None:
+        if self.remaining() <= 0:
+            raise RetryableError(
+                f"source {safe_url(url)}: the fetch did not finish within data.source.http.deadline_s="
+                f"{self.deadline_s:g}s (rule: every page, redirect, retry and byte within the deadline)"
+            )
+
+    def timeout(self, timeout_s: float) -> float:
+        return max(0.01, min(timeout_s, self.remaining()))
+
+
+def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> bytes:
+    """The body, read in pieces against the byte caps and the deadline (a server that drips its
+    answer is cut off at the deadline, one that sends too much at the cap)."""
+    per_response = options.max_response_bytes
+
+    def check(size: int) -> None:
+        if size > per_response:
+            raise _too_big(safe_url(url), size, per_response, "data.source.http.max_response_bytes")
+        if size > budget.bytes_left:
+            spent = budget.max_bytes - budget.bytes_left
+            raise _too_big(
+                f"{safe_url(url)} (all pages)", spent + size, budget.max_bytes, "data.source.max_bytes"
+            )
+
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit():
+        check(int(declared))
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        budget.check(url)
+        chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+        if not chunk:
+            break
+        total += len(chunk)
+        check(total)
+        chunks.append(chunk)
+    budget.bytes_left -= total
+    return b"".join(chunks)
+
+
+def _connection_problem(exc: Exception) -> str:
+    """What went wrong with a connection, without the request's URL (its query may hold secrets):
+    urllib3's reason names only the host and port."""
+    first = exc.args[0] if exc.args else ""
+    reason = getattr(first, "reason", None)
+    return f"{type(exc).__name__}: {redact_url(str(reason if reason is not None else first))}"
+
+
+def _http_get(session, url: str, params: dict[str, Any], headers: dict[str, str], options, budget):
+    """One GET with bounded retries, no redirect followed: (response, body; empty for a redirect)."""
+    import requests
+    import urllib3
+
+    delay = options.backoff_s
+    last_problem = ""
+    shown = safe_url(url)
+    for attempt in range(options.max_retries + 1):
+        budget.check(url)
+        timeout = budget.timeout(options.timeout_s)
+        try:
+            response = session.get(
+                url, params=params, headers=headers, timeout=timeout, stream=True, allow_redirects=False
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            raise BadInputError(f"source {shown}: cannot be fetched ({type(exc).__name__})") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            last_problem = _connection_problem(exc)
+        else:
+            with response:
+                if response.status_code < 400:
+                    if response.is_redirect:
+                        return response, b""
+                    try:
+                        return response, _read_body(response, url, options, budget)
+                    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                        last_problem = f"reading the body: {type(exc).__name__}"
+                elif response.status_code not in RETRYABLE_STATUS:
+                    raise BadInputError(
+                        f"source {shown}: HTTP {response.status_code} {response.reason} (not retryable: "
+                        "check the URL, parameters and credentials)"
+                    )
+                else:
+                    last_problem = f"HTTP {response.status_code} {response.reason}"
+                    retry_after = response.headers.get("Retry-After", "")
+                    if retry_after.isdigit():
+                        delay = max(delay, min(float(retry_after), 60.0))
+        if attempt < options.max_retries:
+            if delay >= budget.remaining():
+                budget.end = time.monotonic()  # no time left for the retry: fail now, not after
+                budget.check(url)
+            logger.warning(
+                "GET %s failed (%s); retry %d/%d in %.1fs",
+                shown,
+                last_problem,
+                attempt + 1,
+                options.max_retries,
+                delay,
+            )
+            time.sleep(delay)
+            delay *= 2
+    raise RetryableError(f"source {shown}: gave up after {options.max_retries + 1} attempts: {last_problem}")
+
+
+def _follow(session, url: str, params, credentials, origin, options: HttpOptions, budget: _Budget, what: str):
+    """GET ``url``, following redirects here: each hop is checked (scheme, allowed hosts) and the
+    credentials go only to the source's origin. Returns (response, body, final URL)."""
+    for hop in range(options.max_redirects + 1):
+        _check_url(url, options, what if hop == 0 else "the source's redirect to")
+        headers = credentials if _origin(url) == origin else {}
+        response, body = _http_get(session, url, params, headers, options, budget)
+        if not response.is_redirect:
+            return response, body, url
+        url = urljoin(response.url or url, response.headers["Location"])
+        params = {}  # the Location is the whole next URL
+    raise BadInputError(
+        f"source {safe_url(url)}: more than data.source.http.max_redirects={options.max_redirects} redirects"
+    )
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, counted without parsing it (so a
+    body nested too deep for the parser is measured, not crashed on)."""
+    import numpy as np
+
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(codes), 1 << 20):
+        chunk = codes[start : start + (1 << 20)]
+        steps = (chunk == 0x5B).astype(np.int32) + (chunk == 0x7B) - (chunk == 0x5D) - (chunk == 0x7D)
+        levels = np.cumsum(steps, dtype=np.int64) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+    return deepest
+
+
+def _parse_json(body: bytes, label: str, options: HttpOptions) -> Any:
+    depth = json_depth(body)
+    if depth > options.max_json_depth:
+        raise BadInputError(
+            f"source {label}: the JSON body nests {depth} levels deep, more than "
+            f"data.source.http.max_json_depth={options.max_json_depth}"
+        )
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadInputError(f"source {label}: the response is not valid JSON") from None
 
 
 def _dig(body: Any, dotted: str | None) -> Any:
@@ -116,42 +408,6 @@ def _dig(body: Any, dotted: str | None) -> Any:
     return body
 
 
-def _http_get(session, url: str, params: dict[str, Any], options: HttpOptions):
-    import requests
-
-    delay = options.backoff_s
-    last_problem = ""
-    for attempt in range(options.max_retries + 1):
-        try:
-            response = session.get(url, params=params, timeout=options.timeout_s)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            last_problem = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code < 400:
-                return response
-            if response.status_code not in RETRYABLE_STATUS:
-                raise BadInputError(
-                    f"source {url}: HTTP {response.status_code} {response.reason} (not retryable: check "
-                    "the URL, parameters and credentials)"
-                )
-            last_problem = f"HTTP {response.status_code} {response.reason}"
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                delay = max(delay, min(float(retry_after), 60.0))
-        if attempt < options.max_retries:
-            logger.warning(
-                "GET %s failed (%s); retry %d/%d in %.1fs",
-                url,
-                last_problem,
-                attempt + 1,
-                options.max_retries,
-                delay,
-            )
-            time.sleep(delay)
-            delay *= 2
-    raise RetryableError(f"source {url}: gave up after {options.max_retries + 1} attempts: {last_problem}")
-
-
 def _body_format(declared: str, url: str, response) -> str:
     if declared != "auto":
         return declared
@@ -161,51 +417,46 @@ def _body_format(declared: str, url: str, response) -> str:
     return "json"
 
 
-def _fetch_http(source: SourceSettings) -> RawData:
+def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawData:
     import pandas as pd
     import requests
 
     options = source.http
-    headers = dict(options.headers)
-    if options.bearer_token_env:
-        token = os.environ.get(options.bearer_token_env)
-        if not token:
-            raise ConfigError(
-                f"data.source.http.bearer_token_env names {options.bearer_token_env!r}, which is not set"
-            )
-        headers["Authorization"] = f"Bearer {token}"
+    _check_url(source.uri, options, "data.source.uri")
+    credentials = _credentials(options)
+    origin = _origin(source.uri)
+    budget = _Budget(options, source.max_bytes)
+    shown = safe_url(source.uri)
     frames: list[pd.DataFrame] = []
+    rows = 0
     url: str | None = source.uri
     page = options.first_page
     pages = 0
     with requests.Session() as session:
-        session.headers.update(headers)
         while url is not None:
             if pages >= options.max_pages:
                 raise BadInputError(
-                    f"source {source.uri}: more than data.source.http.max_pages={options.max_pages} pages"
+                    f"source {shown}: more than data.source.http.max_pages={options.max_pages} pages"
                 )
             params: dict[str, Any] = {}
             if options.pagination == "page":
                 params[options.page_param] = page
                 if options.page_size_param:
                     params[options.page_size_param] = options.page_size
-            response = _http_get(session, url, params, options)
+            what = "data.source.uri" if pages == 0 else "the source's next-page link"
+            response, content, final_url = _follow(
+                session, url, params, credentials, origin, options, budget, what
+            )
             pages += 1
-            label = f"{url} (page {pages})"
-            body_format = _body_format(options.format, url, response)
+            label = f"{safe_url(final_url)} (page {pages})"
+            body_format = _body_format(options.format, final_url, response)
             if body_format == "csv":
                 frame = (
-                    read_table_bytes(response.content, label, "csv", source.csv)
-                    if response.content.strip()
-                    else None
+                    read_table_bytes(content, label, "csv", source.csv, limits) if content.strip() else None
                 )
                 records_empty = frame is None or frame.empty
             else:
-                try:
-                    body = response.json()
-                except ValueError:
-                    raise BadInputError(f"source {label}: the response is not valid JSON") from None
+                body = _parse_json(content, label, options)
                 records = _dig(body, options.records_path)
                 if records is None or not isinstance(records, list):
                     raise BadInputError(
@@ -213,60 +464,147 @@ def _fetch_http(source: SourceSettings) -> RawData:
                         f"{options.records_path!r}"
                     )
                 records_empty = not records
+                limits.check_rows(rows + len(records), f"source {shown}", so_far=True)
                 frame = pd.json_normalize(records) if records else None
             if frame is not None and not frame.empty:
+                limits.check_columns(frame.shape[1], label)
+                rows += len(frame)
+                limits.check_rows(rows, f"source {shown}", so_far=True)
                 frames.append(frame)
             if options.pagination == "page":
                 url = None if records_empty else url
                 page += 1
             elif options.pagination == "next_link":
                 next_url = None if body_format == "csv" else _dig(body, options.next_path)
+                if next_url is not None and not isinstance(next_url, str):
+                    raise BadInputError(
+                        f"source {label}: data.source.http.next_path={options.next_path!r} holds a "
+                        f"{type(next_url).__name__}, not a URL"
+                    )
                 if not next_url and "next" in response.links:
                     next_url = response.links["next"]["url"]
-                url = requests.compat.urljoin(url, next_url) if next_url else None
+                url = urljoin(final_url, next_url) if next_url else None
             else:
                 url = None
     if not frames:
-        raise BadInputError(f"source {source.uri}: the API returned no records (rule: at least one row)")
+        raise BadInputError(f"source {shown}: the API returned no records (rule: at least one row)")
     frame = pd.concat(frames, ignore_index=True)
-    return RawData(
-        _to_parquet(frame), "parquet", source.uri, {"uri": source.uri, "pages": pages, "rows": len(frame)}
-    )
+    limits.check_columns(frame.shape[1], f"source {shown}")
+    details = {"uri": redact_url(source.uri), "pages": pages, "rows": len(frame)}
+    return RawData(_to_parquet(frame), "parquet", shown, details)
 
 
 # SQL ----------------------------------------------------------------------------------------
 
 
-def _fetch_sql(source: SourceSettings) -> RawData:
+def _single_statement(query: str) -> str:
+    """The query, refused unless it is exactly one statement (a database driver would otherwise
+    run ``SELECT 1; COMMIT; DELETE ...`` as three, outside the read-only transaction)."""
+    import sqlparse
+
+    statements = [
+        text for text in sqlparse.split(query) if sqlparse.format(text, strip_comments=True).strip(" \t\r\n;")
+    ]
+    if len(statements) != 1:
+        raise ConfigError(
+            f"data.source.query holds {len(statements)} statements (rule: exactly one statement, a query; "
+            "it runs in a read-only transaction that is rolled back)"
+        )
+    return query
+
+
+def _bounded_engine(source: SourceSettings):
+    """An engine whose sessions are read-only and time-limited: PostgreSQL's
+    ``default_transaction_read_only`` and ``statement_timeout``, SQLite's ``query_only`` and a
+    progress handler that interrupts a query past its time."""
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+
+    try:
+        url = sa.engine.make_url(source.uri)
+        backend = url.get_backend_name()
+        if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+            database = url.database.removeprefix("file:").split("?", 1)[0]
+            if not Path(database).is_file():
+                raise ConfigError(f"data.source.uri: the SQLite database {database!r} does not exist")
+        connect_args = {"connect_timeout": 10} if url.get_driver_name() in ("psycopg2", "psycopg") else {}
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
+        raise ConfigError(f"data.source.uri is not a usable SQLAlchemy URL: {redact_url(str(exc))}") from None
+    timeout_s = source.statement_timeout_s
+
+    @sa.event.listens_for(engine, "connect")
+    def _bound(dbapi_connection, _record) -> None:
+        if backend == "postgresql":
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.execute(f"SET statement_timeout = {max(1, int(timeout_s * 1000))}")
+            cursor.close()
+            dbapi_connection.commit()
+        elif backend == "sqlite":
+            dbapi_connection.execute("PRAGMA query_only = ON")
+            deadline = time.monotonic() + timeout_s
+            dbapi_connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+
+    return engine, backend
+
+
+def _fetch_sql(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawData:
     import pandas as pd
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
 
     if not source.query:
         raise ConfigError("data.source.kind is 'sql' but data.source.query is empty")
+    query = _single_statement(source.query)
     label = f"{redact_url(source.uri)} query"
-    try:
-        engine = sa.create_engine(source.uri)
-    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
-        raise ConfigError(f"data.source.uri is not a usable SQLAlchemy URL: {exc}") from None
+    engine, backend = _bounded_engine(source)
     try:
         try:
             connection = engine.connect()
         except sa_exc.DBAPIError as exc:
             raise RetryableError(f"source {label}: database unreachable: {exc.orig}") from None
         with connection:
+            transaction = connection.begin()
             try:
-                result = connection.execute(sa.text(source.query))
-                frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+                if backend == "postgresql":
+                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+                result = connection.execution_options(stream_results=True).execute(sa.text(query))
+                columns = list(result.keys())
+                limits.check_columns(len(columns), f"source {label}")
+                rows: list[Any] = []
+                while chunk := result.fetchmany(SQL_FETCH_ROWS):
+                    rows.extend(chunk)
+                    limits.check_rows(len(rows), f"source {label}", so_far=True)
+                result.close()
             except sa_exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise RetryableError(f"source {label}: connection lost: {exc.orig}") from None
-                raise BadInputError(f"source {label}: the query failed: {exc.orig}") from None
+                if _timed_out(exc, backend):
+                    raise RetryableError(
+                        f"source {label}: the query ran longer than data.source.statement_timeout_s="
+                        f"{source.statement_timeout_s:g}s and was cancelled"
+                    ) from None
+                reason = " ".join(str(exc.orig).split())
+                raise BadInputError(
+                    f"source {label}: the query failed: {reason} (rule: one read-only query)"
+                ) from None
+            finally:
+                transaction.rollback()
     finally:
         engine.dispose()
+    frame = pd.DataFrame(rows, columns=columns)
     if frame.empty:
         raise BadInputError(f"source {label}: the query returned no rows (rule: at least one row)")
     return RawData(_to_parquet(frame), "parquet", label, {"uri": redact_url(source.uri), "rows": len(frame)})
+
+
+def _timed_out(exc, backend: str) -> bool:
+    if backend == "postgresql":
+        return getattr(exc.orig, "pgcode", None) == "57014"  # query_canceled (statement_timeout)
+    if backend == "sqlite":
+        return "interrupted" in str(exc.orig)
+    return False
 
 
 def _to_parquet(frame: pd.DataFrame) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,43 @@ from pipeline.errors import BadInputError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from pipeline.settings import CsvOptions
+    from pipeline.settings import CsvOptions, DataSettings
 
 logger = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class TableLimits:
+    """Row and column ceilings of a source, checked while it is read, before the table is built."""
+
+    max_rows: int | None = None
+    max_columns: int | None = None
+
+    @classmethod
+    def of(cls, data: DataSettings) -> TableLimits:
+        return cls(max_rows=data.max_rows, max_columns=data.max_columns)
+
+    def check_columns(self, count: int, label: str) -> None:
+        if self.max_columns is not None and count > self.max_columns:
+            raise BadInputError(
+                f"{label}: {count} columns, more than data.max_columns={self.max_columns} "
+                "(rule: a source has at most data.max_columns columns; raise it if the data is right)"
+            )
+
+    def check_rows(self, count: int, label: str, so_far: bool = False) -> None:
+        if self.max_rows is not None and count > self.max_rows:
+            observed = f"at least {count}" if so_far else str(count)
+            raise BadInputError(
+                f"{label}: {observed} rows, more than data.max_rows={self.max_rows} (rule: a source has "
+                "at most data.max_rows rows, checked before the table is loaded; raise it if the data "
+                "is right)"
+            )
+
+
+NO_LIMITS = TableLimits()
 
 
 def detect_format(name: str, declared: str = "auto") -> str:
@@ -68,8 +100,51 @@ def _check_columns(names: list[str], label: str) -> None:
         )
 
 
-def read_csv_bytes(data: bytes, label: str, options: CsvOptions) -> pd.DataFrame:
-    """Parse CSV bytes strictly into a DataFrame."""
+def _check_csv_size(data: bytes, label: str, options: CsvOptions, read_options, limits: TableLimits) -> None:
+    """Refuse a CSV text over the column or row ceiling before it is parsed into a table: the
+    columns are counted from the first block alone, the rows by streaming one column as text,
+    block by block, holding one block at a time (only when the count of newlines, an upper bound
+    of the rows, says the ceiling could be exceeded)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if limits.max_rows is None and limits.max_columns is None:
+        return
+    parse_options = pacsv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=lambda row: "skip")
+    try:
+        reader = pacsv.open_csv(
+            io.BytesIO(data),
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=pacsv.ConvertOptions(include_columns=None),
+        )
+        names = list(reader.schema.names)
+    except (pa.ArrowInvalid, StopIteration):
+        return  # the strict read reports what is wrong with it
+    limits.check_columns(len(names), label)
+    if limits.max_rows is None or not names or data.count(b"\n") + 1 <= limits.max_rows:
+        return
+    counter = pacsv.open_csv(
+        io.BytesIO(data),
+        read_options=read_options,
+        parse_options=parse_options,
+        convert_options=pacsv.ConvertOptions(
+            include_columns=[names[0]], column_types={names[0]: pa.string()}
+        ),
+    )
+    rows = 0
+    try:
+        for batch in counter:
+            rows += batch.num_rows
+            limits.check_rows(rows, label, so_far=True)
+    except pa.ArrowInvalid:
+        return  # the strict read reports it, with its line
+
+
+def read_csv_bytes(
+    data: bytes, label: str, options: CsvOptions, limits: TableLimits = NO_LIMITS
+) -> pd.DataFrame:
+    """Parse CSV bytes strictly into a DataFrame (refused before parsing when over ``limits``)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -96,6 +171,7 @@ def read_csv_bytes(data: bytes, label: str, options: CsvOptions) -> pd.DataFrame
         column_names=options.column_names if not options.header else None,
         autogenerate_column_names=False,
     )
+    _check_csv_size(data, label, options, read_options, limits)
     try:
         table = pacsv.read_csv(
             io.BytesIO(data),
@@ -127,14 +203,19 @@ def read_csv_bytes(data: bytes, label: str, options: CsvOptions) -> pd.DataFrame
     return table.to_pandas()
 
 
-def read_parquet_bytes(data: bytes, label: str) -> pd.DataFrame:
+def read_parquet_bytes(data: bytes, label: str, limits: TableLimits = NO_LIMITS) -> pd.DataFrame:
+    """Read Parquet bytes; the row and column counts in the footer are checked against ``limits``
+    before any row is decoded (a few KiB of run-length-encoded data can hold billions of rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not data:
         raise BadInputError(f"{label}: the file is empty (rule: a Parquet file with at least one row)")
     try:
-        table = pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        limits.check_columns(len(parquet.schema_arrow.names), label)
+        limits.check_rows(parquet.metadata.num_rows, label)
+        table = parquet.read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(f"{label}: not a readable Parquet file: {exc}") from None
     _check_columns(list(table.column_names), label)
@@ -143,10 +224,12 @@ def read_parquet_bytes(data: bytes, label: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def read_table_bytes(data: bytes, label: str, fmt: str, options: CsvOptions) -> pd.DataFrame:
+def read_table_bytes(
+    data: bytes, label: str, fmt: str, options: CsvOptions, limits: TableLimits = NO_LIMITS
+) -> pd.DataFrame:
     if fmt == "parquet":
-        return read_parquet_bytes(data, label)
-    return read_csv_bytes(data, label, options)
+        return read_parquet_bytes(data, label, limits)
+    return read_csv_bytes(data, label, options, limits)
 
 
 def read_table_file(path: Path, label: str, fmt: str, options: CsvOptions) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import logging
 
 from pipeline.context import StepContext, StepResult
 from pipeline.sources import fetch
-from pipeline.tabular import read_table_bytes
+from pipeline.tabular import TableLimits, read_table_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -18,9 +18,11 @@ def snapshot_name(data_name: str, fmt: str) -> str:
 
 def run(ctx: StepContext) -> StepResult:
     settings = ctx.settings
-    raw = fetch(settings.data.source, settings.s3)
-    # Parse once, strictly, so that a snapshot that cannot be read is never published.
-    frame = read_table_bytes(raw.data, raw.label, raw.format, settings.data.source.csv)
+    limits = TableLimits.of(settings.data)
+    raw = fetch(settings.data.source, settings.s3, limits)
+    # Parse once, strictly, so that a snapshot that cannot be read is never published; the row and
+    # column ceilings are checked while reading, before the table is built.
+    frame = read_table_bytes(raw.data, raw.label, raw.format, settings.data.source.csv, limits)
     name = snapshot_name(settings.data.name, raw.format)
     (ctx.staging / name).write_bytes(raw.data)
     sha256 = hashlib.sha256(raw.data).hexdigest()

@@ -200,3 +200,100 @@ def test_step_command_uses_the_same_exit_code(with_champion: Path, tmp_path: Pat
     assert downstream.returncode == EXIT_BAD_INPUT
     assert "validate" in downstream.stderr and "failed" in downstream.stderr
     assert not os.path.exists(with_champion / "artifacts" / "runs" / "bad-1" / "preprocess")
+
+
+# Bounded sources (issue 12): each bound a source breaks is bad input (65), refused before the
+# table is built, and leaves nothing downstream. ----------------------------------------------
+
+
+def many_rows_parquet(rows: int) -> bytes:
+    """A tiny Parquet file with ``rows`` rows whose data pages are garbage: only its footer can be
+    read, so a refusal naming the row count proves the rows were never decoded."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"species": pa.array(np.zeros(rows, dtype="int8"))}), buffer)
+    data = bytearray(buffer.getvalue())
+    footer = int.from_bytes(data[-8:-4], "little")
+    data[4 : len(data) - 8 - footer] = b"\xff" * (len(data) - 12 - footer)
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def nested_json_api():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Deep(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"[" * 50_000 + b"]" * 50_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/records"
+    server.shutdown()
+
+
+def test_a_parquet_file_over_the_default_row_cap_is_refused_from_its_footer(
+    with_champion: Path, tmp_path: Path
+) -> None:
+    before = state(with_champion)
+    source = tmp_path / "big.parquet"
+    source.write_bytes(many_rows_parquet(12_000_000))
+    assert source.stat().st_size < 1 << 20
+    result = run_cli(["run", *FAST, "--set", f"data.source.uri={source}"], with_champion)
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr[-3000:]
+    assert f"{source}: 12000000 rows, more than data.max_rows=10000000" in result.stderr
+    assert state(with_champion) == before
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("nested-json", ("nests 50000 levels deep", "data.source.http.max_json_depth=64")),
+        ("ftp-scheme", ("scheme 'ftp' is not supported",)),
+        ("pkg-traversal", ("pkg://<package>/<path inside the package>",)),
+        ("header-variable-missing", ("headers_from_env: header 'X-API-Key'", "not set")),
+    ],
+)
+def test_a_source_outside_its_bounds_is_bad_input(
+    case: str, expected: tuple[str, ...], with_champion: Path, nested_json_api: str
+) -> None:
+    before = state(with_champion)
+    args = {
+        "nested-json": ["--set", f"data.source.uri={nested_json_api}"],
+        "ftp-scheme": [
+            "--set",
+            "data.source.uri=ftp://127.0.0.1/penguins.csv",
+            "--set",
+            "data.source.kind=http",
+        ],
+        "pkg-traversal": [
+            "--set",
+            "data.source.uri=pkg://palmerpenguins//etc/passwd",
+            "--set",
+            "data.source.format=csv",
+        ],
+        "header-variable-missing": [
+            "--set",
+            f"data.source.uri={nested_json_api}",
+            "--set",
+            'data.source.http.headers_from_env={"X-API-Key": "NO_SUCH_SOURCE_KEY"}',
+        ],
+    }[case]
+    result = run_cli(["run", *FAST, *args], with_champion)
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr[-3000:]
+    for text in expected:
+        assert text in result.stderr, f"{text!r} not in:\n{result.stderr[-3000:]}"
+    assert result.stderr.strip().splitlines()[-1].startswith("pipeline: error:")
+    assert state(with_champion) == before
