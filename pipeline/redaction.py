@@ -81,6 +81,13 @@ def _words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
 
 
+def is_reference_name(name: str) -> bool:
+    """Whether ``name`` holds the *name* of where a secret is (``token_env``, ``headers_from_env``),
+    not the secret: its values are references, readable, and what they point to is the secret."""
+    words = _words(name)
+    return len(words) > 1 and words[-1] in _REFERENCE_WORDS
+
+
 def is_secret_name(name: str) -> bool:
     """Whether a setting, parameter, header or variable called ``name`` holds a secret."""
     words = _words(name)
@@ -148,19 +155,19 @@ class Redactor:
         text = _AUTH_HEADER.sub(_mask_auth_header, text)
         return _KEY_VALUE.sub(_mask_key_value, text)
 
-    def data(self, value: Any) -> Any:
+    def data(self, value: Any, by_key: bool = True) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
             out = {}
             for key, item in value.items():
-                if is_secret_name(str(key)) and _has_value(item):
+                if by_key and is_secret_name(str(key)) and _has_value(item):
                     out[key] = MASK
-                else:
-                    out[key] = self.data(item)
+                else:  # below a reference (headers_from_env) the values are variable names
+                    out[key] = self.data(item, by_key and not is_reference_name(str(key)))
             return out
         if isinstance(value, list | tuple):
-            return type(value)(self.data(v) for v in value)
+            return type(value)(self.data(v, by_key) for v in value)
         if hasattr(value, "get_secret_value"):
             return MASK if value.get_secret_value() else value
         return value
@@ -320,14 +327,22 @@ def register_values(tree: Any, marked: Iterable[str] = ()) -> None:
     """Register every secret in a settings tree (a dict of plain values, ``SecretStr`` kept).
 
     Secret: ``SecretStr`` values, values under secret-named keys, the secrets inside URL-valued
-    strings, and the values at the dotted paths in ``marked`` (a user's ``secret_settings``;
-    ``data.source.http.params.*`` marks every value below that key).
+    strings, the environment variables that ``*_env`` settings name, and the values at the dotted
+    paths in ``marked`` (a user's ``secret_settings``; ``data.source.http.headers.*`` marks every
+    value below that key).
     """
     patterns = [re.compile("^" + re.escape(p).replace(r"\*", "[^.]+") + r"(\..*)?$") for p in marked]
     for path, value in _walk(tree):
         dotted = ".".join(path)
         if hasattr(value, "get_secret_value"):
             register_secret(value)
+            continue
+        if isinstance(value, str) and any(is_reference_name(p) for p in path):
+            # A reference: ``bearer_token_env: API_TOKEN`` or ``headers_from_env: {X-API-Key:
+            # VENDOR_KEY}`` name an environment variable whose value is the secret (its name is
+            # not); ``*_file``, ``*_path``, ``*_id`` name where or which, and are no secret either.
+            if any(_words(p)[-1:] == ["env"] for p in path):
+                register_secret(os.environ.get(value))
             continue
         scalar = isinstance(value, str | int | float) and not isinstance(value, bool)
         if isinstance(value, str):

@@ -547,8 +547,6 @@ class Settings(BaseSettings):
         redaction.register_values(self.model_dump(mode="python"), self.secret_settings)
         for url in (self.resolved_tracking_uri, self.resolved_feature_store_url, self.sweep.storage_url):
             redaction.register_url(url)
-        if self.data.source.http.bearer_token_env:  # a secret by reference: its value is one too
-            redaction.register_secret(os.environ.get(self.data.source.http.bearer_token_env))
         redaction.register_environment()
         return self
 

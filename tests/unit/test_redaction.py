@@ -194,3 +194,24 @@ def test_pipeline_config_prints_no_secret(home: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert CANARY not in result.stdout + result.stderr
     assert "api.example" in result.stdout and "X-API-Key" in result.stdout
+
+
+def test_secrets_by_reference_mask_the_value_and_keep_the_name(
+    monkeypatch: pytest.MonkeyPatch, home: Path
+) -> None:
+    monkeypatch.setenv("VENDOR_KEY", f"{CANARY}-vendor")
+    monkeypatch.setenv("READER_CRED", f"{CANARY}-bearer")
+    settings = Settings.load(
+        data={
+            "source": {
+                "uri": "https://api.example/data",
+                "http": {"headers_from_env": {"X-API-Key": "VENDOR_KEY"}, "bearer_token_env": "READER_CRED"},
+            }
+        }
+    )
+    recorded = settings.redacted()["data"]["source"]["http"]
+    assert recorded["headers_from_env"] == {"X-API-Key": "VENDOR_KEY"}  # where, not what
+    assert recorded["bearer_token_env"] == "READER_CRED"
+    for suffix in ("vendor", "bearer"):
+        assert CANARY not in redact(f"sent {CANARY}-{suffix}")
+    assert redact("variable VENDOR_KEY is not set") == "variable VENDOR_KEY is not set"
