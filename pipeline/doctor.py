@@ -308,7 +308,7 @@ def check_artifact_root(settings: Settings, report: Report, buckets: dict[str, b
 
 
 def check_dvc_remote(settings: Settings, report: Report, buckets: dict[str, bool]) -> None:
-    from pipeline.dvcstore import REMOTE_NAME, init_workspace
+    from pipeline.dvcstore import REMOTE_NAME, init_workspace, open_repo
 
     remote = settings.resolved_dvc_remote.rstrip("/")
     name = "dvc remote"
@@ -318,10 +318,8 @@ def check_dvc_remote(settings: Settings, report: Report, buckets: dict[str, bool
     token, data = _probe_bytes()
     with tempfile.TemporaryDirectory(prefix="mlp-doctor-dvc-") as folder:
         try:
-            from dvc.repo import Repo
-
             init_workspace(Path(folder), remote, settings.s3)
-            repo = Repo(folder)
+            repo = open_repo(Path(folder), remote, settings.s3)
             try:
                 dvc_remote = repo.cloud.get_remote(REMOTE_NAME)
                 fs = dvc_remote.fs

@@ -76,7 +76,9 @@ def bound_s3_retries(s3: S3Settings) -> None:
 
 
 def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
-    """Create a DVC workspace whose default remote is ``remote``; secrets go to config.local."""
+    """Create a DVC workspace whose default remote is ``remote``. Its credentials are never
+    written into the workspace (no ``config.local``): :func:`open_repo` hands them to DVC in
+    memory, and a user running ``dvc`` there later brings their own (``AWS_*`` variables)."""
     from dvc.repo import Repo
 
     _quiet_dvc()
@@ -84,7 +86,7 @@ def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
         bound_s3_retries(s3)
     workspace.mkdir(parents=True, exist_ok=True)
     Repo.init(str(workspace), no_scm=True, force=True)
-    shared, secret = remote_config(remote, s3)
+    shared, _secret = remote_config(remote, s3)
     section = f'remote "{REMOTE_NAME}"'
     config = configparser.ConfigParser()
     config["core"] = {
@@ -96,15 +98,16 @@ def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
     config[section] = shared
     with open(workspace / ".dvc" / "config", "w") as handle:
         config.write(handle)
-    if secret:
-        local = configparser.ConfigParser()
-        local[section] = secret
-        path = workspace / ".dvc" / "config.local"
-        with open(path, "w") as handle:
-            local.write(handle)
-        path.chmod(0o600)
     if shared["url"] and not shared["url"].startswith("s3://"):
         Path(shared["url"]).mkdir(parents=True, exist_ok=True)
+
+
+def open_repo(workspace: Path, remote: str, s3: S3Settings):
+    """The workspace's DVC repository with the remote's credentials given in memory only."""
+    from dvc.repo import Repo
+
+    _shared, secret = remote_config(remote, s3)
+    return Repo(str(workspace), remote=REMOTE_NAME, remote_config=secret or None)
 
 
 def track_and_push(
@@ -112,7 +115,6 @@ def track_and_push(
 ) -> dict[str, dict[str, Any]]:
     """Add ``files`` (name -> path) to a fresh workspace, push them, return their ``.dvc`` data."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     _quiet_dvc()
     init_workspace(workspace, remote, s3)
@@ -125,7 +127,7 @@ def track_and_push(
         shutil.copyfile(source, target)
         targets.append(str(target.resolve()))  # Repo.add resolves relative paths against the CWD
         placed[name] = target
-    repo = Repo(str(workspace))
+    repo = open_repo(workspace, remote, s3)
     try:
         repo.add(targets)
         pushed = repo.push(remote=REMOTE_NAME)
@@ -184,14 +186,13 @@ def described_output(dvc_text: str, destination: Path) -> dict[str, Any]:
 def fetch(dvc_text: str, destination: Path, remote: str, s3: S3Settings) -> Path:
     """Fetch the data a ``.dvc`` file describes into ``destination`` (a new DVC workspace)."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     destination = Path(destination)
     out = described_output(dvc_text, destination)  # before anything is created
     init_workspace(destination, remote, s3)
     dvc_file = destination / f"{out['path']}.dvc"
     dvc_file.write_text(dvc_text)
-    repo = Repo(str(destination))
+    repo = open_repo(destination, remote, s3)
     try:
         repo.pull([str(dvc_file.resolve())], remote=REMOTE_NAME)
     except DvcException as exc:

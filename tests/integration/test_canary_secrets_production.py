@@ -63,10 +63,16 @@ def test_a_full_production_run_records_and_prints_no_secret(
         assert every_credential_arrived(source)
         shown = run_cli(["show", f"{NAME}@champion"], home, cwd=tmp_path, TMPDIR=str(tmp), **env)
         assert shown.returncode == 0, shown.stderr[-3000:]
+        # A DVC workspace the user keeps: the data arrives, the S3 secret is not written there.
+        fetched = run_cli(
+            ["fetch-data", f"{NAME}/1", "--dest", str(tmp_path / "fetched")], home, TMPDIR=str(tmp), **env
+        )
+        assert fetched.returncode == 0, fetched.stderr[-3000:]
+        assert (tmp_path / "fetched" / ".dvc" / "config").is_file()
     assert result.json["promoted"] is True
 
-    found = canaries.leaks_in_tree(home, tmp)
-    for name, cli in (("run", result), ("show", shown)):
+    found = canaries.leaks_in_tree(home, tmp, tmp_path / "fetched")
+    for name, cli in (("run", result), ("show", shown), ("fetch-data", fetched)):
         found += canaries.leaks_in(cli.stdout.encode(), f"stdout of pipeline {name}")
         found += canaries.leaks_in(cli.stderr.encode(), f"stderr of pipeline {name}")
     keys = backends.s3.keys(BUCKET)
