@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
+from pipeline.modelfiles import ModelFilesError
 from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
 from pipeline.tracking import configure
@@ -53,7 +54,12 @@ def run(ctx: StepContext) -> StepResult:
     client = configure(settings)
     import mlflow
 
-    predictor = load_trusted_predictor(client, train.summary["model_uri"], ctx.scratch)
+    try:
+        predictor = load_trusted_predictor(client, train.summary["model_uri"], ctx.scratch)
+    except ModelFilesError as exc:
+        raise ModelFilesError(
+            f"{exc}; log it again with `pipeline step train --run-id {ctx.run_id}`, then re-run evaluate"
+        ) from None
     transformer = predictor.transformer
     n_classes = len(transformer.classes)
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
