@@ -69,6 +69,9 @@ class Checkpoint:
     tensors: dict[str, Any]
 
     def restore(self, training: Training) -> None:
+        """Raises ``RuntimeError`` (or ``TypeError``...) when the tensors do not fit the model."""
+        if self.state.best_state is not None:  # checked now, loaded again when training ends
+            training.model.load_state_dict(self.state.best_state)
         training.model.load_state_dict(self.tensors["model"])
         training.optimizer.load_state_dict(self.tensors["optimizer"])
         training.generator.set_state(self.tensors["generator"])
@@ -124,6 +127,11 @@ class Checkpointer:
         ):
             self.discard(f"{CHECKPOINT} names no valid tensor file or MLflow run")
             return None
+        try:
+            state = TrainState.from_counters(meta["state"], best_state=None)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.discard(f"the training counters in {CHECKPOINT} are malformed ({exc!r})")
+            return None
         data = self.store.read_bytes(self._path(name))
         if data is None or hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
             self.discard(f"{name} is missing or differs from the sha256 recorded in {CHECKPOINT}")
@@ -132,11 +140,11 @@ class Checkpointer:
             tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             if not isinstance(tensors, dict) or not all(key in tensors for key in TENSOR_KEYS):
                 raise ValueError(f"expected the keys {', '.join(TENSOR_KEYS)}")
-            state = TrainState.from_counters(meta["state"], tensors.get("best_state"))
-        except Exception as exc:  # UnpicklingError (a pickled object), RuntimeError, KeyError, ...
+        except Exception as exc:  # UnpicklingError (a pickled object), RuntimeError, ValueError, ...
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             self.discard(f"{name} was refused by torch.load(weights_only=True) or is malformed: {first_line}")
             return None
+        state.best_state = tensors.get("best_state")
         self._current = name
         return Checkpoint(state, mlflow_run_id, tensors)
 
@@ -295,7 +303,7 @@ def run(ctx: StepContext) -> StepResult:
     if checkpoint is not None:
         try:
             checkpoint.restore(training)
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
             checkpointer.discard(f"its tensors do not fit this model ({str(exc).splitlines()[0]})")
             checkpoint = None
             training = Training.create(cfg, settings.seed, transformer, splits)  # as a first attempt
