@@ -162,6 +162,40 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
 
+    def counters(self) -> dict[str, Any]:
+        """Everything but the tensors (``best_state``), as JSON-ready values."""
+        return {
+            "epoch": self.epoch,
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "history": self.history,
+            "stopped_early": self.stopped_early,
+        }
+
+    @classmethod
+    def from_counters(cls, data: dict[str, Any], best_state: dict[str, Any] | None) -> TrainState:
+        """The inverse of :meth:`counters`; raises ``TypeError``/``ValueError`` on a malformed one."""
+        history = data["history"]
+        if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+            raise TypeError("history must be a list of objects")
+        best = data["best_val_loss"]
+        return cls(
+            epoch=_int(data["epoch"]),
+            best_val_loss=math.inf if best is None else float(best),
+            best_epoch=_int(data["best_epoch"]),
+            epochs_without_improvement=_int(data["epochs_without_improvement"]),
+            best_state=best_state,
+            history=history,
+            stopped_early=bool(data["stopped_early"]),
+        )
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
 
 EpochCallback = Callable[
     [int, dict[str, float], nn.Module, torch.optim.Optimizer, torch.Generator, TrainState], None

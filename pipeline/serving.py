@@ -1,25 +1,35 @@
 """Inference: the fitted transform plus the network, as a plain predictor and as an MLflow pyfunc.
 
 The registered model takes the raw feature columns (as in the source data, missing values
-allowed) and applies the saved transform itself, so callers never re-implement preprocessing::
+allowed) and applies the saved transform itself, so callers never re-implement preprocessing.
+The pipeline loads models with :func:`load_trusted_predictor`: only the data files, each checked
+against the digest recorded at train time (:mod:`pipeline.modelfiles`), parsed by this code::
 
-    model = mlflow.pyfunc.load_model("models:/penguins@champion")
-    model.predict(raw_rows)  # -> prediction (+ probability_<class> columns)
+    predictor = load_trusted_predictor(client, "models:/penguins@champion")
+    predictor.predict(raw_rows)  # -> prediction (+ probability_<class> columns)
+
+The pyfunc flavour is for people who choose to trust the stored model and its code
+(``mlflow.pyfunc.load_model("models:/penguins@champion")``); the pipeline never loads it.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
 
+from pipeline import modelfiles
 from pipeline.model import ModelSpec, TabularNet
 from pipeline.transform import TabularTransformer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow.tracking import MlflowClient
 
 
 class Predictor:
@@ -72,6 +82,16 @@ class TabularModel(mlflow.pyfunc.PythonModel):
         return self.predictor.predict(model_input)
 
 
-def load_predictor(model_uri: str) -> Predictor:
-    """Load a logged or registered model (``models:/<name>@champion``, ``models:/m-...``)."""
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().predictor
+def load_trusted_predictor(client: MlflowClient, model_uri: str, workdir: Path | None = None) -> Predictor:
+    """Load a logged or registered model from its data files only, after checking their digests.
+
+    ``model_uri`` is ``models:/<name>/<version>``, ``models:/<name>@<alias>`` or
+    ``models:/<model id>``. Raises :class:`pipeline.modelfiles.ModelFilesError` (naming the model
+    and the file) when a file differs from what was recorded at train time, or nothing was
+    recorded. No code stored with the model (``mlflow_model.py``, ``code/``) is read.
+    """
+    with tempfile.TemporaryDirectory(prefix="model-", dir=workdir) as folder:
+        files = modelfiles.fetch_verified(client, model_uri, Path(folder))
+        return Predictor.from_files(
+            files[modelfiles.TRANSFORMER], files[modelfiles.MODEL_SPEC], files[modelfiles.WEIGHTS]
+        )

@@ -1,11 +1,13 @@
 """Step 7, evaluate: score the logged model on the held-out test split, with a baseline.
 
 The model is loaded back from MLflow (the artifact that will be registered, not the in-memory
-network) and scored on ``test_raw.parquet``, the frozen test snapshot of this run. Logged on the
-training run: test metrics (classification: accuracy, macro F1, ROC AUC, log loss; regression:
-RMSE, MAE, R²), the same metrics of a baseline (majority class / mean, or a linear model), a
-per-class report, and plots: confusion matrix, ROC and precision-recall curves, calibration,
-prediction distribution, learning curves and permutation feature importance.
+network), from its data files only and after checking them against the digests the train step
+recorded (:func:`pipeline.serving.load_trusted_predictor`), and scored on ``test_raw.parquet``,
+the frozen test snapshot of this run. Logged on the training run: test metrics (classification:
+accuracy, macro F1, ROC AUC, log loss; regression: RMSE, MAE, R²), the same metrics of a baseline
+(majority class / mean, or a linear model), a per-class report, and plots: confusion matrix, ROC
+and precision-recall curves, calibration, prediction distribution, learning curves and permutation
+feature importance.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pandas as pd
 
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
-from pipeline.serving import load_predictor
+from pipeline.modelfiles import ModelFilesError
+from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
 from pipeline.tracking import configure
 
@@ -48,11 +51,15 @@ def run(ctx: StepContext) -> StepResult:
     data = settings.data
     task = data.task
     train = ctx.upstream("train")
-    predictor = None
-    configure(settings)
+    client = configure(settings)
     import mlflow
 
-    predictor = load_predictor(train.summary["model_uri"])
+    try:
+        predictor = load_trusted_predictor(client, train.summary["model_uri"], ctx.scratch)
+    except ModelFilesError as exc:
+        raise ModelFilesError(
+            f"{exc}; log it again with `pipeline step train --run-id {ctx.run_id}`, then re-run evaluate"
+        ) from None
     transformer = predictor.transformer
     n_classes = len(transformer.classes)
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
+from pipeline.modelfiles import MODEL_FILES_TAGS, ModelFilesError
 from pipeline.registry import (
     CHALLENGER,
     CHAMPION,
@@ -24,7 +25,7 @@ from pipeline.registry import (
     registry_lock,
     wait_until_ready,
 )
-from pipeline.serving import load_predictor
+from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
 from pipeline.tracking import RUN_TAG, configure
 
@@ -43,10 +44,19 @@ COPIED_RUN_TAGS = (
 
 
 def score_champion(ctx: StepContext, name: str, version: str, metric: str) -> tuple[float, str]:
-    """The champion's primary metric on this run's test snapshot (same rows as the challenger)."""
+    """The champion's primary metric on this run's test snapshot (same rows as the challenger).
+
+    The champion is loaded from its data files only, each checked against the digest recorded
+    when it was trained (:func:`pipeline.serving.load_trusted_predictor`); no code stored with it
+    runs. A file that fails its check raises :class:`ModelFilesError` naming the version and file.
+    """
     data = ctx.settings.data
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
-    predictor = load_predictor(f"models:/{name}/{version}")
+    try:
+        predictor = load_trusted_predictor(configure(ctx.settings), f"models:/{name}/{version}", ctx.scratch)
+    except ModelFilesError as exc:
+        logger.error("the champion is not loaded: %s", exc)
+        raise
     transformer = predictor.transformer
     y_true = transformer.target_for_metrics(test_raw[data.target])
     outputs = predictor.raw_outputs(model_input_frame(test_raw, data.feature_columns()))
@@ -76,7 +86,7 @@ def run(ctx: StepContext) -> StepResult:
             source=train.summary["model_uri"],
             run_id=mlflow_run_id,
             model_id=train.summary.get("model_id"),  # a tracking server refuses models:/ sources without it
-            tags={k: run_tags[k] for k in COPIED_RUN_TAGS if k in run_tags},
+            tags={k: run_tags[k] for k in (*COPIED_RUN_TAGS, *MODEL_FILES_TAGS) if k in run_tags},
             description=f"Run {ctx.run_id}: test {metric} {score:.4f}.",
         )
         wait_until_ready(client, name, version.version)

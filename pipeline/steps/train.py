@@ -6,29 +6,38 @@ the validation loss, and records on one MLflow run: parameters, per-epoch metric
 the lineage (DVC hashes, feature-set version, code commit, image digest, resolved configuration,
 validation result, seed, package versions).
 
-Training checkpoints are written atomically after every epoch under
-``runs/<run id>/train/_checkpoints/``. When the step is re-run for a run whose training was
-interrupted, it resumes from the last checkpoint on the same MLflow run; checkpoints are removed
-once the step's outputs are published.
+Training checkpoints are written after every epoch under ``runs/<run id>/train/_checkpoints/``,
+as data only (a JSON document and a file of tensors, see :class:`Checkpointer`). When the step is
+re-run for a run whose training was interrupted, it resumes from the last checkpoint on the same
+MLflow run; checkpoints are removed once the step's outputs are published.
+
+The digests of the model's data files (weights, model spec, transform) are recorded on the run and
+the logged model (:mod:`pipeline.modelfiles`), so later steps can check them before loading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import yaml
 
+from pipeline import modelfiles
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import ConfigError
 from pipeline.featurestore import FeatureStore
 from pipeline.model import TabularNet, Training, TrainState, splits_from_frame
 from pipeline.settings import redact_url
+from pipeline.storage import ArtifactStore
 from pipeline.tracking import (
     RUN_TAG,
     configure,
@@ -43,36 +52,146 @@ from pipeline.transform import TabularTransformer
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "state.pt"
+CHECKPOINT = "state.json"
+TENSOR_FILES = ("state.pt", "state.alt.pt")  # alternate: the one state.json names stays whole
+CHECKPOINT_FORMAT = 1
+TENSOR_KEYS = ("model", "optimizer", "generator", "torch_rng")
 INPUT_EXAMPLE_ROWS = 5
+MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class Checkpoint:
+    """A training state read back from the store: counters, MLflow run, tensors."""
+
+    state: TrainState
+    mlflow_run_id: str
+    tensors: dict[str, Any]
+
+    def restore(self, training: Training) -> None:
+        """Raises ``RuntimeError`` (or ``TypeError``...) when the tensors do not fit the model."""
+        if self.state.best_state is not None:  # checked now, loaded again when training ends
+            training.model.load_state_dict(self.state.best_state)
+        training.model.load_state_dict(self.tensors["model"])
+        training.optimizer.load_state_dict(self.tensors["optimizer"])
+        training.generator.set_state(self.tensors["generator"])
+        torch.set_rng_state(self.tensors["torch_rng"])
 
 
 class Checkpointer:
-    """Atomic save/load of the training state in the artifact store."""
+    """The training state in the artifact store, stored as data and checked before it is read.
 
-    def __init__(self, ctx: StepContext):
-        self.store = ctx.store
-        self.path = f"{ctx.store.checkpoint_path(ctx.run_id, ctx.step)}/{CHECKPOINT}"
+    ``state.json`` holds the format, the fingerprint of the data and settings, the MLflow run,
+    the counters and history of :class:`TrainState`, and the name and sha256 of the tensor file.
+    The tensors (model and optimizer state dicts, RNG states, the best epoch's weights) go to one
+    of two files that alternate, written before ``state.json``: a save interrupted between the
+    two leaves ``state.json`` naming the previous, complete file.
 
-    def load(self) -> dict[str, Any] | None:
-        data = self.store.read_bytes(self.path)
-        if data is None:
+    ``load`` reads ``state.json`` first and checks the format and the fingerprint; only then does
+    it read the tensor file it names, compare its sha256, and ``torch.load(weights_only=True)``
+    it (tensors and plain containers only: no pickled object is ever run). A checkpoint that
+    fails any check is logged, removed and ignored, and training starts from epoch 0.
+    """
+
+    def __init__(self, store: ArtifactStore, run_id: str, step: str, fingerprint: str):
+        self.store = store
+        self.run_id = run_id
+        self.folder = store.checkpoint_path(run_id, step)
+        self.fingerprint = fingerprint
+        self._current: str | None = None  # the tensor file state.json names
+
+    def _path(self, name: str) -> str:
+        return f"{self.folder}/{name}"
+
+    def load(self) -> Checkpoint | None:
+        raw = self.store.read_bytes(self._path(CHECKPOINT))
+        if raw is None:
+            if self.store.fs.exists(self.folder):
+                self.discard(f"it has no {CHECKPOINT} (an older format, or not written by this pipeline)")
             return None
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        try:
+            meta = json.loads(raw)
+            if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"not a format-{CHECKPOINT_FORMAT} checkpoint")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError included
+            self.discard(f"{CHECKPOINT} is unreadable ({exc})")
+            return None
+        if meta.get("fingerprint") != self.fingerprint:
+            self.discard("it was made with other data or settings (fingerprint differs)")
+            return None
+        name, mlflow_run_id = meta.get("tensors"), meta.get("mlflow_run_id")
+        if (
+            name not in TENSOR_FILES
+            or not isinstance(mlflow_run_id, str)
+            or not MLFLOW_RUN_ID.match(mlflow_run_id)
+        ):
+            self.discard(f"{CHECKPOINT} names no valid tensor file or MLflow run")
+            return None
+        try:
+            state = TrainState.from_counters(meta["state"], best_state=None)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.discard(f"the training counters in {CHECKPOINT} are malformed ({exc!r})")
+            return None
+        data = self.store.read_bytes(self._path(name))
+        if data is None or hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
+            self.discard(f"{name} is missing or differs from the sha256 recorded in {CHECKPOINT}")
+            return None
+        try:
+            tensors = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            if not isinstance(tensors, dict) or not all(key in tensors for key in TENSOR_KEYS):
+                raise ValueError(f"expected the keys {', '.join(TENSOR_KEYS)}")
+        except Exception as exc:  # UnpicklingError (a pickled object), RuntimeError, ValueError, ...
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.discard(f"{name} was refused by torch.load(weights_only=True) or is malformed: {first_line}")
+            return None
+        state.best_state = tensors.get("best_state")
+        self._current = name
+        return Checkpoint(state, mlflow_run_id, tensors)
 
-    def save(self, payload: dict[str, Any]) -> None:
+    def save(
+        self, model, optimizer, generator: torch.Generator, state: TrainState, mlflow_run_id: str
+    ) -> None:
+        name = TENSOR_FILES[1] if self._current == TENSOR_FILES[0] else TENSOR_FILES[0]
+        tensors: dict[str, Any] = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if state.best_state is not None:
+            tensors["best_state"] = state.best_state
         buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        self.store.write_bytes(self.path, buffer.getvalue())  # tmp file + rename, or one PUT
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "mlflow_run_id": mlflow_run_id,
+            "tensors": name,
+            "tensors_sha256": hashlib.sha256(data).hexdigest(),
+            "state": state.counters(),
+        }
+        self.store.write_bytes(self._path(name), data)  # tmp file + rename, or one PUT
+        self.store.write_bytes(self._path(CHECKPOINT), json.dumps(meta, indent=1).encode())
+        self._current = name
+
+    def discard(self, reason: str) -> None:
+        logger.warning(
+            "not resuming run %s from the checkpoint in %s: %s; it is removed and training starts "
+            "from epoch 0",
+            self.run_id,
+            self.store.to_uri(self.folder),
+            reason,
+        )
+        self.clear()
 
     def clear(self) -> None:
-        self.store.remove(self.path.rsplit("/", 1)[0])
+        self.store.remove(self.folder)
+        self._current = None
 
 
 def training_fingerprint(settings, content_hash: str) -> str:
     """What a checkpoint must match to be resumed: the data and every setting that shapes training."""
-    import hashlib
-
     basis = {"train": settings.train.model_dump(), "seed": settings.seed, "data": content_hash}
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -165,37 +284,34 @@ def run(ctx: StepContext) -> StepResult:
             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'}): check the node's "
             "GPU driver and device plugin, the pod's nvidia.com/gpu limit, or use the CUDA image"
         )
-    training = Training.create(cfg, settings.seed, transformer, splits_from_frame(frame, transformer))
-    model, optimizer, generator, device = (
-        training.model,
-        training.optimizer,
-        training.generator,
-        training.device,
-    )
-    splits, spec = training.splits, training.spec
+    splits = splits_from_frame(frame, transformer)
+    training = Training.create(cfg, settings.seed, transformer, splits)
     state = TrainState()
 
     client = configure(settings)
     import mlflow
 
     experiment_id = ensure_experiment(client, settings)
-    checkpointer = Checkpointer(ctx)
-    checkpoint = checkpointer.load()
     fingerprint = training_fingerprint(settings, features.summary["content_hash"])
-    if checkpoint is not None and checkpoint.get("fingerprint") != fingerprint:
-        logger.warning(
-            "discarding the checkpoint of run %s: it was made with other data or settings", ctx.run_id
+    checkpointer = Checkpointer(ctx.store, ctx.run_id, ctx.step, fingerprint)
+    checkpoint = checkpointer.load()
+    if checkpoint is not None and not _is_run_of(client, checkpoint.mlflow_run_id, ctx.run_id):
+        checkpointer.discard(
+            f"MLflow run {checkpoint.mlflow_run_id} is not a run of pipeline run {ctx.run_id}"
         )
-        checkpointer.clear()
         checkpoint = None
+    if checkpoint is not None:
+        try:
+            checkpoint.restore(training)
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            checkpointer.discard(f"its tensors do not fit this model ({str(exc).splitlines()[0]})")
+            checkpoint = None
+            training = Training.create(cfg, settings.seed, transformer, splits)  # as a first attempt
+    model, device, spec = training.model, training.device, training.spec
     mlflow_run_id = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        state = checkpoint["state"]
-        mlflow_run_id = checkpoint["mlflow_run_id"]
+        state = checkpoint.state
+        mlflow_run_id = checkpoint.mlflow_run_id
         logger.info(
             "resuming training of run %s from epoch %d (MLflow run %s)",
             ctx.run_id,
@@ -224,17 +340,7 @@ def run(ctx: StepContext) -> StepResult:
         def on_epoch(epoch, metrics, model, optimizer, generator, state) -> None:
             mlflow.log_metrics(metrics, step=epoch)
             if epoch % cfg.checkpoint_every == 0 or state.stopped_early or epoch == cfg.max_epochs:
-                checkpointer.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "state": state,
-                        "mlflow_run_id": mlflow_run_id,
-                        "fingerprint": fingerprint,
-                    }
-                )
+                checkpointer.save(model, optimizer, generator, state, mlflow_run_id)
 
         state = training.fit(cfg, settings.data.task, state=state, on_epoch=on_epoch)
         model = model.cpu().eval()
@@ -246,8 +352,11 @@ def run(ctx: StepContext) -> StepResult:
             }
         )
         outputs = write_model_files(ctx.staging, model, spec, state)
-        model_info = log_model(ctx, mlflow, outputs)
-        mlflow.set_tag("model.id", model_info.model_id)
+        test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
+        example = model_input_frame(test_raw.head(INPUT_EXAMPLE_ROWS), settings.data.feature_columns())
+        model_info, files_tags = log_model(mlflow, model_files(ctx, outputs), example, ctx.scratch)
+        mlflow.set_tags({"model.id": model_info.model_id, **files_tags})
+        client.set_logged_model_tags(model_info.model_id, files_tags)
     summary = {
         "mlflow_run_id": mlflow_run_id,
         "experiment_id": experiment_id,
@@ -259,6 +368,7 @@ def run(ctx: StepContext) -> StepResult:
         "stopped_early": state.stopped_early,
         "device": str(device),
         "train_rows": len(splits["train"]),
+        "model_files_sha256": files_tags[modelfiles.DIGEST_TAG],
     }
     logger.info(
         "trained %d epochs (best %d, val loss %.4f) on %s",
@@ -274,6 +384,19 @@ def run(ctx: StepContext) -> StepResult:
     )
 
 
+def _is_run_of(client, mlflow_run_id: str, run_id: str) -> bool:
+    """Whether an MLflow run exists and was started for this pipeline run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(mlflow_run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return run.data.tags.get(RUN_TAG) == run_id
+
+
 def write_model_files(folder: Path, model: TabularNet, spec, state: TrainState) -> dict[str, Path]:
     torch.save(model.state_dict(), folder / "model.pt")
     (folder / "model_spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
@@ -281,30 +404,34 @@ def write_model_files(folder: Path, model: TabularNet, spec, state: TrainState) 
     return {"weights": folder / "model.pt", "model_spec": folder / "model_spec.json"}
 
 
-def log_model(ctx: StepContext, mlflow, files: dict[str, Path]):
-    """Log the pyfunc model (transform + network) with its signature and an input example."""
-    import pandas as pd
+def model_files(ctx: StepContext, files: dict[str, Path]) -> dict[str, Path]:
+    """The data files of the model, by pyfunc artifact name, under the names they are logged with."""
+    transformer = ctx.scratch / "model_files" / Path(modelfiles.TRANSFORMER).name
+    transformer.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ctx.input_path("preprocess", "transformer"), transformer)
+    return {"transformer": transformer, "model_spec": files["model_spec"], "weights": files["weights"]}
+
+
+def log_model(mlflow, files: dict[str, Path], example, scratch: Path):
+    """Log the pyfunc model (transform + network) with its signature and an input example.
+
+    ``files`` maps the pyfunc artifact names (``transformer``, ``model_spec``, ``weights``) to
+    local files. Returns the model info and the tags recording the digests of those files
+    (:mod:`pipeline.modelfiles`), computed from the files this step wrote.
+    """
     from mlflow.models import infer_signature
 
     from pipeline.serving import Predictor
 
-    settings = ctx.settings
-    transformer_path = ctx.input_path("preprocess", "transformer")
-    test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
-    example = model_input_frame(test_raw.head(INPUT_EXAMPLE_ROWS), settings.data.feature_columns())
-    predictor = Predictor.from_files(transformer_path, files["model_spec"], files["weights"])
+    predictor = Predictor.from_files(files["transformer"], files["model_spec"], files["weights"])
     signature = infer_signature(example, predictor.predict(example))
     package_dir = Path(__file__).resolve().parent.parent
-    code = ctx.scratch / "code"
+    code = scratch / "code"
     shutil.copytree(package_dir, code / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(code / "pipeline" / "mlflow_model.py"),
-        artifacts={
-            "transformer": str(transformer_path),
-            "model_spec": str(files["model_spec"]),
-            "weights": str(files["weights"]),
-        },
+        artifacts={name: str(path) for name, path in files.items()},
         signature=signature,
         input_example=example,
         code_paths=[str(code / "pipeline")],
@@ -315,6 +442,11 @@ def log_model(ctx: StepContext, mlflow, files: dict[str, Path]):
             f"mlflow=={mlflow.__version__}",
         ],
     )
+    logged = {name: entry["path"] for name, entry in info.flavors["python_function"]["artifacts"].items()}
+    if logged != modelfiles.ARTIFACT_NAMES:
+        raise RuntimeError(f"MLflow laid out the model's files as {logged}, not {modelfiles.ARTIFACT_NAMES}")
+    tags = modelfiles.files_tags({modelfiles.ARTIFACT_NAMES[name]: path for name, path in files.items()})
+    return info, tags
 
 
 def model_input_frame(frame, columns: list[str]):
