@@ -16,7 +16,6 @@ process CPU time are both reported: on a shared machine the CPU-time ratio is th
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import tempfile
 import time
@@ -76,13 +75,14 @@ def project_loop(train, val, spec, epochs: int, batch_size: int, workdir: Path) 
 
     from pipeline.model import TabularNet, fit, make_optimizer
     from pipeline.settings import S3Settings
+    from pipeline.steps.train import Checkpointer
     from pipeline.storage import ArtifactStore
 
     torch.manual_seed(0)
     model = TabularNet(spec)
     optimizer = make_optimizer(model, 1e-3, 1e-4)
     store = ArtifactStore(str(workdir / "artifacts"), S3Settings(), workdir / "tmp")
-    checkpoint = store.checkpoint_path("bench", "train") + "/state.pt"
+    checkpointer = Checkpointer(store, "bench", "train", "benchmark")
     logging_time = 0.0
 
     def on_epoch(epoch, metrics, model, optimizer, generator, state) -> None:  # as in pipeline/steps/train.py
@@ -90,18 +90,7 @@ def project_loop(train, val, spec, epochs: int, batch_size: int, workdir: Path) 
         t = time.perf_counter()
         mlflow.log_metrics(metrics, step=epoch)
         logging_time += time.perf_counter() - t
-        buffer = io.BytesIO()
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "state": state,
-            },
-            buffer,
-        )
-        store.write_bytes(checkpoint, buffer.getvalue())
+        checkpointer.save(model, optimizer, generator, state, mlflow.active_run().info.run_id)
 
     with mlflow.start_run():
         fit(

@@ -80,6 +80,8 @@ def configure(settings: Settings) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
     # stdout carries the step's JSON summary only (MLflow prints run links there for a server).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # No download/upload progress bars in step logs.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Concurrent writers on SQLite wait for the lock instead of failing at once.
     os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     import mlflow
