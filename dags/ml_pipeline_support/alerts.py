@@ -180,6 +180,8 @@ def failure_callback(context: Mapping[str, Any]) -> None:
         max_tries = getattr(ti, "max_tries", None)
         if exit_code is not None and not retryable:
             outcome = f"exit code {exit_code}: bad input or failed validation, not retried"
+        elif not retryable:
+            outcome = "bad input, not retried"
         elif exit_code is not None:
             outcome = f"exit code {exit_code}, attempt {try_number} of {(max_tries or 0) + 1}"
         else:
