@@ -83,6 +83,8 @@ def build_message(title: str, fields: Iterable[tuple[str, str | None]] = (), **v
     (what most Slack-compatible receivers show and what notifications use); ``blocks`` lays the
     same content out for Slack.
     """
+    # Every value is escaped once, here (a redaction of the raw value belongs right before it:
+    # escaping changes `&`, `<`, `>`, so a known secret is matched before, not after).
     safe = {name: _value(value) for name, value in values.items() if value not in (None, "")}
 
     def fill(template: str) -> str | None:
