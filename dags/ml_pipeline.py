@@ -28,7 +28,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from ml_pipeline_support.alerts import dag_failure_callback
 from ml_pipeline_support.settings import DagSettings
-from ml_pipeline_support.tasks import default_task_args, preflight_task, step_task
+from ml_pipeline_support.tasks import check_params_task, default_task_args, preflight_task, step_task
 
 DAG_ID = "ml_pipeline"
 
@@ -53,7 +53,8 @@ with DAG(
             type=["null", "string"],
             title="Source URI",
             description="Read this source instead of the configured one (data.source.uri): a path, "
-            "file://, s3:// or http(s):// URL. Empty: the configured source.",
+            "file://, s3:// or http(s):// URL. Empty: the configured source. Refused unless "
+            "MLP_DAG_TRIGGER_ALLOWED_KEYS allows data.source.uri.",
         ),
         "overrides": Param(
             [],
@@ -61,9 +62,10 @@ with DAG(
             items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$"},
             title="Config overrides",
             description="key=value settings for this run, passed to every step as --set "
-            "(e.g. train.max_epochs=20).",
+            "(e.g. train.max_epochs=20). Only keys matching MLP_DAG_TRIGGER_ALLOWED_KEYS are accepted "
+            "(by default train.*, evaluate.permutation_repeats and the sweep's size and search space).",
         ),
     },
 ) as dag:
     preflight = [preflight_task(STEPS[0], settings)] if settings.preflight else []
-    chain(*preflight, *(step_task(step, settings) for step in STEPS))
+    chain(check_params_task(settings), *preflight, *(step_task(step, settings) for step in STEPS))

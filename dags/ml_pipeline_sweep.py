@@ -4,6 +4,7 @@ Wiring only, beside ``ml_pipeline.py`` and built from the same helpers (operator
 alerts). Each task runs one stage of ``python -m pipeline sweep --run-id {{ run_id }}``
 (pipeline/sweep.py, docs/experiments.md):
 
+* ``check_params``: the run's params may set only the allow-listed keys (ml_pipeline_support/trigger.py);
 * ``sweep_prepare``: the data steps (ingest .. version) of the run, the Optuna study in the shared
   storage (PostgreSQL on the cluster) and the MLflow parent run; returns how many trials remain;
 * ``trial_slots``: one slot per worker, ``min(MLP_DAG_SWEEP_SLOTS, remaining trials)``;
@@ -14,8 +15,9 @@ alerts). Each task runs one stage of ``python -m pipeline sweep --run-id {{ run_
   the same run (the promotion gate of a normal run; promotion alerts as in ``ml_pipeline``),
   writes the experiment report and attaches it to the parent run.
 
-Trigger it by hand (no schedule), with ``overrides`` such as ``sweep.n_trials=40``. A run that
-failed resumes its study when cleared: finished trials are kept.
+Trigger it by hand (no schedule), with ``overrides`` such as ``sweep.n_trials=40``; as in
+``ml_pipeline``, a first ``check_params`` task refuses keys outside ``MLP_DAG_TRIGGER_ALLOWED_KEYS``.
+A run that failed resumes its study when cleared: finished trials are kept.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 from ml_pipeline_support.alerts import dag_failure_callback
 from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator
 from ml_pipeline_support.settings import DagSettings, _int
-from ml_pipeline_support.tasks import default_task_args, pod_step_kwargs
+from ml_pipeline_support.tasks import check_params_task, default_task_args, pod_step_kwargs
 
 DAG_ID = "ml_pipeline_sweep"
 DATA_STEPS = ("ingest", "validate", "preprocess", "features", "version")
@@ -62,6 +64,7 @@ def stage_task(task_id: str, stage: str, profile: str, summary: str, timeout_s: 
         return LocalStepOperator(
             task_id=task_id,
             step=task_id,
+            allowed_keys=settings.trigger_allowed_keys,
             doc_md=summary,
             arguments=sweep_arguments(stage),
             execution_timeout=timedelta(seconds=timeout_s),
@@ -81,6 +84,7 @@ def mapped_trials_task(slot_arguments):
         return LocalStepOperator.partial(
             task_id="sweep_trials",
             step="sweep_trials",
+            allowed_keys=settings.trigger_allowed_keys,
             doc_md=summary,
             execution_timeout=timedelta(seconds=WORKER_TIMEOUT_S),
             max_active_tis_per_dagrun=SLOTS,
@@ -155,4 +159,4 @@ with DAG(
         FINALIZE_TIMEOUT_S,
         trigger_rule="none_failed",  # no slot left to map (a resumed, finished study) is fine
     )
-    chain(prepare, slots, trials, finalize)
+    chain(check_params_task(settings), prepare, slots, trials, finalize)

@@ -166,6 +166,51 @@ def _raised(item) -> str:
     return ""
 
 
+def _escaping_view(base: type) -> type:
+    """A GX Data Docs view that HTML-escapes every plain-text content block.
+
+    GX 1.x renders its ``.j2`` templates without autoescaping, and a content block that is a bare
+    string (a table cell such as an unexpected value and its count, a list item, an observed
+    value) is written into the page as it is: a category value ``<img src=x onerror=...>`` would
+    run script when the published docs are opened. GX escapes only the parameters of its string
+    templates. Everything GX itself renders as markup reaches the page as a template or a string
+    template (dicts), never as a bare string, so escaping the bare strings keeps its layout.
+    """
+    import html
+
+    from jinja2 import pass_context
+
+    class EscapingView(base):  # type: ignore[misc, valid-type]
+        @pass_context
+        def render_content_block(self, jinja_context, content_block, *args, **kwargs):  # type: ignore[override]
+            if isinstance(content_block, str):
+                return html.escape(content_block)
+            if isinstance(content_block, list):
+                content_block = [html.escape(el) if isinstance(el, str) else el for el in content_block]
+            return base.render_content_block(self, jinja_context, content_block, *args, **kwargs)
+
+    EscapingView.__name__ = EscapingView.__qualname__ = f"Escaping{base.__name__}"
+    return EscapingView
+
+
+def __getattr__(name: str) -> Any:
+    """The escaping views, built on first use: GX (and Jinja) load only when Data Docs are built."""
+    if name in ("EscapingDefaultJinjaPageView", "EscapingDefaultJinjaIndexPageView"):
+        from great_expectations.render import view
+
+        cls = _escaping_view(getattr(view, name.removeprefix("Escaping")))
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# How GX finds the views above (instantiate_class_from_config imports module_name.class_name).
+_DOCS_VIEW = {
+    "page": {"module_name": __name__, "class_name": "EscapingDefaultJinjaPageView"},
+    "index": {"module_name": __name__, "class_name": "EscapingDefaultJinjaIndexPageView"},
+}
+
+
 def validate_frame(
     frame: pd.DataFrame, data: DataSettings, label: str, docs_dir: Path | None = None
 ) -> ValidationOutcome:
@@ -195,7 +240,11 @@ def validate_frame(
                     "class_name": "TupleFilesystemStoreBackend",
                     "base_directory": str(docs_dir),
                 },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": _DOCS_VIEW["index"]},
+                "site_section_builders": {
+                    section: {"view": _DOCS_VIEW["page"]}
+                    for section in ("expectations", "validations", "profiling")
+                },
             },
         )
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["pipeline_run"]))

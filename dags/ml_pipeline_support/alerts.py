@@ -8,18 +8,24 @@ that cannot be delivered is logged and the task's outcome is unchanged.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
+import re
+import string
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+BLOCK_LIMIT = 2900  # characters of a Slack section block's text (the API's limit is 3000)
+_ENTITY_TAIL = re.compile(r"&[a-z]*$")  # an entity cut in two by the block limit
 
 
 def _timeout_s() -> float:
@@ -45,25 +51,63 @@ def mlflow_model_url(model_name: str | None, version: Any) -> str | None:
     return f"{base}/#/models/{quote(str(model_name), safe='')}/versions/{quote(str(version), safe='')}"
 
 
-def build_message(title: str, fields: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
-    """A message Slack, Mattermost and Rocket.Chat incoming webhooks all accept.
+@dataclass(frozen=True)
+class Link:
+    """A link in an alert: ``<url|label>`` once escaped by :func:`build_message`."""
 
-    ``text`` carries everything (it is what most Slack-compatible receivers show and what
-    notifications use); ``blocks`` lays the same content out for Slack.
+    url: str
+    label: str
+
+
+def escape(text: Any) -> str:
+    """Slack's mrkdwn escaping: ``&``, ``<`` and ``>`` become entities, so ``<!channel>``,
+    ``<!here>``, ``<@U123>`` and ``<https://x|click>`` inside a value arrive as literal text."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, Link):
+        return f"<{escape(value.url)}|{escape(value.label)}>"
+    return escape(value)
+
+
+def build_message(title: str, fields: Iterable[tuple[str, str | None]] = (), **values: Any) -> dict[str, Any]:
+    """The one place an alert's text is assembled: a message Slack, Mattermost and Rocket.Chat
+    incoming webhooks all accept.
+
+    ``title`` and each field's template are this module's own mrkdwn, with ``{name}``
+    placeholders; ``values`` are everything else (run ids, step names, error text, data values
+    quoted in it), each escaped here (:func:`escape`) before it is put in its placeholder, and a
+    :class:`Link` rendered as ``<url|label>`` with both parts escaped. A field whose template is
+    None, or whose placeholders are all None or empty, is left out. ``text`` carries everything
+    (what most Slack-compatible receivers show and what notifications use); ``blocks`` lays the
+    same content out for Slack.
     """
-    lines = [title]
-    for label, value in fields:
-        if value:
-            lines.append(f"*{label}:* {value}")
+    # Every value is escaped once, here (a redaction of the raw value belongs right before it:
+    # escaping changes `&`, `<`, `>`, so a known secret is matched before, not after).
+    safe = {name: _value(value) for name, value in values.items() if value not in (None, "")}
+
+    def fill(template: str) -> str | None:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+        if names and not any(name in safe for name in names):
+            return None
+        return template.format_map(collections.defaultdict(str, safe))
+
+    lines = [fill(title) or title.format_map(collections.defaultdict(str))]
+    for label, template in fields:
+        line = fill(template) if template else None
+        if line:
+            lines.append(f"*{escape(label)}:* {line}")
     text = "\n".join(lines)
+    block = text if len(text) <= BLOCK_LIMIT else _ENTITY_TAIL.sub("", text[: BLOCK_LIMIT - 1]) + "…"
     return {
         "text": text,
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": block}}],
     }
 
 
-def link(url: str | None, label: str) -> str | None:
-    return f"<{url}|{label}>" if url else None
+def link(url: str | None, label: str) -> Link | None:
+    return Link(url, label) if url else None
 
 
 def send(message: Mapping[str, Any], *, logger: logging.Logger | None = None) -> bool:
@@ -138,6 +182,8 @@ def failure_callback(context: Mapping[str, Any]) -> None:
         max_tries = getattr(ti, "max_tries", None)
         if exit_code is not None and not retryable:
             outcome = f"exit code {exit_code}: bad input or failed validation, not retried"
+        elif not retryable:
+            outcome = "bad input, not retried"
         elif exit_code is not None:
             outcome = f"exit code {exit_code}, attempt {try_number} of {(max_tries or 0) + 1}"
         else:
@@ -145,14 +191,21 @@ def failure_callback(context: Mapping[str, Any]) -> None:
         dag = context.get("dag")
         step_names = [t.task_id for t in dag.tasks] if dag is not None else []
         message = build_message(
-            f":x: *{ti.dag_id}* failed at step *{step}*",
+            ":x: *{dag}* failed at step *{step}*",
             [
-                ("Run", f"`{ti.run_id}`"),
-                ("Step", f"`{step}` ({outcome})"),
-                ("Error", one_line(error)),
-                ("Task log", link(_log_url(ti), "Airflow task log")),
-                ("MLflow run", link(mlflow_run_url(_upstream_mlflow_run(ti, step_names)), "MLflow run")),
+                ("Run", "`{run}`"),
+                ("Step", "`{step}` ({outcome})"),
+                ("Error", "{error}"),
+                ("Task log", "{log}"),
+                ("MLflow run", "{mlflow}"),
             ],
+            dag=ti.dag_id,
+            step=step,
+            run=ti.run_id,
+            outcome=outcome,
+            error=one_line(error),
+            log=link(_log_url(ti), "Airflow task log"),
+            mlflow=link(mlflow_run_url(_upstream_mlflow_run(ti, step_names)), "MLflow run"),
         )
         send(message)
     except Exception:  # never let the callback itself fail
@@ -168,15 +221,24 @@ def promotion_alert(context: Mapping[str, Any], step: str, summary: Mapping[str,
         model_name = summary.get("model_name")
         version = summary.get("version")
         message = build_message(
-            f":trophy: *{ti.dag_id}* promoted a new champion: *{model_name}* version *{version}*",
+            ":trophy: *{dag}* promoted a new champion: *{model}* version *{version}*",
             [
-                ("Run", f"`{ti.run_id}`"),
-                ("Step", f"`{step}`"),
-                ("Reason", one_line(str(summary.get("reason", "")))),
-                ("Model version", link(mlflow_model_url(model_name, version), f"{model_name} v{version}")),
-                ("Task log", link(_log_url(ti), "Airflow task log")),
-                ("MLflow run", link(mlflow_run_url(summary.get("mlflow_run_id")), "MLflow run")),
+                ("Run", "`{run}`"),
+                ("Step", "`{step}`"),
+                ("Reason", "{reason}"),
+                ("Model version", "{model_link}"),
+                ("Task log", "{log}"),
+                ("MLflow run", "{mlflow}"),
             ],
+            dag=ti.dag_id,
+            model=model_name,
+            version=version,
+            run=ti.run_id,
+            step=step,
+            reason=one_line(str(summary.get("reason", ""))),
+            model_link=link(mlflow_model_url(model_name, version), f"{model_name} v{version}"),
+            log=link(_log_url(ti), "Airflow task log"),
+            mlflow=link(mlflow_run_url(summary.get("mlflow_run_id")), "MLflow run"),
         )
         send(message)
     except Exception:
@@ -198,11 +260,14 @@ def dag_failure_callback(context: Mapping[str, Any]) -> None:
         timeout = getattr(dag, "dagrun_timeout", None)
         send(
             build_message(
-                f":hourglass: *{getattr(dag, 'dag_id', 'ml_pipeline')}* run timed out",
+                ":hourglass: *{dag}* run timed out",
                 [
-                    ("Run", f"`{run_id}`"),
-                    ("Error", f"the run exceeded its timeout ({timeout}); unfinished steps were stopped"),
+                    ("Run", "`{run}`"),
+                    ("Error", "the run exceeded its timeout ({timeout}); unfinished steps were stopped"),
                 ],
+                dag=getattr(dag, "dag_id", "ml_pipeline"),
+                run=run_id,
+                timeout=timeout,
             )
         )
     except Exception:

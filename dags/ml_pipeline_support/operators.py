@@ -29,13 +29,12 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ml_pipeline_support.alerts import one_line, promotion_alert
+from ml_pipeline_support.trigger import override_arguments
 
 EXIT_USAGE = 2
 EXIT_BAD_INPUT = 65  # pipeline/errors.py: EXIT_BAD_INPUT
 NOT_RETRYABLE = frozenset({EXIT_USAGE, EXIT_BAD_INPUT})
 
-# `key=value` as the pipeline's `--set` accepts it: a dotted settings path, then anything.
-OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=.*$", re.DOTALL)
 _ERROR_WORDS = re.compile(r"error|exception|failed|invalid|refused|violat|broken|not allowed", re.IGNORECASE)
 
 
@@ -94,27 +93,6 @@ def last_error_line(lines: Sequence[str]) -> str:
     return candidates[-1] if candidates else ""
 
 
-def override_arguments(params: Mapping[str, Any] | None) -> list[str]:
-    """``--set`` options from the run's params: ``source`` then each ``overrides`` item."""
-    params = params or {}
-    args: list[str] = []
-    source = params.get("source")
-    if source:
-        if not isinstance(source, str) or "\n" in source:
-            raise AirflowFailException("param 'source' must be a single-line URI")
-        args += ["--set", f"data.source.uri={source.strip()}"]
-    overrides = params.get("overrides") or []
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    for item in overrides:
-        if not isinstance(item, str) or not OVERRIDE.match(item.strip()):
-            raise AirflowFailException(
-                f"param 'overrides': {item!r} is not key=value with a dotted key (e.g. train.max_epochs=5)"
-            )
-        args += ["--set", item.strip()]
-    return args
-
-
 def step_arguments(step: str) -> list[str]:
     """The templated arguments of ``python -m pipeline`` for one step (the overrides come later)."""
     return ["step", step, "--run-id", "{{ run_id }}"]
@@ -125,12 +103,15 @@ class _StepMixin:
 
     step: str
     arguments: list[str]
+    # Setting keys the run's params may set (DagSettings.trigger_allowed_keys); none by default.
+    allowed_keys: tuple[str, ...] = ()
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]
         # The run's params become `--set` options. Added after rendering so a value is passed
-        # verbatim (never evaluated as a template) and as separate argv items (never a shell).
-        extra = override_arguments(context.get("params"))
+        # verbatim (never evaluated as a template) and as separate argv items (never a shell),
+        # and only for keys the allow-list admits (ml_pipeline_support/trigger.py).
+        extra = override_arguments(context.get("params"), self.allowed_keys)
         if extra and self.arguments[-len(extra) :] != extra:
             self.arguments = [*self.arguments, *extra]
 
@@ -143,9 +124,10 @@ class _StepMixin:
 class KubernetesStepOperator(_StepMixin, KubernetesPodOperator):
     """One step in a pod of the pipeline image. The step writes ``/airflow/xcom/return.json``."""
 
-    def __init__(self, *, step: str, **kwargs: Any) -> None:
+    def __init__(self, *, step: str, allowed_keys: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step = step
+        self.allowed_keys = tuple(allowed_keys)
 
     def execute(self, context: Any) -> Any:
         return self._after_success(context, super().execute(context))
@@ -185,9 +167,18 @@ class LocalStepOperator(_StepMixin, BaseOperator):
     template_fields: Sequence[str] = ("arguments",)
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, step: str, arguments: list[str], env: Mapping[str, str] | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        step: str,
+        arguments: list[str],
+        env: Mapping[str, str] | None = None,
+        allowed_keys: Sequence[str] = (),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.step = step
+        self.allowed_keys = tuple(allowed_keys)
         self.arguments = list(arguments)
         self.env = dict(env or {})
         self._proc: subprocess.Popen[str] | None = None

@@ -30,6 +30,26 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "train": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
 }
 
+# The setting keys a manual run's params may set (MLP_DAG_TRIGGER_ALLOWED_KEYS, ml_pipeline_support/
+# trigger.py): what a data scientist tunes per run, and nothing that decides where data comes from or
+# goes, what the model is judged on, or whether it is promoted. Left out on purpose: gate.* (the
+# promotion decision); evaluate.primary_metric and evaluate.baseline (what the gate compares);
+# preprocess.* and seed (the split, hence the test set the gate judges on); data.* (the source, its SQL
+# query and HTTP options, the data contract; the `source` param is data.source.uri); tracking_uri,
+# feature_store_url, artifact_root, dvc_remote, s3.*, sweep.storage_url (endpoints and credentials);
+# model_name and experiment_name (which model a run overwrites); secret_settings and log_level.
+DEFAULT_TRIGGER_ALLOWED_KEYS = (
+    "train.*",
+    "evaluate.permutation_repeats",
+    "sweep.n_trials",
+    "sweep.timeout_s",
+    "sweep.max_epochs",
+    "sweep.space.*",
+    "sweep.pruner_*",
+)
+# A dotted setting key where `*` stands for any characters.
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_*]+(\.[A-Za-z0-9_*]+)*$")
+
 # A Kubernetes name (DNS-1123 subdomain) for ConfigMaps, Secrets and service accounts.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
@@ -146,6 +166,23 @@ def _step_timeouts(env: Mapping[str, str], step_names: tuple[str, ...]) -> dict[
     return timeouts
 
 
+def _key_patterns(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of dotted setting keys or `*` patterns; unset: ``default``; ``none``:
+    no key at all."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "none":
+        return ()
+    patterns = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    for pattern in patterns:
+        if not _KEY_PATTERN.match(pattern):
+            raise ValueError(
+                f"{name}: {pattern!r} is not a dotted setting key or pattern (e.g. train.* or gate.margin)"
+            )
+    return patterns
+
+
 def _schedule(env: Mapping[str, str]) -> str | None:
     value = _env(env, "MLP_DAG_SCHEDULE", "0 3 * * 1")
     if value.lower() in ("none", "off", "null"):
@@ -189,6 +226,7 @@ class DagSettings:
     retry_delay_s: int = 30
     max_retry_delay_s: int = 600
     run_as_user: int = 10001
+    trigger_allowed_keys: tuple[str, ...] = DEFAULT_TRIGGER_ALLOWED_KEYS
 
     @classmethod
     def from_env(cls, step_names: tuple[str, ...], env: Mapping[str, str] | None = None) -> DagSettings:
@@ -245,6 +283,9 @@ class DagSettings:
             retry_delay_s=retry_delay,
             max_retry_delay_s=max_retry_delay,
             run_as_user=_int(env, "MLP_DAG_RUN_AS_USER", 10001, minimum=1),
+            trigger_allowed_keys=_key_patterns(
+                env, "MLP_DAG_TRIGGER_ALLOWED_KEYS", DEFAULT_TRIGGER_ALLOWED_KEYS
+            ),
         )
 
     def resources_for(self, step: str) -> dict[str, dict[str, str]]:

@@ -9,6 +9,7 @@ from kubernetes.client import models as k8s
 
 from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator, step_arguments
 from ml_pipeline_support.settings import DagSettings
+from ml_pipeline_support.trigger import TriggerParamsCheck
 
 PREFLIGHT_TASK_ID = "preflight"
 PREFLIGHT_TIMEOUT_S = 300
@@ -124,6 +125,7 @@ def pod_step_kwargs(
     return dict(  # noqa: C408 - the operator's keyword arguments, as they were
         task_id=name,
         step=name,
+        allowed_keys=settings.trigger_allowed_keys,
         doc_md=step.summary,
         name=f"mlp-{name.replace('_', '-')}",
         namespace=settings.namespace,
@@ -181,10 +183,18 @@ def local_step_task(step: Any, settings: DagSettings) -> LocalStepOperator:
     return LocalStepOperator(
         task_id=step.name,
         step=step.name,
+        allowed_keys=settings.trigger_allowed_keys,
         doc_md=step.summary,
         arguments=step_arguments(step.name),
         execution_timeout=timedelta(seconds=settings.step_timeouts_s[step.name]),
     )
+
+
+def check_params_task(settings: DagSettings) -> TriggerParamsCheck:
+    """The run's first task: its params may set only the allow-listed keys
+    (``MLP_DAG_TRIGGER_ALLOWED_KEYS``); anything else fails the run here, not retried, before any
+    step (or its pod) starts."""
+    return TriggerParamsCheck(allowed_keys=settings.trigger_allowed_keys)
 
 
 def step_task(step: Any, settings: DagSettings) -> Any:
@@ -203,6 +213,7 @@ def preflight_task(first_step: Any, settings: DagSettings) -> Any:
         return LocalStepOperator(
             task_id=PREFLIGHT_TASK_ID,
             step=PREFLIGHT_TASK_ID,
+            allowed_keys=settings.trigger_allowed_keys,
             doc_md="Check every configured backend before the run (pipeline doctor).",
             arguments=arguments,
             execution_timeout=timedelta(seconds=PREFLIGHT_TIMEOUT_S),

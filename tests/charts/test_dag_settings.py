@@ -13,6 +13,7 @@ from tests.charts.chart_utils import (
     GPU_VALUES,
     REPO,
     TASK_NAMESPACE_VALUES,
+    HelmFailedError,
     airflow_cfg,
     get,
     pod_template,
@@ -81,6 +82,41 @@ def test_cluster_values_reach_the_dag_settings():
     assert env["MLP_DAG_GPU_RESOURCE"] == gpu["resource"]
     assert json.loads(env["MLP_DAG_GPU_NODE_SELECTOR"]) == gpu["nodeSelector"]
     assert json.loads(env["MLP_DAG_GPU_TOLERATIONS"]) == gpu["tolerations"]
+
+
+def _dag_settings_module():
+    """The DAG's own settings parser (dags/ml_pipeline_support/settings.py: no Airflow import)."""
+    import importlib
+    import sys
+
+    if str(REPO / "dags") not in sys.path:
+        sys.path.append(str(REPO / "dags"))
+    return importlib.import_module("ml_pipeline_support.settings")
+
+
+def _dag_settings(env: dict[str, str]):
+    return _dag_settings_module().DagSettings.from_env(("ingest", "train"), env)
+
+
+def test_trigger_allow_list_reaches_the_dag_and_defaults_agree():
+    default = dag_env()["MLP_DAG_TRIGGER_ALLOWED_KEYS"]
+    # the chart's default is the DAG's own default, read back by the DAG's parser
+    assert _dag_settings({"MLP_DAG_TRIGGER_ALLOWED_KEYS": default}).trigger_allowed_keys == (
+        _dag_settings_module().DEFAULT_TRIGGER_ALLOWED_KEYS
+    )
+    assert not any(key.startswith(("gate", "data", "tracking", "s3")) for key in default.split(","))
+    given = dag_env({"airflow": {"dag": {"triggerAllowedKeys": ["train.max_epochs", "data.source.uri"]}}})
+    assert given["MLP_DAG_TRIGGER_ALLOWED_KEYS"] == "train.max_epochs,data.source.uri"
+    assert _dag_settings(given).trigger_allowed_keys == ("train.max_epochs", "data.source.uri")
+    # an empty list means no key at all, not the DAG's default
+    empty = dag_env({"airflow": {"dag": {"triggerAllowedKeys": []}}})
+    assert empty["MLP_DAG_TRIGGER_ALLOWED_KEYS"] == "none"
+    assert _dag_settings(empty).trigger_allowed_keys == ()
+
+
+def test_a_malformed_trigger_key_is_refused_by_the_schema():
+    with pytest.raises(HelmFailedError, match="triggerAllowedKeys"):
+        render_chart({"airflow": {"dag": {"triggerAllowedKeys": ["gate margin"]}}})
 
 
 def test_step_timeout_per_step_is_json():

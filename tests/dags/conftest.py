@@ -25,7 +25,9 @@ from tests.support import need_executable, unavailable
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_ID = "ml_pipeline"
-# The DAG's tasks: the preflight check (pipeline doctor), then one task per registered step.
+# The DAG's tasks: the trigger params check, the preflight check (pipeline doctor), then one task
+# per registered step.
+CHECK = "check_params"
 PREFLIGHT = "preflight"
 
 # Airflow puts the DAG folder (bundle) on sys.path; the tests import its helpers the same way.

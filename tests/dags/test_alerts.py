@@ -138,3 +138,50 @@ def test_error_line_prefers_the_pipeline_summary_line():
     assert last_error_line([*log[:3], '  File "y.py", line 2']) == "ValueError: boom"
     assert last_error_line(["Killed"]) == "Killed"
     assert last_error_line([]) == ""
+
+
+def test_untrusted_text_cannot_ping_the_channel_or_hide_a_link(mlp_env):
+    """Data values and error text reach Slack as literal text: mrkdwn's `&`, `<`, `>` escaped."""
+    from ml_pipeline_support import alerts
+    from ml_pipeline_support.operators import step_failure
+
+    error = step_failure(
+        "validate",
+        65,
+        "column 'island': 1 of 344 rows violate it, e.g. ['<!channel> & <!here> <https://evil.example|click>'"
+        " '<@U024BE7LH>'] (rule: values in ['Biscoe', 'Dream'])",
+    )
+    ti = fake_ti()
+    ti.run_id = "manual__<!everyone>"
+    with WebhookReceiver() as hook:
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        alerts.failure_callback({"ti": ti, "exception": error, "dag": None})
+        alerts.promotion_alert(
+            {"ti": fake_ti("register")},
+            "register",
+            {"promoted": True, "model_name": "<!subteam^S1>", "version": 1, "reason": "a <b> & c"},
+        )
+    failure, promotion = hook.messages()
+    for message in (failure, promotion):
+        for text in (message["text"], message["blocks"][0]["text"]["text"]):
+            # Slack's only control characters in mrkdwn text: no `<` from a value survives
+            assert "<!" not in text and "<@" not in text and "<https://evil" not in text, text
+    text = failure["text"]
+    assert "&lt;!channel&gt; &amp; &lt;!here&gt; &lt;https://evil.example|click&gt;" in text
+    assert "&lt;@U024BE7LH&gt;" in text
+    assert "`manual__&lt;!everyone&gt;`" in text
+    # our own formatting and links are still mrkdwn
+    assert text.startswith(":x: *ml_pipeline* failed at step *validate*")
+    assert "|Airflow task log>" in text
+    assert "*&lt;!subteam^S1&gt;* version *1*" in promotion["text"]
+    assert "a &lt;b&gt; &amp; c" in promotion["text"]
+
+
+def test_a_long_message_is_cut_between_entities():
+    from ml_pipeline_support import alerts
+
+    message = alerts.build_message("t", [("Error", "{error}")], error="&" * 3000)
+    block = message["blocks"][0]["text"]["text"]
+    assert len(block) <= alerts.BLOCK_LIMIT
+    assert block.endswith("&amp;…")
+    assert message["text"].endswith("&amp;" * 3)

@@ -27,6 +27,7 @@ import pytest
 
 from pipeline.steps import STEP_NAMES
 from tests.dags.conftest import (
+    CHECK,
     DAG_ID,
     PREFLIGHT,
     airflow_env,
@@ -114,7 +115,9 @@ def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiv
     run_id, _, state = latest_run(db_url)
     assert state == "success"
     states = task_states(db_url, run_id)
-    assert {task: s for task, (s, _) in states.items()} == dict.fromkeys((PREFLIGHT, *STEP_NAMES), "success")
+    assert {task: s for task, (s, _) in states.items()} == dict.fromkeys(
+        (CHECK, PREFLIGHT, *STEP_NAMES), "success"
+    )
     summaries = return_values(db_url, run_id)
     register = summaries["register"]
     assert register["run_id"] == run_id  # the Airflow run id (with ':' and '+') reached the pipeline
@@ -132,11 +135,48 @@ def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiv
 
 def test_dags_test_runs_the_whole_dag_on_sqlite(sqlite_airflow, tmp_path):
     home, db_url = sqlite_airflow
+    # train.* is in the default MLP_DAG_TRIGGER_ALLOWED_KEYS: it reaches the steps as --set
+    # (and beats the environment's PIPELINE_TRAIN__MAX_EPOCHS)
+    conf = {"overrides": ["train.max_epochs=3"]}
     with WebhookReceiver() as hook:
-        env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, **pipeline_env(tmp_path))
-        run_airflow(["dags", "test", DAG_ID], env, cwd=tmp_path, timeout=600)
-    _, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
+        env = airflow_env(
+            home,
+            db_url,
+            MLP_ALERT_WEBHOOK_URL=hook.url,
+            **pipeline_env(tmp_path, PIPELINE_TRAIN__MAX_EPOCHS="1"),
+        )
+        run_airflow(["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=600)
+    run_id, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
     assert {try_number for _, try_number in states.values()} == {1}
+    assert return_values(db_url, run_id)["train"]["epochs_trained"] == 3
+
+
+def test_a_refused_trigger_param_fails_the_run_before_any_step(sqlite_airflow, tmp_path):
+    """gate.* is not in the default allow-list: the first task fails, not retried, and no step (no
+    pod, no subprocess) runs; one alert names the refused keys and the setting that allows them."""
+    home, db_url = sqlite_airflow
+    conf = {"overrides": ["train.max_epochs=2", "gate.margin=-1", "tracking_uri=http://evil.example"]}
+    with WebhookReceiver() as hook:
+        env = airflow_env(
+            home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, MLP_DAG_RETRIES="3", **pipeline_env(tmp_path)
+        )
+        proc = run_airflow(
+            ["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=300, check=False
+        )
+    assert proc.returncode != 0
+    run_id, _, state = latest_run(db_url)
+    assert state == "failed"
+    states = task_states(db_url, run_id)
+    assert states[CHECK] == ("failed", 1)  # retries=3, but refused params are never retried
+    assert {states[task][0] for task in (PREFLIGHT, *STEP_NAMES)} == {"upstream_failed"}
+    assert not (tmp_path / "pipeline-home").exists()  # no step ever started
+    (message,) = hook.messages()
+    text = message["text"]
+    assert f"failed at step *{CHECK}*" in text
+    assert "bad input, not retried" in text
+    assert "trigger params refused: gate.margin, tracking_uri may not be set from a trigger" in text
+    assert "MLP_DAG_TRIGGER_ALLOWED_KEYS (chart value airflow.dag.triggerAllowedKeys)" in text
+    assert "evil.example" not in text
 
 
 def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp_path):
@@ -149,7 +189,14 @@ def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp
             "source": f"{source.base_url}/penguins.csv",
             "overrides": ["data.source.http.format=csv", "data.source.http.max_retries=0"],
         }
-        env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, **pipeline_env(tmp_path))
+        env = airflow_env(
+            home,
+            db_url,
+            MLP_ALERT_WEBHOOK_URL=hook.url,
+            # an operator lets this DAG's triggers pick the source and its HTTP options
+            MLP_DAG_TRIGGER_ALLOWED_KEYS="data.source.uri,data.source.http.*,train.*",
+            **pipeline_env(tmp_path),
+        )
         proc = run_airflow(
             ["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=600
         )
@@ -172,7 +219,12 @@ def test_bad_input_fails_at_validation_without_retry_and_alerts_once(sqlite_airf
         writer.writerows(rows)
     with WebhookReceiver() as hook:
         env = airflow_env(
-            home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, MLP_DAG_RETRIES="3", **pipeline_env(tmp_path)
+            home,
+            db_url,
+            MLP_ALERT_WEBHOOK_URL=hook.url,
+            MLP_DAG_RETRIES="3",
+            MLP_DAG_TRIGGER_ALLOWED_KEYS="data.source.uri",
+            **pipeline_env(tmp_path),
         )
         proc = run_airflow(
             ["dags", "test", DAG_ID, "--conf", json.dumps({"source": str(bad)})],
@@ -289,7 +341,7 @@ def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
     assert (run_after if run_after.tzinfo else run_after.replace(tzinfo=UTC)) == fire_at
     assert state == "success", component_logs
     assert {task: s for task, (s, _) in task_states(db_url, run_id).items()} == dict.fromkeys(
-        (PREFLIGHT, *STEP_NAMES), "success"
+        (CHECK, PREFLIGHT, *STEP_NAMES), "success"
     )
     register = return_values(db_url, run_id)["register"]
     assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]

@@ -8,9 +8,18 @@ from datetime import timedelta
 import pytest
 
 from pipeline.steps import STEP_NAMES, STEPS
-from tests.dags.conftest import DAG_ID, DAGS, PREFLIGHT, airflow_env, load_dag, load_dagbag, run_airflow
+from tests.dags.conftest import (
+    CHECK,
+    DAG_ID,
+    DAGS,
+    PREFLIGHT,
+    airflow_env,
+    load_dag,
+    load_dagbag,
+    run_airflow,
+)
 
-TASK_IDS = [PREFLIGHT, *STEP_NAMES]
+TASK_IDS = [CHECK, PREFLIGHT, *STEP_NAMES]
 
 pytestmark = pytest.mark.airflow
 
@@ -25,11 +34,11 @@ def test_dagbag_loads_the_folder_without_import_errors(mlp_env):
 def test_task_order_equals_the_step_registry(mlp_env):
     dag = load_dag()
     order = [task.task_id for task in dag.topological_sort()]
-    assert order == TASK_IDS, "the preflight check, then the steps in registry order"
+    assert order == TASK_IDS, "the params check, the preflight check, then the steps in registry order"
     # A chain, not only a topological order: each task waits for exactly the previous one.
     for previous, step in itertools.pairwise(TASK_IDS):
         assert dag.get_task(step).upstream_task_ids == {previous}
-    assert dag.get_task(PREFLIGHT).upstream_task_ids == set()
+    assert dag.get_task(CHECK).upstream_task_ids == set()
     for spec in STEPS:
         assert dag.get_task(spec.name).doc_md == spec.summary
 
@@ -40,7 +49,8 @@ def test_both_task_runners_build_the_same_graph(mlp_env, runner):
     dag = load_dag()
     assert [t.task_id for t in dag.topological_sort()] == TASK_IDS
     expected = "KubernetesStepOperator" if runner == "kubernetes" else "LocalStepOperator"
-    assert {type(t).__name__ for t in dag.tasks} == {expected}
+    assert {type(t).__name__ for t in dag.tasks if t.task_id != CHECK} == {expected}
+    assert type(dag.get_task(CHECK)).__name__ == "TriggerParamsCheck"
     assert dag.get_task(PREFLIGHT).arguments == ["doctor", "--json"]
     for step in STEP_NAMES:
         assert dag.get_task(step).arguments == ["step", step, "--run-id", "{{ run_id }}"]
@@ -49,7 +59,7 @@ def test_both_task_runners_build_the_same_graph(mlp_env, runner):
 def test_preflight_can_be_turned_off(mlp_env):
     mlp_env.setenv("MLP_DAG_PREFLIGHT", "false")
     dag = load_dag()
-    assert [t.task_id for t in dag.topological_sort()] == list(STEP_NAMES)
+    assert [t.task_id for t in dag.topological_sort()] == [CHECK, *STEP_NAMES]
 
 
 def test_scheduling_defaults(mlp_env):
@@ -110,6 +120,7 @@ def test_schedule_none_disables_scheduling(mlp_env):
         ("MLP_DAG_STEP_TIMEOUT_S", "soon"),
         ("MLP_DAG_SCHEDULE", "every monday"),
         ("MLP_DAG_NAMESPACE", "Not_A_Namespace"),
+        ("MLP_DAG_TRIGGER_ALLOWED_KEYS", "train.*,gate margin"),
     ],
 )
 def test_a_bad_setting_is_an_import_error_naming_the_variable(mlp_env, name, value):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.steps import STEP_NAMES, STEPS
-from tests.dags.conftest import PREFLIGHT, load_dag
+from tests.dags.conftest import CHECK, PREFLIGHT, load_dag
 from tests.support import unavailable
 
 pytestmark = pytest.mark.airflow
@@ -32,6 +32,8 @@ def build_pods(params: dict[str, Any] | None = None) -> dict[str, dict[str, Any]
     dag = load_dag()
     pods = {}
     for task in dag.tasks:
+        if task.task_id == CHECK:  # no pod: it checks the params in the worker
+            continue
         ti = types.SimpleNamespace(
             dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1, run_id=RUN_ID
         )
@@ -189,6 +191,8 @@ def test_pod_settings_come_from_the_environment(cluster_env):
 
 
 def test_manual_run_params_become_set_options(cluster_env):
+    # an operator allowed these keys (the default allows train.* but neither the source nor the gate)
+    cluster_env.setenv("MLP_DAG_TRIGGER_ALLOWED_KEYS", "data.source.uri, train.*, gate.margin")
     pods = build_pods(
         {"source": "s3://bucket/penguins.parquet", "overrides": ["train.max_epochs=5", "gate.margin=0.01"]}
     )
@@ -203,6 +207,7 @@ def test_manual_run_params_become_set_options(cluster_env):
 
 
 def test_a_template_in_a_param_is_passed_verbatim(cluster_env):
+    cluster_env.setenv("MLP_DAG_TRIGGER_ALLOWED_KEYS", "data.source.uri,data.name")
     pods = build_pods({"source": "{{ 7 * 7 }}", "overrides": ["data.name={{ run_id }}"]})
     assert base_container(pods["ingest"])["args"][-4:] == [
         "--set", "data.source.uri={{ 7 * 7 }}", "--set", "data.name={{ run_id }}"

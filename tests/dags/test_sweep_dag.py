@@ -21,7 +21,7 @@ pytestmark = pytest.mark.airflow
 
 SWEEP_DAG_ID = "ml_pipeline_sweep"
 RUN_ID = "manual__2026-11-30T10:00:00+00:00"
-TASKS = ["sweep_prepare", "trial_slots", "sweep_trials", "sweep_finalize"]
+TASKS = ["check_params", "sweep_prepare", "trial_slots", "sweep_trials", "sweep_finalize"]
 
 
 def load_sweep_dag():
@@ -177,6 +177,7 @@ def test_dags_test_runs_a_sweep_with_trials_mapped_over_slots(sqlite_airflow, tm
         run=run_id,
     )
     assert sorted(rows) == [
+        ("check_params", -1, "success"),  # the overrides are all in the default allow-list
         ("sweep_finalize", -1, "success"),
         ("sweep_prepare", -1, "success"),
         ("sweep_trials", 0, "success"),

@@ -182,6 +182,11 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "airflow.dag.runAsUser": {"type": "integer", "minimum": 1},
     "airflow.dag.sweepSlots": {"type": "integer", "minimum": 1},
     "airflow.dag.sweepWorkerTimeoutSeconds": {"type": "integer", "minimum": 1},
+    "airflow.dag.triggerAllowedKeys": {
+        "type": "array",
+        "items": {"type": "string", "pattern": r"^[A-Za-z0-9_*]+(\.[A-Za-z0-9_*]+)*$"},
+        "uniqueItems": True,
+    },
     "airflow.dag.extraEnvConfigMaps": {"type": "array", "items": K8S_NAME},
     "airflow.dag.extraEnvSecrets": {"type": "array", "items": K8S_NAME},
     "airflow.dag.alerts.webhookSecret": K8S_NAME,
