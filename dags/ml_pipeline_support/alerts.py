@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+# The pipeline's one redaction (standard library only, installed in the Airflow image without the
+# pipeline's dependencies, like pipeline.steps).
+from pipeline.redaction import redact
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -66,9 +70,10 @@ def escape(text: Any) -> str:
 
 
 def _value(value: Any) -> str:
+    """Redacted (secrets masked, before escaping changes `&<>` a secret may contain), then escaped."""
     if isinstance(value, Link):
-        return f"<{escape(value.url)}|{escape(value.label)}>"
-    return escape(value)
+        return f"<{escape(redact(value.url))}|{escape(redact(value.label))}>"
+    return escape(redact(value))
 
 
 def build_message(title: str, fields: Iterable[tuple[str, str | None]] = (), **values: Any) -> dict[str, Any]:
@@ -83,8 +88,7 @@ def build_message(title: str, fields: Iterable[tuple[str, str | None]] = (), **v
     (what most Slack-compatible receivers show and what notifications use); ``blocks`` lays the
     same content out for Slack.
     """
-    # Every value is escaped once, here (a redaction of the raw value belongs right before it:
-    # escaping changes `&`, `<`, `>`, so a known secret is matched before, not after).
+    # Every value is redacted and escaped once, here (:func:`_value`).
     safe = {name: _value(value) for name, value in values.items() if value not in (None, "")}
 
     def fill(template: str) -> str | None:

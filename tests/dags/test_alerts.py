@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import types
 
@@ -175,6 +176,28 @@ def test_untrusted_text_cannot_ping_the_channel_or_hide_a_link(mlp_env):
     assert "|Airflow task log>" in text
     assert "*&lt;!subteam^S1&gt;* version *1*" in promotion["text"]
     assert "a &lt;b&gt; &amp; c" in promotion["text"]
+
+
+def test_an_alert_carries_no_secret(mlp_env, caplog):
+    """The last stderr line of a failed pod may quote a URL or a header with credentials; the
+    Airflow process never knew those values, so the shapes are what the redaction catches."""
+    from ml_pipeline_support import alerts
+    from ml_pipeline_support.operators import step_failure
+
+    canaries = [f"CANARYalert{i}x9f2c" for i in range(4)]
+    error = step_failure(
+        "ingest",
+        75,
+        f"source https://reader:{canaries[0]}@api.example/x?api_key={canaries[1]}&page=2 failed; "
+        f"feature store postgresql://:{canaries[2]}@db/features; sent Authorization: Bearer {canaries[3]}",
+    )
+    with WebhookReceiver() as hook, caplog.at_level("WARNING"):
+        mlp_env.setenv("MLP_ALERT_WEBHOOK_URL", hook.url)
+        alerts.failure_callback({"ti": fake_ti(), "exception": error, "dag": None})
+    (failure,) = hook.messages()
+    payload = json.dumps(failure) + caplog.text
+    assert not [c for c in canaries if c in payload], payload
+    assert "api.example" in failure["text"] and "***" in failure["text"]
 
 
 def test_a_long_message_is_cut_between_entities():

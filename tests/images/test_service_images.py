@@ -20,7 +20,7 @@ DAGS = "/opt/airflow/dags"
 def test_airflow_image_has_providers_and_only_the_step_registry(docker: Docker, airflow_image: Image) -> None:
     probe = (
         "import importlib.util, json, os\n"
-        "import airflow, pipeline.steps\n"
+        "import airflow, pipeline.steps, pipeline.redaction\n"
         "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator\n"
         "import airflow.providers.postgres\n"
         "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'airflow': airflow.__version__,\n"
