@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.charts.chart_utils import KIND_VALUES, NAMESPACE, REDIS_VALUES, RELEASE, render_chart
+from tests.charts.chart_utils import KIND_VALUES, NAMESPACE, REDIS_VALUES, RELEASE, REPO, render_chart
 from tests.charts.cluster_model import (
     STEP_POD_LABELS,
     RenderedCluster,
@@ -341,3 +341,19 @@ def test_cilium_policy_selects_the_same_kube_api_clients():
         assert cilium_selected == np_selected
         assert cilium_selected
     assert not [o for o in render_chart({}) if o["kind"] == "CiliumNetworkPolicy"]
+
+
+def test_the_kind_e2e_runs_with_network_policies_and_says_it_has_not_run():
+    """The kind workflow deploys with the NetworkPolicies on and scripts/kind-e2e checks that
+    they are installed and enforced (a pod of another namespace is refused); both say they were
+    not run here."""
+    import yaml
+
+    workflow_text = (REPO / ".github" / "workflows" / "kind-e2e.yml").read_text()
+    workflow = yaml.safe_load(workflow_text)
+    runs = "\n".join(step.get("run", "") for step in workflow["jobs"]["kind-e2e"]["steps"])
+    assert "global.networkPolicy.enabled=true" in runs
+    assert "HAS NOT BEEN RUN" in workflow_text
+    script = (REPO / "scripts" / "kind-e2e").read_text()
+    assert "NetworkPolicies are not enforced" in script
+    assert "has not been run" in script
