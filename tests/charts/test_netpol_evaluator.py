@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.charts.netpol import External, Node, Pod, Policies, selector_matches, service_backends
+from tests.charts.cluster_model import service_backends
+from tests.charts.netpol import External, Node, Pod, Policies, selector_matches
 
 pytestmark = pytest.mark.charts
 

@@ -85,7 +85,7 @@ MLflow tracking URI seen from inside the cluster, on the port its Service expose
 {{- if eq .Chart.Name "mlflow" -}}
 {{- $port = .Values.service.port -}}
 {{- else if hasKey .Values "mlflow" -}}
-{{- $port = .Values.mlflow.service.port | default $port -}}
+{{- $port = dig "service" "port" $port .Values.mlflow -}}
 {{- end -}}
 {{- .Values.global.mlflow.trackingUri | default (printf "http://%s:%v" (include "mlp.serviceHost" (dict "ctx" . "component" "mlflow")) $port) -}}
 {{- end -}}
@@ -102,11 +102,13 @@ MLflow tracking URI seen from inside the cluster, on the port its Service expose
 
 {{/* The port the API server's Service exposes (`airflow.apiServer.service.port`), from the umbrella's or the airflow subchart's values. */}}
 {{- define "mlp.airflow.apiServerPort" -}}
-{{- $values := .Values -}}
-{{- if and (ne .Chart.Name "airflow") (hasKey .Values "airflow") -}}
-{{- $values = .Values.airflow -}}
+{{- if eq .Chart.Name "airflow" -}}
+{{- .Values.apiServer.service.port -}}
+{{- else if hasKey .Values "airflow" -}}
+{{- dig "apiServer" "service" "port" 8080 .Values.airflow -}}
+{{- else -}}
+8080
 {{- end -}}
-{{- $values.apiServer.service.port | default 8080 -}}
 {{- end -}}
 
 {{- define "mlp.airflow.apiServerUrl" -}}
