@@ -285,6 +285,23 @@ def test_with_the_local_task_runner_worker_pods_get_the_step_flows():
     assert m.blocked(m.pod("airflow-dag-processor"), "mlflow", 5000)
 
 
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_every_ip_block_is_one_the_api_server_accepts(profile):
+    """The API server refuses an ipBlock whose `except` is not strictly inside its `cidr`."""
+    import ipaddress
+
+    for policy in model(profile).policies.policies:
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in policy["spec"].get(direction) or []:
+                for peer in rule.get(key) or []:
+                    if "ipBlock" not in peer:
+                        continue
+                    cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    for excluded in peer["ipBlock"].get("except") or []:
+                        inner = ipaddress.ip_network(excluded)
+                        assert inner.subnet_of(cidr) and inner != cidr, (policy["metadata"]["name"], excluded)
+
+
 def test_kube_api_egress_is_configurable():
     values = {"global": {"networkPolicy": {"apiServer": {"cidrs": ["172.18.0.2/32"], "ports": [6443]}}}}
     m = Model(values, NAMESPACE)

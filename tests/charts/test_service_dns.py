@@ -177,3 +177,37 @@ def test_external_services_are_handed_out_as_configured():
         "s3.eu-west-1.amazonaws.com",
         f"{RELEASE}-mlflow.ml.svc.cluster.local",
     } <= hosts
+
+
+def _mlflow_profiles():
+    yield from ("shared-namespace", "steps-namespace", "steps-namespace-other-ports", "kind")
+    yield pytest.param(
+        "steps-namespace-cluster-domain",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="charts/mlflow/templates/_mlflow.tpl (mlflow.allowedHosts) still spells the domain "
+            "cluster.local; it should use mlp.serviceHostNames (global.clusterDomain)",
+        ),
+    )
+
+
+@pytest.mark.parametrize("profile", _mlflow_profiles())
+def test_mlflow_accepts_the_host_header_of_every_address_it_is_reached_at(profile):
+    """MLflow answers 403 to a Host header outside --allowed-hosts: every MLflow address handed
+    to a pod must be in that list, as the client sends it (no port when it is the scheme's)."""
+    rendered, domain = cluster(profile)
+    services = rendered.services()
+    mlflow = rendered.find("Deployment", f"{RELEASE}-mlflow")
+    args = [a for c in mlflow["spec"]["template"]["spec"]["containers"] for a in c.get("args", [])]
+    (allowed,) = [a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts=")]
+    accepted = set(allowed.split(","))
+    sent = set()
+    for address in addresses(rendered):
+        if resolve_service(address.host, address.namespace, services, domain) == (
+            rendered.namespace,
+            f"{RELEASE}-mlflow",
+        ):
+            default = {"http": 80, "https": 443}.get(address.scheme)
+            sent.add(address.host if address.port == default else f"{address.host}:{address.port}")
+    assert sent
+    assert sent <= accepted, sorted(sent - accepted)

@@ -56,6 +56,23 @@ the namespace defaults to the release's. Tests: tests/charts/test_service_dns.py
 {{- end -}}
 {{- end -}}
 
+{{/*
+Every spelling of a Service's name a client in the cluster may send as its Host header, for a
+server's allow-list: short, `.<ns>`, `.<ns>.svc`, `.<ns>.svc.<global.clusterDomain>`, each bare
+and with `:<port>`. (dict "ctx" $ "component" <component> "port" <port>) -> a JSON list.
+*/}}
+{{- define "mlp.serviceHostNames" -}}
+{{- $service := include "mlp.name" (dict "ctx" .ctx "component" .component) -}}
+{{- $namespace := .ctx.Release.Namespace -}}
+{{- $names := list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (include "mlp.serviceHost" (dict "ctx" .ctx "component" .component)) -}}
+{{- $out := list -}}
+{{- range $names | uniq -}}
+{{- $out = append $out . -}}
+{{- $out = append $out (printf "%s:%v" . $.port) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
 {{/* PostgreSQL: host (the bundled server unless global.postgresql.host is set) and port. */}}
 {{- define "mlp.postgresql.host" -}}
 {{- .Values.global.postgresql.host | default (include "mlp.serviceHost" (dict "ctx" . "component" "postgresql")) -}}
