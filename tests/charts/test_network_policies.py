@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.charts.chart_utils import KIND_VALUES, NAMESPACE, REDIS_VALUES, RELEASE, REPO, render_chart
+from tests.charts.chart_utils import (
+    EXTERNAL_VALUES,
+    KIND_VALUES,
+    NAMESPACE,
+    REDIS_VALUES,
+    RELEASE,
+    REPO,
+    render_chart,
+)
 from tests.charts.cluster_model import (
     STEP_POD_LABELS,
     RenderedCluster,
@@ -300,6 +308,24 @@ def test_every_ip_block_is_one_the_api_server_accepts(profile):
                     for excluded in peer["ipBlock"].get("except") or []:
                         inner = ipaddress.ip_network(excluded)
                         assert inner.subnet_of(cidr) and inner != cidr, (policy["metadata"]["name"], excluded)
+
+
+def test_external_services_are_reached_through_external_egress():
+    """An external PostgreSQL on a private address (here db.example.internal, 10.20.0.5:6432)
+    needs its own externalEgress entry, as docs/kubernetes.md says; the public HTTPS default
+    covers an external S3 endpoint."""
+    database = External("10.20.0.5")
+    default = Model(EXTERNAL_VALUES, NAMESPACE)
+    assert not default.policies.allowed(default.pod("step"), database, 6432)
+    assert default.policies.allowed(default.pod("step"), External("52.95.0.1"), 443)  # S3
+    egress = [
+        {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"], "ports": [443]},
+        {"cidr": "10.20.0.0/16", "ports": [6432]},
+    ]
+    m = Model(merged(EXTERNAL_VALUES, {"global": {"networkPolicy": {"externalEgress": egress}}}), NAMESPACE)
+    for component in ("step", "pipeline-doctor", "mlflow", "airflow-scheduler", "airflow-api-server"):
+        assert m.policies.allowed(m.pod(component), database, 6432), component
+    assert not [name for name in m.pods if name.startswith(f"{RELEASE}-postgresql")]
 
 
 def test_kube_api_egress_is_configurable():
