@@ -211,6 +211,8 @@ def test_needed_flows_are_allowed(profile):
     if m.has("redis"):
         for component in ("airflow-scheduler", "airflow-celery-worker"):
             assert m.reaches(m.pod(component), "redis", 6379), component
+        # Celery's result backend is Airflow's database
+        assert m.reaches(m.pod("airflow-celery-worker"), "postgresql", pg_port)
     # the UIs through `kubectl port-forward`: the kubelet connects from the pod's node
     assert m.reaches(NODE, "airflow-api-server", api_port)
     if m.has("mlflow"):
