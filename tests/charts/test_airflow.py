@@ -42,7 +42,7 @@ def test_component_runs_its_command_behind_the_image_entrypoint(name):
 def test_components_share_database_and_keys(name):
     env = env_of(pod_spec(component(render_chart(), name))["containers"][0])
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-        "postgresql+psycopg2://airflow:$(AIRFLOW_DB_PASSWORD)@mlp-postgresql:5432/airflow"
+        "postgresql+psycopg2://airflow:$(AIRFLOW_DB_PASSWORD)@mlp-postgresql.ml.svc.cluster.local:5432/airflow"
     )
     assert env["AIRFLOW_DB_PASSWORD"] == {
         "secretKeyRef": {"name": "mlp-postgresql-auth", "key": "airflow-password"}
@@ -88,7 +88,10 @@ def test_config_change_changes_the_checksum():
 def test_airflow_cfg_configures_the_kubernetes_executor():
     cfg = airflow_cfg(render_chart())
     assert cfg["core"]["executor"] == "KubernetesExecutor"
-    assert cfg["core"]["execution_api_server_url"] == "http://mlp-airflow-api-server.ml.svc:8080/execution/"
+    assert (
+        cfg["core"]["execution_api_server_url"]
+        == "http://mlp-airflow-api-server.ml.svc.cluster.local:8080/execution/"
+    )
     assert cfg["core"]["load_examples"] == "False"
     assert cfg["core"]["dags_folder"] == "/opt/airflow/dags"
     assert cfg["kubernetes_executor"]["namespace"] == "ml"
@@ -224,7 +227,7 @@ def test_remote_logging_to_the_bucket():
         "name": "mlp-pipeline",
         "key": "PIPELINE_S3__ACCESS_KEY_ID",
     }
-    assert '"endpoint_url":"http://mlp-minio:9000"' in worker_env["AIRFLOW_CONN_MLP_S3"]
+    assert '"endpoint_url":"http://mlp-minio.ml.svc.cluster.local:9000"' in worker_env["AIRFLOW_CONN_MLP_S3"]
 
 
 def test_hybrid_executor_adds_celery_workers():

@@ -6,7 +6,6 @@ import pytest
 
 from tests.charts.chart_utils import (
     EXTERNAL_VALUES,
-    NETWORK_POLICY_VALUES,
     REDIS_VALUES,
     render_chart,
 )
@@ -50,6 +49,18 @@ DEFAULT_INVENTORY = {
     ("ServiceAccount", "mlp-airflow"),
     ("Role", "mlp-airflow-pod-manager"),
     ("RoleBinding", "mlp-airflow-pod-manager"),
+    # NetworkPolicies (on by default)
+    ("NetworkPolicy", "mlp-default-deny"),
+    ("NetworkPolicy", "mlp-allow-dns"),
+    ("NetworkPolicy", "mlp-postgresql"),
+    ("NetworkPolicy", "mlp-minio"),
+    ("NetworkPolicy", "mlp-minio-bucket-job"),
+    ("NetworkPolicy", "mlp-mlflow"),
+    ("NetworkPolicy", "mlp-airflow"),
+    ("NetworkPolicy", "mlp-airflow-api-server"),
+    ("NetworkPolicy", "mlp-airflow-kube-api"),
+    ("NetworkPolicy", "mlp-pipeline-steps"),
+    ("NetworkPolicy", "mlp-pipeline-doctor"),
 }
 
 
@@ -97,22 +108,13 @@ def test_redis_adds_broker_and_celery_workers():
         ("Service", "mlp-redis"),
         ("Secret", "mlp-redis-auth"),
         ("Deployment", "mlp-airflow-celery-worker"),
+        ("NetworkPolicy", "mlp-redis"),
     }
 
 
-def test_network_policies_add_only_network_policies():
-    added = inventory(NETWORK_POLICY_VALUES) - inventory()
-    assert {kind for kind, _ in added} == {"NetworkPolicy"}
-    assert {name for _, name in added} == {
-        "mlp-default-deny",
-        "mlp-allow-dns",
-        "mlp-postgresql",
-        "mlp-minio",
-        "mlp-minio-bucket-job",
-        "mlp-mlflow",
-        "mlp-airflow",
-        "mlp-pipeline-steps",
-    }
+def test_turning_network_policies_off_removes_only_network_policies():
+    removed = inventory() - inventory({"global": {"networkPolicy": {"enabled": False}}})
+    assert removed == {o for o in DEFAULT_INVENTORY if o[0] == "NetworkPolicy"}
 
 
 def test_turning_every_subchart_off_leaves_only_the_pipeline_objects():
@@ -127,6 +129,10 @@ def test_turning_every_subchart_off_leaves_only_the_pipeline_objects():
         ("ConfigMap", "mlp-pipeline-config"),
         ("ServiceAccount", "mlp-pipeline"),
         ("Job", "mlp-pipeline-doctor"),
+        ("NetworkPolicy", "mlp-default-deny"),
+        ("NetworkPolicy", "mlp-allow-dns"),
+        ("NetworkPolicy", "mlp-pipeline-steps"),
+        ("NetworkPolicy", "mlp-pipeline-doctor"),
     }
 
 

@@ -50,7 +50,7 @@ def test_bucket_job_is_a_post_install_hook_creating_the_configured_bucket():
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
     env = env_of(pod_spec(job)["containers"][0])
     assert env["BUCKET"] == "team-ml"
-    assert env["S3_ENDPOINT"] == "http://mlp-minio:9000"
+    assert env["S3_ENDPOINT"] == "http://mlp-minio.ml.svc.cluster.local:9000"
     assert env["AWS_ACCESS_KEY_ID"] == {
         "secretKeyRef": {"name": "mlp-s3-credentials", "key": "access-key-id"}
     }

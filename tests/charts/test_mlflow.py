@@ -28,7 +28,7 @@ def test_backend_store_is_postgresql_with_the_password_from_the_secret():
         "secretKeyRef": {"name": "mlp-postgresql-auth", "key": "mlflow-password"}
     }
     assert env["MLFLOW_BACKEND_STORE_URI"] == (
-        "postgresql+psycopg2://mlflow:$(MLFLOW_DB_PASSWORD)@mlp-postgresql:5432/mlflow"
+        "postgresql+psycopg2://mlflow:$(MLFLOW_DB_PASSWORD)@mlp-postgresql.ml.svc.cluster.local:5432/mlflow"
     )
     assert "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in container["args"]
 
@@ -67,7 +67,7 @@ def test_telemetry_off_and_small_footprint():
 
 def test_s3_endpoint_and_keys_for_the_artifact_proxy():
     env = env_of(server())
-    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://mlp-minio:9000"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://mlp-minio.ml.svc.cluster.local:9000"
     assert env["AWS_ACCESS_KEY_ID"] == {
         "secretKeyRef": {"name": "mlp-s3-credentials", "key": "access-key-id"}
     }

@@ -28,9 +28,9 @@ def test_defaults_point_at_the_bundled_services():
         "PIPELINE_HOME": "/var/lib/ml-pipeline",
         "PIPELINE_ARTIFACT_ROOT": "s3://ml-pipeline/artifacts",
         "PIPELINE_DVC_REMOTE": "s3://ml-pipeline/dvc",
-        "MLFLOW_TRACKING_URI": "http://mlp-mlflow:5000",
-        "PIPELINE_FEATURE_STORE_URL": "postgresql+psycopg2://features@mlp-postgresql:5432/features",
-        "PIPELINE_S3__ENDPOINT_URL": "http://mlp-minio:9000",
+        "MLFLOW_TRACKING_URI": "http://mlp-mlflow.ml.svc.cluster.local:5000",
+        "PIPELINE_FEATURE_STORE_URL": "postgresql+psycopg2://features@mlp-postgresql.ml.svc.cluster.local:5432/features",
+        "PIPELINE_S3__ENDPOINT_URL": "http://mlp-minio.ml.svc.cluster.local:9000",
         "PIPELINE_S3__REGION": "us-east-1",
         "PIPELINE_LOG_LEVEL": "INFO",
     }

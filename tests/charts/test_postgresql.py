@@ -32,7 +32,10 @@ def test_database_and_role_names_come_from_values():
     values = {"global": {"postgresql": {"databases": {"features": {"database": "fs", "username": "fs_rw"}}}}}
     assert 'create "fs_rw" "fs" "$FEATURES_PASSWORD"' in initdb_script(values)
     env = get(render_chart(values), "ConfigMap", "mlp-pipeline-env")["data"]
-    assert env["PIPELINE_FEATURE_STORE_URL"] == "postgresql+psycopg2://fs_rw@mlp-postgresql:5432/fs"
+    assert (
+        env["PIPELINE_FEATURE_STORE_URL"]
+        == "postgresql+psycopg2://fs_rw@mlp-postgresql.ml.svc.cluster.local:5432/fs"
+    )
 
 
 def test_passwords_reach_the_server_only_from_the_auth_secret():

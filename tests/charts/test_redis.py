@@ -34,7 +34,10 @@ def test_airflow_components_get_the_broker_url_with_the_password_reference():
     objects = render_chart(REDIS_VALUES)
     for name in ("mlp-airflow-scheduler", "mlp-airflow-celery-worker"):
         env = env_of(pod_spec(get(objects, "Deployment", name))["containers"][0])
-        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://:$(REDIS_PASSWORD)@mlp-redis:6379/0"
+        assert (
+            env["AIRFLOW__CELERY__BROKER_URL"]
+            == "redis://:$(REDIS_PASSWORD)@mlp-redis.ml.svc.cluster.local:6379/0"
+        )
         assert env["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "mlp-redis-auth", "key": "password"}}
 
 

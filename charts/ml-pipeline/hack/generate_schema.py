@@ -29,6 +29,8 @@ KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.\-/]+):(?:\s|$)")
 
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 STRING_LIST = {"type": "array", "items": {"type": "string"}}
+CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
+PORT_LIST = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 65535}}
 K8S_NAME = {"type": "string", "pattern": r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253}
 
 DEFS: dict[str, Any] = {
@@ -88,6 +90,12 @@ DEFS: dict[str, Any] = {
 OVERRIDES: dict[str, dict[str, Any]] = {
     "global.imagePullSecrets": {"type": "array", "items": K8S_NAME},
     "global.labels": STRING_MAP,
+    "global.clusterDomain": {
+        "type": "string",
+        "pattern": r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\.?$",
+    },
+    "global.networkPolicy.apiServer.cidrs": {"type": "array", "minItems": 1, "items": CIDR},
+    "global.networkPolicy.apiServer.ports": PORT_LIST,
     "global.networkPolicy.externalEgress": {
         "type": "array",
         "items": {
@@ -95,12 +103,22 @@ OVERRIDES: dict[str, dict[str, Any]] = {
             "additionalProperties": False,
             "required": ["cidr", "ports"],
             "properties": {
-                "cidr": {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"},
-                "ports": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"type": "integer", "minimum": 1, "maximum": 65535},
-                },
+                "cidr": CIDR,
+                "except": {"type": "array", "items": CIDR},
+                "ports": PORT_LIST,
+            },
+        },
+    },
+    "global.networkPolicy.uiIngressFrom": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "namespaceSelector": {"type": "object"},
+                "podSelector": {"type": "object"},
+                "ipBlock": {"type": "object", "required": ["cidr"]},
             },
         },
     },

@@ -37,9 +37,45 @@ the limit of a DNS label.
 {{- .Values.global.pipeline.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "pipeline")) -}}
 {{- end -}}
 
+{{/*
+The DNS name of a Service of the release, valid from every namespace:
+`<service>.<namespace>.svc.<global.clusterDomain>` (`<service>.<namespace>.svc` when the domain
+is empty; the pods' DNS search path completes it). A short name (`<release>-mlflow`) resolves
+only inside its own namespace, and step and worker pods may run in another one
+(`global.pipeline.namespace`). Call with (dict "ctx" $ "component" <component> ["namespace" <ns>]);
+the namespace defaults to the release's. Tests: tests/charts/test_service_dns.py.
+*/}}
+{{- define "mlp.serviceHost" -}}
+{{- $service := include "mlp.name" (dict "ctx" .ctx "component" .component) -}}
+{{- $namespace := .namespace | default .ctx.Release.Namespace -}}
+{{- $domain := .ctx.Values.global.clusterDomain | default "" | trimSuffix "." -}}
+{{- if $domain -}}
+{{- printf "%s.%s.svc.%s" $service $namespace $domain -}}
+{{- else -}}
+{{- printf "%s.%s.svc" $service $namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every spelling of a Service's name a client in the cluster may send as its Host header, for a
+server's allow-list: short, `.<ns>`, `.<ns>.svc`, `.<ns>.svc.<global.clusterDomain>`, each bare
+and with `:<port>`. (dict "ctx" $ "component" <component> "port" <port>) -> a JSON list.
+*/}}
+{{- define "mlp.serviceHostNames" -}}
+{{- $service := include "mlp.name" (dict "ctx" .ctx "component" .component) -}}
+{{- $namespace := .ctx.Release.Namespace -}}
+{{- $names := list $service (printf "%s.%s" $service $namespace) (printf "%s.%s.svc" $service $namespace) (include "mlp.serviceHost" (dict "ctx" .ctx "component" .component)) -}}
+{{- $out := list -}}
+{{- range $names | uniq -}}
+{{- $out = append $out . -}}
+{{- $out = append $out (printf "%s:%v" . $.port) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
 {{/* PostgreSQL: host (the bundled server unless global.postgresql.host is set) and port. */}}
 {{- define "mlp.postgresql.host" -}}
-{{- .Values.global.postgresql.host | default (include "mlp.name" (dict "ctx" . "component" "postgresql")) -}}
+{{- .Values.global.postgresql.host | default (include "mlp.serviceHost" (dict "ctx" . "component" "postgresql")) -}}
 {{- end -}}
 
 {{/* Secret with the PostgreSQL role passwords (keys: postgres-password, airflow-password, mlflow-password, features-password). */}}
@@ -49,7 +85,7 @@ the limit of a DNS label.
 
 {{/* S3 endpoint: the bundled MinIO unless global.s3.endpoint is set. */}}
 {{- define "mlp.s3.endpoint" -}}
-{{- .Values.global.s3.endpoint | default (printf "http://%s:9000" (include "mlp.name" (dict "ctx" . "component" "minio"))) -}}
+{{- .Values.global.s3.endpoint | default (printf "http://%s:9000" (include "mlp.serviceHost" (dict "ctx" . "component" "minio"))) -}}
 {{- end -}}
 
 {{/* Secret with the S3 keys (keys: access-key-id, secret-access-key). */}}
@@ -57,9 +93,18 @@ the limit of a DNS label.
 {{- .Values.global.s3.existingSecret | default (include "mlp.name" (dict "ctx" . "component" "s3-credentials")) -}}
 {{- end -}}
 
-{{/* MLflow tracking URI seen from inside the cluster. */}}
+{{/*
+MLflow tracking URI seen from inside the cluster, on the port its Service exposes
+(`mlflow.service.port`, read from the umbrella's or the mlflow subchart's values).
+*/}}
 {{- define "mlp.mlflow.trackingUri" -}}
-{{- .Values.global.mlflow.trackingUri | default (printf "http://%s:5000" (include "mlp.name" (dict "ctx" . "component" "mlflow"))) -}}
+{{- $port := 5000 -}}
+{{- if eq .Chart.Name "mlflow" -}}
+{{- $port = .Values.service.port -}}
+{{- else if hasKey .Values "mlflow" -}}
+{{- $port = dig "service" "port" $port .Values.mlflow -}}
+{{- end -}}
+{{- .Values.global.mlflow.trackingUri | default (printf "http://%s:%v" (include "mlp.serviceHost" (dict "ctx" . "component" "mlflow")) $port) -}}
 {{- end -}}
 
 {{/* Secret with Airflow's keys (fernet-key, jwt-secret, api-secret-key, admin-password). */}}
@@ -72,8 +117,19 @@ the limit of a DNS label.
 {{- include "mlp.name" (dict "ctx" . "component" "airflow-api-server") -}}
 {{- end -}}
 
+{{/* The port the API server's Service exposes (`airflow.apiServer.service.port`), from the umbrella's or the airflow subchart's values. */}}
+{{- define "mlp.airflow.apiServerPort" -}}
+{{- if eq .Chart.Name "airflow" -}}
+{{- .Values.apiServer.service.port -}}
+{{- else if hasKey .Values "airflow" -}}
+{{- dig "apiServer" "service" "port" 8080 .Values.airflow -}}
+{{- else -}}
+8080
+{{- end -}}
+{{- end -}}
+
 {{- define "mlp.airflow.apiServerUrl" -}}
-{{- printf "http://%s.%s.svc:8080" (include "mlp.airflow.apiServerName" .) .Release.Namespace -}}
+{{- printf "http://%s:%s" (include "mlp.serviceHost" (dict "ctx" . "component" "airflow-api-server")) (include "mlp.airflow.apiServerPort" .) -}}
 {{- end -}}
 
 {{/* ConfigMap with the DAG's MLP_DAG_* settings. */}}
@@ -83,7 +139,7 @@ the limit of a DNS label.
 
 {{/* Redis: host and password Secret (key: password). */}}
 {{- define "mlp.redis.host" -}}
-{{- .Values.global.redis.host | default (include "mlp.name" (dict "ctx" . "component" "redis")) -}}
+{{- .Values.global.redis.host | default (include "mlp.serviceHost" (dict "ctx" . "component" "redis")) -}}
 {{- end -}}
 
 {{- define "mlp.redis.secretName" -}}
