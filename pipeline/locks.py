@@ -87,7 +87,7 @@ def _advisory_lock(url: str, key: str, timeout: float, what: str) -> Iterator[No
 
 LEASE_TAG = "lease_until"  # epoch seconds on the holder's clock
 OWNER_TAG = "owner"
-TICKET_SOURCE = "mlflow-artifacts:/ml-pipeline/registry-lock"  # never read: a ticket has no model
+TICKET_SOURCE = "ml-pipeline://registry-lock/ticket"  # never read: a ticket has no model
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
 
 

@@ -50,6 +50,8 @@ def _hold(env: dict[str, str], model: str, lease_s: float | None, events: dict[s
             out.put("written")
     except RetryableError as exc:
         out.put(f"refused: {exc}")
+    except Exception as exc:  # reported to the test, which fails on it
+        out.put(f"error: {type(exc).__name__}: {exc}")
 
 
 def _process(backends: Backends, home: Path, model: str, version: str, lease_s=None, **env: str):
@@ -81,6 +83,14 @@ def model(mlflow_client_env: str) -> str:
     return name
 
 
+def _taken(process, events: dict[str, Any], out) -> bool:
+    """Whether the process took the lock (False, with what it reported, if it ended without)."""
+    while not events["taken"].wait(1):
+        if not process.is_alive():
+            raise AssertionError(f"the process ended without the lock: {out.get(timeout=5)}")
+    return True
+
+
 def _champion(url: str, model: str) -> str:
     from mlflow import MlflowClient
 
@@ -93,11 +103,13 @@ def test_two_feature_stores_one_tracking_server_exclude_each_other(
     backends: Backends, tmp_path: Path, model: str, mlflow_client_env: str
 ) -> None:
     features = backends.postgres.create_database(unique("features_a_"))
+    # A lease longer than a slow server restart: what is tested is that the lock is kept in the
+    # registry's database, not in a connection or a process of the server.
     first, first_events, first_out = _process(
-        backends, tmp_path / "a", model, "1", PIPELINE_FEATURE_STORE_URL=features
+        backends, tmp_path / "a", model, "1", lease_s=900.0, PIPELINE_FEATURE_STORE_URL=features
     )
     try:
-        assert first_events["taken"].wait(WAIT), "the first process never took the lock"
+        assert _taken(first, first_events, first_out)
         # Another pipeline home, another feature store (SQLite in that home), the same registry.
         second, second_events, second_out = _process(
             backends, tmp_path / "b", model, "2", PIPELINE_REGISTRY_LOCK_TIMEOUT_S="2"
@@ -118,7 +130,7 @@ def test_two_feature_stores_one_tracking_server_exclude_each_other(
         first.join(WAIT)
 
     third, third_events, third_out = _process(backends, tmp_path / "b", model, "2")
-    assert third_events["taken"].wait(WAIT), "the lock was not free once released"
+    assert _taken(third, third_events, third_out), "the lock was not free once released"
     third_events["go"].set()
     assert third_out.get(timeout=WAIT) == "written"
     third.join(WAIT)
@@ -131,10 +143,10 @@ def test_a_holder_that_lost_the_lock_is_refused_before_its_alias_write(
     lease_s = 4.0
     stale, stale_events, stale_out = _process(backends, tmp_path / "a", model, "1", lease_s=lease_s)
     try:
-        assert stale_events["taken"].wait(WAIT), "the first process never took the lock"
+        assert _taken(stale, stale_events, stale_out)
         os.kill(stale.pid, signal.SIGSTOP)  # frozen: its heartbeat stops, its lease runs out
         taker, taker_events, taker_out = _process(backends, tmp_path / "b", model, "2", lease_s=lease_s)
-        assert taker_events["taken"].wait(WAIT), "a second process could not take over an expired lease"
+        assert _taken(taker, taker_events, taker_out), "no second process took over the expired lease"
         taker_events["go"].set()
         assert taker_out.get(timeout=WAIT) == "written"
         taker.join(WAIT)
