@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import RetryableError
 from pipeline.locks import RegistryLease, registry_lease
 from pipeline.metrics import higher_is_better, improvement
-from pipeline.tracking import RUN_TAG
+from pipeline.tracking import RUN_TAG, configure
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
@@ -60,8 +60,6 @@ def registry_lock(
     """The promotion lock of ``model_name`` in the configured registry. It yields the lease, whose
     ``check()`` every write under the lock calls first. The lease has a client of its own (its
     heartbeat runs in another thread)."""
-    from pipeline.tracking import configure
-
     return registry_lease(
         configure(settings),
         model_name,
