@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipeline.settings import S3Settings
-from pipeline.storage import ArtifactStore, sha256_file
+from pipeline.storage import ATTEMPT_TIME, ArtifactStore, sha256_file
 from tests.services import s3_server, unique
 
 WAIT = 120  # generous bound for a loaded machine: a broken interleaving fails the checks, not this
@@ -115,3 +116,18 @@ def test_overlapping_publishes_leave_a_complete_published_attempt(
     _publish(second, "third", tmp_path / "in3")
     latest = _assert_published_outputs_exist(second, tmp_path)
     assert latest != winner and winner not in _attempts(second)
+
+
+def test_attempts_nobody_saw_are_kept_until_they_are_old(tmp_path: Path) -> None:
+    """An attempt the manifest never named may be a publish still in flight: it is kept; one left
+    by a publisher killed long ago (older than the grace period) is removed."""
+    store = _store((str(tmp_path / "artifacts"), S3Settings()), tmp_path / "s")
+    attempts = Path(store.step_path("r1", "train")) / "attempts"
+    in_flight = attempts / f"{datetime.now(UTC).strftime(ATTEMPT_TIME)}-0000aaaa"
+    abandoned = attempts / "20200101T000000-0000bbbb"
+    for folder in (in_flight, abandoned):
+        folder.mkdir(parents=True)
+        (folder / "a.txt").write_text("partial")
+    _publish(store, "one", tmp_path / "in")
+    current = _assert_published_outputs_exist(store, tmp_path)
+    assert _attempts(store) == sorted([current, in_flight.name])
