@@ -1,12 +1,15 @@
 """Locks shared by every process that works on the same state: on one machine or across a cluster.
 
 :func:`shared_lock` (the sweep's trial reservation) and :class:`RegistryLease` (the registry's
-compare-and-set on ``champion``, kept in the registry itself; see its docstring).
+compare-and-set on ``champion``, kept in the registry itself; see its docstring). Both hand the
+holder a ``check()`` to call before each write the lock protects: it raises
+:class:`LockLostError` (retryable) once the lock may be held by someone else.
 
-With a PostgreSQL URL the lock is a session advisory lock on that server (pods on different nodes
-share it); otherwise it is a file lock (processes of one machine). Both are released by their
-process's death, so a killed holder never leaves the lock taken. Waiting is bounded: past
-``timeout`` the caller gets a ``RetryableError``, as it does when PostgreSQL is unreachable.
+For :func:`shared_lock`: with a PostgreSQL URL the lock is a session advisory lock on that
+server (pods on different nodes share it); otherwise it is a file lock (processes of one machine).
+Both are released by their process's death, so a killed holder never leaves the lock taken.
+Waiting is bounded: past ``timeout`` the caller gets a ``RetryableError``, as it does when
+PostgreSQL is unreachable.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +32,42 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+class LockLostError(RetryableError):
+    """The lock was lost (session ended, lease expired, taken over): stop writing and retry."""
+
+
+class HeldLock:
+    """What :func:`shared_lock` yields: :meth:`check` before each write the lock protects."""
+
+    def __init__(self, what: str, probe: Callable[[], None] | None = None):
+        self.what = what
+        self.lost = False
+        self._probe = probe
+
+    def check(self) -> None:
+        if self._probe is None:  # a file lock is held as long as its process lives
+            return
+        try:
+            self._probe()
+        except Exception:
+            self.lost = True
+            raise LockLostError(
+                f"{self.what} was lost: the PostgreSQL session that held it ended (a server restart or "
+                "a killed session), so another process may hold it now; retry"
+            ) from None
+
+
 @contextlib.contextmanager
-def shared_lock(url: str, key: str, lock_file: Path, timeout: float, what: str) -> Iterator[None]:
+def shared_lock(url: str, key: str, lock_file: Path, timeout: float, what: str) -> Iterator[HeldLock]:
     """Hold ``key`` on the PostgreSQL server of ``url``, or ``lock_file`` for any other URL.
 
-    ``what`` names the lock in errors ("the registry lock of 'penguins'").
+    ``what`` names the lock in errors ("the trial reservation of 'sweep-a'"). A PostgreSQL session
+    lock disappears with its session (server restart, ``pg_terminate_backend``) without telling
+    the holder: call the yielded lock's ``check()`` before each write it protects.
     """
     if url.startswith(("postgresql", "postgres")):
-        with _advisory_lock(url, key, timeout, what):
-            yield
+        with _advisory_lock(url, key, timeout, what) as held:
+            yield held
         return
     from filelock import FileLock, Timeout
 
@@ -48,13 +78,13 @@ def shared_lock(url: str, key: str, lock_file: Path, timeout: float, what: str) 
     except Timeout:
         raise RetryableError(f"timed out after {timeout:.0f}s waiting for {what}") from None
     try:
-        yield
+        yield HeldLock(what)
     finally:
         lock.release()
 
 
 @contextlib.contextmanager
-def _advisory_lock(url: str, key: str, timeout: float, what: str) -> Iterator[None]:
+def _advisory_lock(url: str, key: str, timeout: float, what: str) -> Iterator[HeldLock]:
     import sqlalchemy as sa
 
     from pipeline.featurestore import POSTGRES_CONNECT_ARGS
@@ -70,11 +100,18 @@ def _advisory_lock(url: str, key: str, timeout: float, what: str) -> Iterator[No
                     raise RetryableError(f"timed out after {timeout:.0f}s waiting for {what}")
                 time.sleep(0.5)
             connection.commit()
-            try:
-                yield
-            finally:
-                connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+
+            def probe() -> None:  # the session is alive, so the lock it took is still held
+                connection.execute(sa.text("SELECT 1")).scalar()
                 connection.commit()
+
+            held = HeldLock(what, probe)
+            try:
+                yield held
+            finally:
+                if not held.lost:
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+                    connection.commit()
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise RetryableError(f"{what}: PostgreSQL unreachable: {getattr(exc, 'orig', exc)}") from None
     finally:
@@ -89,10 +126,6 @@ LEASE_TAG = "lease_until"  # epoch seconds on the holder's clock
 OWNER_TAG = "owner"
 TICKET_SOURCE = "ml-pipeline://registry-lock/ticket"  # never read: a ticket has no model
 _MISSING = "RESOURCE_DOES_NOT_EXIST"
-
-
-class LockLostError(RetryableError):
-    """The lease was lost (expired, taken over): the holder must stop writing and retry."""
 
 
 class RegistryLease:

@@ -158,3 +158,23 @@ def test_a_holder_that_lost_the_lock_is_refused_before_its_alias_write(
     stale.join(WAIT)
     assert stale.exitcode == 0
     assert _champion(mlflow_client_env, model) == "2", "the holder that lost the lock wrote anyway"
+
+
+def test_a_killed_advisory_lock_session_is_detected_before_the_next_write(backends: Backends) -> None:
+    """The same check on :func:`pipeline.locks.shared_lock` (the sweep's trial reservation): a
+    PostgreSQL session lock vanishes with its session; the holder's next ``check()`` says so."""
+    from pipeline.locks import LockLostError, shared_lock
+
+    database = unique("locks_")
+    url = backends.postgres.create_database(database)
+    unused = Path("/nonexistent/unused.lock")
+    with shared_lock(url, "k", unused, timeout=5, what="the lock 'k'") as held:
+        held.check()  # held: passes
+        killed = backends.postgres.query(
+            database, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+        )
+        assert killed == [(True,)]
+        with shared_lock(url, "k", unused, timeout=5, what="the lock 'k'"):
+            pass  # another process may take it now
+        with pytest.raises(LockLostError, match="the lock 'k' was lost: the PostgreSQL session"):
+            held.check()
