@@ -10,7 +10,16 @@ A step writes its files into a private local staging folder. Publishing copies t
 ``attempts/<attempt>/`` folder and then writes ``manifest.json`` in one atomic operation (a rename
 on a local disk, a single PUT on S3). A later step resolves its inputs only through the manifest,
 so it sees either the previous complete attempt or the new complete one, never a half-written
-folder. Older attempts are removed after the manifest moved on.
+folder.
+
+Two publishes of the same (run, step) may overlap (an Airflow retry while the first pod still runs,
+``pipeline run --run-id X`` started twice): the last manifest write wins, and the manifest must
+never name an attempt that was removed. Each publisher writes the manifest exactly once, so an
+attempt that has been *seen* named by the manifest will never be named again once the manifest
+has moved on; only such attempts are removed: the one a publisher saw just before its own write,
+and its own attempt when it reads back another one (it lost the race). An attempt nobody saw (a
+publisher killed mid-upload, or one overtaken before anyone read it) is left alone until it is
+older than :data:`ORPHAN_GRACE_S`, as it may still be about to be published.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ATTEMPT_TIME = "%Y%m%dT%H%M%S"
+ORPHAN_GRACE_S = 24 * 3600  # an attempt no manifest named is removed once it is this old
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -161,6 +172,15 @@ class Manifest:
         return cls(**json.loads(text))
 
 
+def _older_than(attempt: str, now: datetime, seconds: float) -> bool:
+    """Whether the attempt id (``<UTC time>-<random>``) was made more than ``seconds`` ago."""
+    try:
+        made = datetime.strptime(attempt.split("-", 1)[0], ATTEMPT_TIME).replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    return (now - made).total_seconds() > seconds
+
+
 class ArtifactStore:
     """Reads and publishes step outputs under ``<root>/runs/<run id>/<step>/``."""
 
@@ -234,7 +254,7 @@ class ArtifactStore:
 
         ``outputs`` maps output names to paths relative to ``staging`` (a file or a folder).
         """
-        attempt = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        attempt = f"{datetime.now(UTC).strftime(ATTEMPT_TIME)}-{uuid.uuid4().hex[:8]}"
         step_dir = self.step_path(run_id, step)
         attempt_dir = f"{step_dir}/attempts/{attempt}"
         described: dict[str, dict[str, Any]] = {}
@@ -247,6 +267,7 @@ class ArtifactStore:
                 entry["sha256"] = sha256_file(local)
                 entry["bytes"] = local.stat().st_size
             described[name] = entry
+        previous: str | None = None
         try:
             self._upload_tree(staging, attempt_dir)
             manifest = Manifest(
@@ -259,13 +280,50 @@ class ArtifactStore:
                 outputs=described,
                 summary=summary,
             )
+            previous = self._current_attempt_or_none(step_dir, default=None)
             self._atomic_write_text(f"{step_dir}/{MANIFEST}", manifest.to_json())
         except storage_errors() as exc:
-            self._remove_quietly(attempt_dir)
+            # The write may have landed even though it failed (an answer lost on the way back):
+            # the attempt goes only if the manifest is known to name another one.
+            if self._current_attempt_or_none(step_dir, default=attempt) != attempt:
+                self._remove_quietly(attempt_dir)
             note = "; the previously published outputs (if any) are unchanged"
             raise self._failed(f"publish {step} outputs to {self.to_uri(step_dir)}", exc, note) from exc
-        self._remove_other_attempts(step_dir, keep=attempt)
+        self._remove_superseded(step_dir, attempt, previous)
         return manifest
+
+    def _current_attempt(self, step_dir: str) -> str | None:
+        """The attempt the manifest names now (``None`` when there is no manifest yet)."""
+        try:
+            with self.fs.open(f"{step_dir}/{MANIFEST}", "r") as handle:
+                return json.loads(handle.read()).get("attempt")
+        except FileNotFoundError:
+            return None
+
+    def _current_attempt_or_none(self, step_dir: str, default: str) -> str | None:
+        try:
+            return self._current_attempt(step_dir)
+        except (*storage_errors(), ValueError):
+            return default
+
+    def _remove_superseded(self, step_dir: str, mine: str, previous: str | None) -> None:
+        """Remove the attempts no manifest will name again (see the module docstring)."""
+        current = self._current_attempt_or_none(step_dir, default=mine)
+        if current is None:  # the manifest vanished (the run prefix was removed): touch nothing
+            return
+        superseded = {a for a in (previous, mine) if a is not None and a != current}
+        try:
+            attempts = [
+                a.rstrip("/").rsplit("/", 1)[-1] for a in self.fs.ls(f"{step_dir}/attempts", detail=False)
+            ]
+        except storage_errors():
+            attempts = []
+        now = datetime.now(UTC)
+        for attempt in attempts:
+            if attempt == current:
+                continue
+            if attempt in superseded or _older_than(attempt, now, ORPHAN_GRACE_S):
+                self._remove_quietly(f"{step_dir}/attempts/{attempt}")
 
     def _upload_tree(self, staging: Path, target: str) -> None:
         if self.is_local:
@@ -287,15 +345,6 @@ class ArtifactStore:
             os.replace(tmp, path)
         else:  # one PUT: S3 makes an object visible whole or not at all
             self.fs.pipe_file(path, text.encode("utf-8"))
-
-    def _remove_other_attempts(self, step_dir: str, keep: str) -> None:
-        try:
-            attempts = self.fs.ls(f"{step_dir}/attempts", detail=False)
-        except storage_errors():
-            return
-        for attempt in attempts:
-            if attempt.rstrip("/").rsplit("/", 1)[-1] != keep:
-                self._remove_quietly(attempt)
 
     def _remove_quietly(self, path: str) -> None:
         try:

@@ -4,24 +4,48 @@ Under the registry lock (see :mod:`pipeline.registry`) the step registers the ve
 current champion on this run's frozen test snapshot, applies the gate and moves the aliases. The
 decision and its reason are tags on the version (and on the run), alongside the data lineage, so
 the registry alone answers "which data made this model and why was it promoted".
+
+The step is a sequence of idempotent writes that a retry repeats until it has converged on the
+state a clean run leaves, whichever call failed (an MLflow 5xx after its retries, a killed pod):
+
+1. complete every decision left pending by an interrupted run (``gate.state = pending``: recorded,
+   but its alias move or run tags may be missing), oldest first;
+2. find this run's version (by the tag ``pipeline.run_id``) or create it, and wait until READY;
+3. point ``challenger`` at it unless a newer version already holds it;
+4. if no decision is recorded yet: score the champion, decide, record the decision tags
+   (``gate.decision`` last, ``gate.state = pending`` until 5 is done);
+5. complete the decision: ``champion`` moves only by compare-and-set (it must still name the
+   version the decision compared against); then the run's tags; then ``pending`` is cleared.
+
+A recorded decision is never taken again: the champion it was compared against may have been
+replaced since (and by step 1 every later run completed this one first, so a recorded promotion
+was either applied, or applies now on an unchanged champion). A newer champion that beat it is
+never demoted by it.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
+from pipeline.errors import RetryableError
 from pipeline.modelfiles import MODEL_FILES_TAGS, ModelFilesError
 from pipeline.registry import (
-    CHALLENGER,
-    CHAMPION,
+    DECISION,
+    NOT_APPLIED,
+    GateDecision,
+    apply_decision,
     champion,
+    complete_pending,
     decide,
     ensure_registered_model,
     find_version_for_run,
+    point_challenger,
+    record_decision,
     registry_lock,
     wait_until_ready,
 )
@@ -29,7 +53,13 @@ from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
 from pipeline.tracking import RUN_TAG, configure
 
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow.tracking import MlflowClient
+
 logger = logging.getLogger(__name__)
+
+# MLflow error codes of a failure worth retrying (what a 5xx or an overloaded server answers)
+TRANSIENT_MLFLOW_ERRORS = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
 
 COPIED_RUN_TAGS = (
     RUN_TAG,
@@ -75,13 +105,10 @@ def run(ctx: StepContext) -> StepResult:
     mlflow_run_id = train.summary["mlflow_run_id"]
     run_tags = client.get_run(mlflow_run_id).data.tags
 
-    with registry_lock(settings, name):
+    with registry_lock(settings, name) as lease:
         ensure_registered_model(client, name)
-        existing = find_version_for_run(client, name, ctx.run_id)
-        if existing is not None and existing.tags.get("gate.decision"):
-            logger.info("run %s is already registered as %s v%s", ctx.run_id, name, existing.version)
-            return _result(name, existing.version, existing.tags, client, mlflow_run_id, already=True)
-        version = existing or client.create_model_version(
+        complete_pending(client, lease, name)
+        version = find_version_for_run(client, name, ctx.run_id) or client.create_model_version(
             name,
             source=train.summary["model_uri"],
             run_id=mlflow_run_id,
@@ -89,48 +116,66 @@ def run(ctx: StepContext) -> StepResult:
             tags={k: run_tags[k] for k in (*COPIED_RUN_TAGS, *MODEL_FILES_TAGS) if k in run_tags},
             description=f"Run {ctx.run_id}: test {metric} {score:.4f}.",
         )
-        wait_until_ready(client, name, version.version)
-        client.set_registered_model_alias(name, CHALLENGER, version.version)
-
-        current = champion(client, name)
-        champion_version = champion_score = None
-        note = ""
-        if current is not None and str(current.version) != str(version.version):
-            champion_version = str(current.version)
-            try:
-                champion_score, note = score_champion(ctx, name, current.version, metric)
-            except Exception as exc:
-                recorded = current.tags.get("gate.score")
-                if recorded is None:
-                    raise
-                champion_score = float(recorded)
-                note = f" (champion could not be scored on this snapshot: {exc}; its recorded score was used)"
-        decision = decide(settings, metric, score, baseline_score, champion_version, champion_score, note)
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, version.version, key, value)
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-        client.set_tag(mlflow_run_id, "registry.model", name)
-        client.set_tag(mlflow_run_id, "registry.version", version.version)
-        client.set_tag(mlflow_run_id, "gate.decision", decision.tags()["gate.decision"])
-        client.set_tag(mlflow_run_id, "gate.reason", decision.reason)
-        tags = client.get_model_version(name, version.version).tags
-    logger.info("%s v%s: %s (%s)", name, version.version, tags["gate.decision"], decision.reason)
-    return _result(name, version.version, tags, client, mlflow_run_id)
+        number = str(version.version)
+        wait_until_ready(client, name, number)
+        point_challenger(client, lease, name, number)
+        if not version.tags.get(DECISION):
+            decision = _decide(ctx, client, name, number, metric, score, baseline_score)
+            record_decision(client, lease, name, number, decision)
+        else:
+            logger.info("run %s: %s v%s has a recorded decision; completing it", ctx.run_id, name, number)
+        tags = apply_decision(client, lease, name, client.get_model_version(name, number))
+    logger.info("%s v%s: %s (%s)", name, number, tags[DECISION], tags.get("gate.reason", ""))
+    return _result(name, number, tags, client, mlflow_run_id)
 
 
-def _result(name, version, tags, client, mlflow_run_id, already: bool = False) -> StepResult:
+def _decide(
+    ctx: StepContext,
+    client: MlflowClient,
+    name: str,
+    version: str,
+    metric: str,
+    score: float,
+    baseline_score: float | None,
+) -> GateDecision:
     current = champion(client, name)
-    promoted = tags.get("gate.decision") == "promoted"
+    champion_version = champion_score = None
+    note = ""
+    if current is not None and str(current.version) != version:
+        champion_version = str(current.version)
+        try:
+            champion_score, note = score_champion(ctx, name, current.version, metric)
+        except Exception as exc:
+            if _transient(exc):  # a retry scores it; a fallback would be a different decision
+                raise
+            recorded = current.tags.get("gate.score")
+            if recorded is None:
+                raise
+            champion_score = float(recorded)
+            note = f" (champion could not be scored on this snapshot: {exc}; its recorded score was used)"
+    return decide(ctx.settings, metric, score, baseline_score, champion_version, champion_score, note)
+
+
+def _transient(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, RetryableError):
+        return True
+    return isinstance(exc, MlflowException) and exc.error_code in TRANSIENT_MLFLOW_ERRORS
+
+
+def _result(
+    name: str, version: str, tags: dict[str, str], client: MlflowClient, mlflow_run_id: str
+) -> StepResult:
+    current = champion(client, name)
     return StepResult(
         summary={
             "model_name": name,
-            "version": str(version),
-            "aliases": sorted(client.get_model_version(name, str(version)).aliases),
-            "promoted": promoted,
+            "version": version,
+            "aliases": sorted(client.get_model_version(name, version).aliases),
+            "promoted": tags.get(DECISION) == "promoted" and NOT_APPLIED not in tags,
             "reason": tags.get("gate.reason", ""),
             "champion_version": str(current.version) if current is not None else None,
             "mlflow_run_id": mlflow_run_id,
-            "already_registered": already,
         }
     )
