@@ -220,3 +220,14 @@ def test_kind_gpu_up_refuses_a_host_without_a_gpu(tmp_path):
     assert "nvidia-smi" in result.stderr
     calls = Path(env["CALLS"])
     assert not calls.exists() or "kind create" not in calls.read_text()
+
+
+def test_the_images_workflow_pins_dev_through_scripts_promote():
+    """The dev overlay says CI writes its digests: this is the workflow that does (it cannot run here)."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "images.yml").read_text())
+    runs = "\n".join(step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"])
+    assert "scripts/promote build dev" in runs
+    for image in ("pipeline", "airflow", "mlflow"):
+        assert f'--image-digest "{image}=' in runs
+    assert "--chart-revision" in runs and "gh pr create" in runs
+    assert "images.yml" in (REPO / "k8s" / "envs" / "dev" / "values.yaml").read_text()

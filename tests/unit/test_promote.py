@@ -202,3 +202,26 @@ def test_promoted_overlay_still_renders(repo):
     promoted = yaml.safe_load((repo / "envs" / "staging" / "values.yaml").read_text())
     assert promoted["global"]["networkPolicy"]["enabled"] is True
     assert promoted["airflow"]["dag"]["gpu"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_ci_writes_the_built_digests_and_commit_into_dev(repo):
+    """What .github/workflows/images.yml runs after pushing the images."""
+    digest = "sha256:" + "a" * 64
+    result = promote(
+        repo, "build", "dev", "--image-digest", f"pipeline={digest}", "--image-tag", "0.2.0",
+        "--chart-revision", "fedcba9876543210fedcba9876543210fedcba98",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dev = yaml.safe_load((repo / "envs" / "dev" / "values.yaml").read_text())
+    assert dev["global"]["images"]["pipeline"] == {
+        "repository": "registry.example.com/ml-pipeline/pipeline",
+        "tag": "0.2.0",
+        "digest": digest,
+    }
+    assert dev["global"]["images"]["airflow"]["digest"].startswith("sha256:5555")  # not built: unchanged
+    app = yaml.safe_load((repo / "argocd" / "ml-pipeline-dev.yaml").read_text())
+    assert app["spec"]["sources"][0]["targetRevision"] == "fedcba9876543210fedcba9876543210fedcba98"
+    refused = promote(repo, "build", "dev", "--image-digest", "pipeline=latest", "--no-chart")
+    assert refused.returncode == 2
+    assert "global.images.pipeline.digest" in refused.stderr
+    assert promote(repo, "build", "staging", "--image-digest", f"pipeline={digest}").returncode == 2
