@@ -17,7 +17,7 @@ VALUES = {
         "className": "nginx",
         "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt-prod"},
         "airflow": {"host": "airflow.example.com"},
-        "mlflow": {"host": "mlflow.example.com", "tlsSecretName": "mlflow-cert"},
+        "mlflow": {"host": "mlflow.example.com", "tlsSecret": "mlflow-cert"},
     },
     "mlflow": {"allowedHosts": ["mlflow.example.com"]},
 }

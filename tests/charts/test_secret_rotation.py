@@ -2,7 +2,7 @@
 
 Argo CD renders like `helm template`: `lookup` finds nothing, so a checksum of the Secret's data
 in the cluster never changes there. What changes is the values: the Secret's name and
-`global.secretRotation` (a per-Secret revision, or one token for all). These tests render before
+`global.secretRotation` (a per-Secret revision, or one epoch for all). These tests render before
 and after a rotation and compare the pod templates of every long-running workload.
 """
 
@@ -105,10 +105,10 @@ def test_rotating_one_secret_restarts_exactly_its_consumers(profile):
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_the_rotation_token_restarts_every_consumer_of_a_secret(profile):
+def test_the_rotation_epoch_restarts_every_consumer_of_a_secret(profile):
     values = PROFILES[profile]
     before = consumers(values)
-    after = consumers(with_rotation(values, token="1"))
+    after = consumers(with_rotation(values, epoch="1"))
     for workload, (read, ann) in before.items():
         assert (after[workload][1] != ann) == bool(read), workload
 
@@ -123,6 +123,6 @@ def test_switching_to_an_existing_secret_restarts_its_consumers():
 
 def test_same_values_render_the_same_checksums():
     """Under Argo CD an unchanged commit must not restart anything (no random input)."""
-    a = consumers(with_rotation({}, token="x"))
-    b = consumers(with_rotation({}, token="x", revisions={}))
+    a = consumers(with_rotation({}, epoch="x"))
+    b = consumers(with_rotation({}, epoch="x", revisions={}))
     assert {w: ann for w, (_, ann) in a.items()} == {w: ann for w, (_, ann) in b.items()}

@@ -188,6 +188,8 @@ def test_promotion_copies_the_approved_model_and_names_it_by_the_targets_version
     assert version.tags["promotion.source.version"] == "2"
     assert "gate.champion_version" not in version.tags
     assert version.tags["promotion.source.gate.champion_version"] == "1"
+    logged = target.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
+    assert logged.tags["model.files_sha256"] == manifest_digest(approved_files)
     run = target.get_run(version.run_id)
     assert run.data.params == {"train.learning_rate": "0.003", "seed": "7"}
     assert run.data.metrics == {"test_macro_f1": 0.91}

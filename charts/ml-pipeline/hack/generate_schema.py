@@ -129,7 +129,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "pipeline.model.version": {"type": "string", "pattern": r"^$|^[0-9]+$"},
     "pipeline.artifactRoot": {"type": "string", "pattern": r"^$|^(s3|gs|file)://\S+$"},
     "pipeline.dvcRemote": {"type": "string", "pattern": r"^$|^(s3|gs|file)://\S+$"},
-    "global.secretRotation.token": {"type": "string"},
+    "global.secretRotation.epoch": {"type": "string"},
     "global.secretRotation.revisions": {
         "type": "object",
         "propertyNames": K8S_NAME,
@@ -137,7 +137,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "ingress.annotations": STRING_MAP,
     "ingress.*.host": {"type": "string", "pattern": r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
-    "ingress.*.tlsSecretName": K8S_NAME,
+    "ingress.*.tlsSecret": K8S_NAME,
     "ingress.className": K8S_NAME,
     "cnpg.instances": {"type": "integer", "minimum": 1},
     "cnpg.imageName": {"type": "string", "minLength": 1},

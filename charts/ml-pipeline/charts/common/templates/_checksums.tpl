@@ -4,7 +4,7 @@ Checksum of a Secret's rotation inputs, from (dict "ctx" . "name" <secret name> 
 read the Secret again. It covers, in this order:
 
 * what the values say about the Secret: its name (switching `existingSecret` restarts the
-  consumers), `global.secretRotation.token` (bump it to restart every consumer of every Secret)
+  consumers), `global.secretRotation.epoch` (bump it to restart every consumer of every Secret)
   and `global.secretRotation.revisions.<secret name>` (bump it after rotating that Secret);
 * the Secret's data as it exists in the cluster (`lookup`), which only `helm upgrade` sees.
 
@@ -18,6 +18,6 @@ secrets"). `helm template` gives the same value as Argo CD for the same values.
 {{- $rotation := .ctx.Values.global.secretRotation | default dict -}}
 {{- $revisions := $rotation.revisions | default dict -}}
 {{- $found := lookup "v1" "Secret" $ns .name -}}
-{{- $inputs := dict "name" .name "token" ($rotation.token | default "" | toString) "revision" (get $revisions .name | default "" | toString) "data" (get $found "data" | default dict) -}}
+{{- $inputs := dict "name" .name "epoch" ($rotation.epoch | default "" | toString) "revision" (get $revisions .name | default "" | toString) "data" (get $found "data" | default dict) -}}
 {{- $inputs | toJson | sha256sum -}}
 {{- end -}}
