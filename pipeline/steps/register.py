@@ -73,7 +73,9 @@ COPIED_RUN_TAGS = (
 )
 
 
-def score_champion(ctx: StepContext, name: str, version: str, metric: str) -> tuple[float, str]:
+def score_champion(
+    ctx: StepContext, client: MlflowClient, name: str, version: str, metric: str
+) -> tuple[float, str]:
     """The champion's primary metric on this run's test snapshot (same rows as the challenger).
 
     The champion is loaded from its data files only, each checked against the digest recorded
@@ -83,7 +85,7 @@ def score_champion(ctx: StepContext, name: str, version: str, metric: str) -> tu
     data = ctx.settings.data
     test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
     try:
-        predictor = load_trusted_predictor(configure(ctx.settings), f"models:/{name}/{version}", ctx.scratch)
+        predictor = load_trusted_predictor(client, f"models:/{name}/{version}", ctx.scratch)
     except ModelFilesError as exc:
         logger.error("the champion is not loaded: %s", exc)
         raise
@@ -144,7 +146,7 @@ def _decide(
     if current is not None and str(current.version) != version:
         champion_version = str(current.version)
         try:
-            champion_score, note = score_champion(ctx, name, current.version, metric)
+            champion_score, note = score_champion(ctx, client, name, current.version, metric)
         except Exception as exc:
             if _transient(exc):  # a retry scores it; a fallback would be a different decision
                 raise
