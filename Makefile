@@ -102,10 +102,13 @@ HELM_ARGS      ?=
 KIND_ENV = KIND='$(KIND)' KUBECTL='$(KUBECTL)' KIND_CLUSTER='$(KIND_CLUSTER)' KIND_CONFIG='$(KIND_CONFIG)' \
 	NAMESPACE='$(NAMESPACE)' RELEASE='$(RELEASE)'
 
-.PHONY: kind-up kind-load deploy port-forward e2e kind-down
+.PHONY: kind-up kind-up-gpu kind-load deploy port-forward e2e kind-down
 
-kind-up: ## Create the kind cluster and namespace (KIND_CONFIG=k8s/kind/cluster-gpu.yaml for GPUs)
+kind-up: ## Create the kind cluster and namespace (CPU only; GPUs: make kind-up-gpu)
 	$(KIND_ENV) scripts/kind-up
+
+kind-up-gpu: ## Create a kind cluster with the host's NVIDIA GPUs allocatable (toolkit in the node, RuntimeClass nvidia, device plugin)
+	$(KIND_ENV) HELM='$(HELM)' scripts/kind-gpu-up
 
 kind-load: ## Build the images with IMAGE_TAG=$(KIND_IMAGE_TAG) and load them into the kind node
 	$(MAKE) images IMAGE_TAG=$(KIND_IMAGE_TAG)

@@ -1,4 +1,6 @@
-"""scripts/promote moves image digests and the model version one environment along, and nothing else."""
+"""scripts/promote moves the chart revision, the image digests and the pipeline configuration one
+environment along, and nothing else. The model's copy between registries is tested against real
+MLflow servers in tests/integration/test_promote_registries.py."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "promote"
 ENVS = REPO / "k8s" / "envs"
+ARGOCD = REPO / "k8s" / "argocd"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 pytest.importorskip("ruamel.yaml", reason="scripts/promote needs ruamel.yaml (the dev extra)")
 
@@ -28,37 +32,55 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 @pytest.fixture
-def envs(tmp_path: Path) -> Path:
-    target = tmp_path / "envs"
-    shutil.copytree(ENVS, target)
-    return target
+def repo(tmp_path: Path) -> Path:
+    shutil.copytree(ENVS, tmp_path / "envs")
+    shutil.copytree(ARGOCD, tmp_path / "argocd")
+    dev_app = tmp_path / "argocd" / "ml-pipeline-dev.yaml"
+    dev_app.write_text(
+        dev_app.read_text().replace("targetRevision: ml-pipeline-0.1.0", f"targetRevision: {COMMIT}")
+    )
+    return tmp_path
 
 
-def promote(envs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def promote(repo: Path, *args: str, model: bool = False) -> subprocess.CompletedProcess[str]:
+    extra = [] if model else ["--no-model"]
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args, "--envs-dir", str(envs)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            *args,
+            *extra,
+            "--envs-dir",
+            str(repo / "envs"),
+            "--argocd-dir",
+            str(repo / "argocd"),
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
 
 
-def test_dev_to_staging_changes_only_the_intended_keys(envs):
-    before_text = (envs / "staging" / "values.yaml").read_text()
-    before = flatten(yaml.safe_load(before_text))
-    dev = flatten(yaml.safe_load((envs / "dev" / "values.yaml").read_text()))
+def comments(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.lstrip().startswith("#")]
 
-    result = promote(envs, "dev", "staging")
+
+def test_dev_to_staging_changes_only_the_intended_keys(repo):
+    staging = repo / "envs" / "staging" / "values.yaml"
+    before_text = staging.read_text()
+    before = flatten(yaml.safe_load(before_text))
+    dev = flatten(yaml.safe_load((repo / "envs" / "dev" / "values.yaml").read_text()))
+
+    result = promote(repo, "dev", "staging")
     assert result.returncode == 0, result.stderr
 
-    after_text = (envs / "staging" / "values.yaml").read_text()
+    after_text = staging.read_text()
     after = flatten(yaml.safe_load(after_text))
     changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
     assert changed == {
         "global.images.pipeline.digest",
         "global.images.airflow.digest",
         "global.images.mlflow.digest",
-        "pipeline.model.version",
     }
     for key in changed:
         assert after[key] == dev[key]
@@ -67,58 +89,139 @@ def test_dev_to_staging_changes_only_the_intended_keys(envs):
     assert len(old_lines) == len(new_lines)
     differing = [(o, n) for o, n in zip(old_lines, new_lines, strict=True) if o != n]
     assert len(differing) == len(changed)
-    assert [line for line in old_lines if line.lstrip().startswith("#")] == [
-        line for line in new_lines if line.lstrip().startswith("#")
-    ]
-    assert 'version: "4"' in after_text  # the quoting of the version string is kept
+    assert comments(before_text) == comments(after_text)
+    assert 'version: "3"' in after_text  # the model is left alone with --no-model, its quoting kept
     assert result.stdout.startswith("--- a/")
     assert "+      digest: sha256:4444" in result.stdout
 
 
-def test_promotion_is_idempotent(envs):
-    assert promote(envs, "dev", "staging").returncode == 0
-    text = (envs / "staging" / "values.yaml").read_text()
-    again = promote(envs, "dev", "staging")
+def test_the_chart_revision_moves_with_the_images(repo):
+    app_file = repo / "argocd" / "ml-pipeline-staging.yaml"
+    before = app_file.read_text()
+    result = promote(repo, "dev", "staging")
+    assert result.returncode == 0, result.stderr
+    after = app_file.read_text()
+    chart, values = yaml.safe_load(after)["spec"]["sources"]
+    assert chart["targetRevision"] == COMMIT
+    assert values["targetRevision"] == "main"  # the overlay source: where promotions are merged
+    assert comments(before) == comments(after)
+    differing = [(o, n) for o, n in zip(before.splitlines(), after.splitlines(), strict=True) if o != n]
+    assert differing == [("      targetRevision: ml-pipeline-0.1.0", f"      targetRevision: {COMMIT}")]
+    assert f"+      targetRevision: {COMMIT}" in result.stdout
+
+
+@pytest.mark.parametrize("revision", ["main", "HEAD", "release/1.x", "0123abc"])
+def test_a_chart_revision_that_can_move_is_refused(repo, revision):
+    dev_app = repo / "argocd" / "ml-pipeline-dev.yaml"
+    dev_app.write_text(
+        dev_app.read_text().replace(f"targetRevision: {COMMIT}", f"targetRevision: {revision}")
+    )
+    staging = (repo / "envs" / "staging" / "values.yaml").read_text()
+    result = promote(repo, "dev", "staging")
+    assert result.returncode == 2
+    assert "targetRevision" in result.stderr and revision in result.stderr
+    assert (repo / "envs" / "staging" / "values.yaml").read_text() == staging
+
+
+def test_the_pipeline_configuration_moves(repo):
+    dev = repo / "envs" / "dev" / "values.yaml"
+    dev.write_text(
+        dev.read_text().replace(
+            "  logLevel: DEBUG\n",
+            '  logLevel: DEBUG\n  env:\n    PIPELINE_TRAIN__MAX_EPOCHS: "20"\n'
+            "  config: |\n    data:\n      name: penguins\n",
+        )
+    )
+    staging = repo / "envs" / "staging" / "values.yaml"
+    assert promote(repo, "dev", "staging").returncode == 0
+    after = yaml.safe_load(staging.read_text())["pipeline"]
+    assert after["env"] == {"PIPELINE_TRAIN__MAX_EPOCHS": "20"}
+    assert after["config"] == "data:\n  name: penguins\n"
+    assert "logLevel" not in after  # environment-specific settings stay where they are
+    assert "  config: |\n" in staging.read_text()  # still a literal block: a readable diff
+    # And a configuration the source drops is dropped in the target too.
+    dev.write_text(dev.read_text().replace('  env:\n    PIPELINE_TRAIN__MAX_EPOCHS: "20"\n', ""))
+    assert promote(repo, "dev", "staging").returncode == 0
+    assert "env" not in yaml.safe_load(staging.read_text())["pipeline"]
+
+
+def test_promotion_is_idempotent(repo):
+    assert promote(repo, "dev", "staging").returncode == 0
+    text = (repo / "envs" / "staging" / "values.yaml").read_text()
+    again = promote(repo, "dev", "staging")
     assert again.returncode == 0
     assert "nothing to promote" in again.stderr
-    assert (envs / "staging" / "values.yaml").read_text() == text
+    assert (repo / "envs" / "staging" / "values.yaml").read_text() == text
 
 
-def test_dry_run_changes_nothing(envs):
-    text = (envs / "staging" / "values.yaml").read_text()
-    result = promote(envs, "dev", "staging", "--dry-run")
+def test_dry_run_changes_nothing(repo):
+    text = (repo / "envs" / "staging" / "values.yaml").read_text()
+    app = (repo / "argocd" / "ml-pipeline-staging.yaml").read_text()
+    result = promote(repo, "dev", "staging", "--dry-run")
     assert result.returncode == 0
     assert "+      digest: sha256:5555" in result.stdout
-    assert (envs / "staging" / "values.yaml").read_text() == text
+    assert (repo / "envs" / "staging" / "values.yaml").read_text() == text
+    assert (repo / "argocd" / "ml-pipeline-staging.yaml").read_text() == app
 
 
-def test_selected_images_and_no_model(envs):
-    result = promote(envs, "dev", "staging", "--images", "pipeline", "--no-model")
+def test_selected_images(repo):
+    result = promote(repo, "dev", "staging", "--images", "pipeline", "--no-chart")
     assert result.returncode == 0, result.stderr
-    after = flatten(yaml.safe_load((envs / "staging" / "values.yaml").read_text()))
+    after = flatten(yaml.safe_load((repo / "envs" / "staging" / "values.yaml").read_text()))
     assert after["global.images.pipeline.digest"].startswith("sha256:4444")
     assert after["global.images.airflow.digest"].startswith("sha256:2222")
     assert after["pipeline.model.version"] == "3"
 
 
-def test_unpinned_image_is_refused(envs):
-    dev = envs / "dev" / "values.yaml"
+def test_unpinned_image_is_refused(repo):
+    dev = repo / "envs" / "dev" / "values.yaml"
     dev.write_text(dev.read_text().replace("sha256:" + "4" * 64, '""'))
-    text = (envs / "staging" / "values.yaml").read_text()
-    result = promote(envs, "dev", "staging")
+    text = (repo / "envs" / "staging" / "values.yaml").read_text()
+    result = promote(repo, "dev", "staging")
     assert result.returncode == 2
     assert "global.images.pipeline.digest" in result.stderr
-    assert (envs / "staging" / "values.yaml").read_text() == text
+    assert (repo / "envs" / "staging" / "values.yaml").read_text() == text
 
 
-def test_only_one_step_along_the_chain(envs):
-    result = promote(envs, "dev", "prod")
+def test_the_model_needs_both_registries(repo, monkeypatch):
+    monkeypatch.delenv("PROMOTE_DEV_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PROMOTE_STAGING_TRACKING_URI", raising=False)
+    result = promote(repo, "dev", "staging", model=True)
+    assert result.returncode == 2
+    assert "--source-tracking-uri" in result.stderr
+
+
+def test_only_one_step_along_the_chain(repo):
+    result = promote(repo, "dev", "prod")
     assert result.returncode == 2
     assert "one step" in result.stderr
 
 
-def test_promoted_overlay_still_renders(envs):
-    assert promote(envs, "dev", "staging").returncode == 0
-    promoted = yaml.safe_load((envs / "staging" / "values.yaml").read_text())
+def test_promoted_overlay_still_renders(repo):
+    assert promote(repo, "dev", "staging").returncode == 0
+    promoted = yaml.safe_load((repo / "envs" / "staging" / "values.yaml").read_text())
     assert promoted["global"]["networkPolicy"]["enabled"] is True
     assert promoted["airflow"]["dag"]["gpu"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_ci_writes_the_built_digests_and_commit_into_dev(repo):
+    """What .github/workflows/images.yml runs after pushing the images."""
+    digest = "sha256:" + "a" * 64
+    result = promote(
+        repo, "build", "dev", "--image-digest", f"pipeline={digest}", "--image-tag", "0.2.0",
+        "--chart-revision", "fedcba9876543210fedcba9876543210fedcba98",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    dev = yaml.safe_load((repo / "envs" / "dev" / "values.yaml").read_text())
+    assert dev["global"]["images"]["pipeline"] == {
+        "repository": "registry.example.com/ml-pipeline/pipeline",
+        "tag": "0.2.0",
+        "digest": digest,
+    }
+    assert dev["global"]["images"]["airflow"]["digest"].startswith("sha256:5555")  # not built: unchanged
+    app = yaml.safe_load((repo / "argocd" / "ml-pipeline-dev.yaml").read_text())
+    assert app["spec"]["sources"][0]["targetRevision"] == "fedcba9876543210fedcba9876543210fedcba98"
+    refused = promote(repo, "build", "dev", "--image-digest", "pipeline=latest", "--no-chart")
+    assert refused.returncode == 2
+    assert "global.images.pipeline.digest" in refused.stderr
+    assert promote(repo, "build", "staging", "--image-digest", f"pipeline={digest}").returncode == 2
