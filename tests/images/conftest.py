@@ -27,7 +27,7 @@ from tests.support import free_port, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_BASE = "ml-pipeline/local-base:bookworm"
-TAG = "test"
+TAG = os.environ.get("ML_PIPELINE_TEST_IMAGE_TAG", "test")  # separate tags for builds side by side
 DOCKER_HINT = "apt-get install -y docker.io debootstrap, then `make dockerd` (see docs/images.md)"
 
 # What the session built, printed at the end of the run (sizes are part of the report).
