@@ -90,6 +90,11 @@ DEFS: dict[str, Any] = {
 OVERRIDES: dict[str, dict[str, Any]] = {
     "global.imagePullSecrets": {"type": "array", "items": K8S_NAME},
     "global.labels": STRING_MAP,
+    "global.s3.clientSecrets": {
+        "type": "object",
+        "propertyNames": {"enum": ["pipeline", "mlflow", "airflow-logs"]},
+        "additionalProperties": {"type": "string"},
+    },
     "global.clusterDomain": {
         "type": "string",
         "pattern": r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\.?$",
@@ -161,7 +166,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "cnpg.imageName": {"type": "string", "minLength": 1},
     "cnpg.storage.size": {"$ref": "#/definitions/quantity"},
     "cnpg.roleSecrets.*": K8S_NAME,
-    "cnpg.backup.destinationPath": {"type": "string", "pattern": r"^$|^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/\S*)?$"},
+    "cnpg.backup.destinationPath": {
+        "type": "string",
+        "pattern": r"^$|^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/\S*)?$",
+    },
     "cnpg.backup.endpointURL": {"type": "string", "pattern": r"^$|^https?://[^/\s]+/?$"},
     "cnpg.backup.existingSecret": K8S_NAME,
     "cnpg.backup.retentionPolicy": {"type": "string", "pattern": r"^[1-9][0-9]*[dwm]$"},

@@ -94,6 +94,24 @@ and with `:<port>`. (dict "ctx" $ "component" <component> "port" <port>) -> a JS
 {{- end -}}
 
 {{/*
+Secret with one S3 client's own keys (keys: access-key-id, secret-access-key), never the root
+credentials. Call with (dict "ctx" $ "client" NAME), NAME one of pipeline, mlflow, airflow-logs.
+Bundled MinIO: generated once, and the bucket Job creates that user with a policy limited to the
+client's bucket and prefixes. External S3: global.s3.clientSecrets.<NAME>, else global.s3.existingSecret.
+*/}}
+{{- define "mlp.s3.clientSecretName" -}}
+{{- $s3 := .ctx.Values.global.s3 -}}
+{{- $named := get ($s3.clientSecrets | default dict) .client -}}
+{{- if $named -}}
+{{- $named -}}
+{{- else if $s3.existingSecret -}}
+{{- $s3.existingSecret -}}
+{{- else -}}
+{{- include "mlp.name" (dict "ctx" .ctx "component" (printf "s3-%s" .client)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 MLflow tracking URI seen from inside the cluster, on the port its Service exposes
 (`mlflow.service.port`, read from the umbrella's or the mlflow subchart's values).
 */}}
