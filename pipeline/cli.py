@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for, one_line
 from pipeline.redaction import redact
 from pipeline.steps import STEP_NAMES, STEPS
 
@@ -87,13 +87,22 @@ def load_settings(config: Path | None, overrides: list[str] | None):
         raise ConfigError(
             f"invalid configuration ({config or os.environ.get('PIPELINE_CONFIG') or 'default'}): {problems}"
         ) from None
+    if _COMMAND_LEVEL is None:  # a command that fixes its own level (e.g. `config`) keeps it
+        logging.getLogger().setLevel(settings.log_level)
     return settings
 
 
+_COMMAND_LEVEL: str | None = None
+
+
 def _prepare(level: str | None = None) -> None:
+    """Logging, telemetry and signals for a command. ``level`` fixes the command's log level;
+    without it the level is ``PIPELINE_LOG_LEVEL`` until the settings load, then ``log_level``."""
     from pipeline.logs import setup_logging
     from pipeline.tracking import quiet_telemetry
 
+    global _COMMAND_LEVEL
+    _COMMAND_LEVEL = level
     setup_logging(level or os.environ.get("PIPELINE_LOG_LEVEL", "INFO"))
     quiet_telemetry()
 
@@ -101,10 +110,6 @@ def _prepare(level: str | None = None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_sigterm)
-
-
-def one_line(message: str) -> str:
-    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def fail(exc: BaseException, context: str = "") -> typer.Exit:

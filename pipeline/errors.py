@@ -18,6 +18,12 @@ EXIT_BAD_INPUT = 65
 EXIT_RETRYABLE = 75
 
 
+def one_line(text: str, separator: str = " | ") -> str:
+    """``text`` on one line: its non-blank lines, stripped, joined by ``separator`` (for a log
+    line, a chat alert or the last stderr line an orchestrator shows)."""
+    return separator.join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class PipelineError(Exception):
     """Base class for errors the pipeline raises on purpose."""
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import BadInputError, ConfigError, RetryableError
+from pipeline.errors import BadInputError, ConfigError, RetryableError, one_line
 from pipeline.settings import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,10 +66,6 @@ class FeatureSetVersion:
     content_hash: str
     run_id: str
     created_at: str
-
-
-def one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -215,7 +211,7 @@ class FeatureStore:
                 return self._write_postgres(frame, feature_set, table, schema, content_hash, run_id)
             return self._write_generic(frame, feature_set, table, schema, content_hash, run_id)
         except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
-            reason = one_line(str(getattr(exc, "orig", None) or exc))
+            reason = one_line(str(getattr(exc, "orig", None) or exc), " ")
             if isinstance(exc, _driver_errors()):
                 reason = f"connection to the server lost ({reason})"
             raise RetryableError(
@@ -307,7 +303,7 @@ class FeatureStore:
                 with self.engine.connect() as connection:
                     frame = pd.read_sql_query(query.order_by(table.c["row_id"]), connection)
         except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
-            reason = one_line(str(getattr(exc, "orig", None) or exc))
+            reason = one_line(str(getattr(exc, "orig", None) or exc), " ")
             raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {reason}") from None
         for column, kind in meta.schema.items():
             if kind == "double precision":

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import BadInputError
-from pipeline.tracking import RUN_TAG, configure
+from pipeline.names import CODE_TAG_PREFIX, DATA_TAG_PREFIXES, GATE_TAG_PREFIX, RUN_TAG
+from pipeline.tracking import configure
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.settings import Settings
@@ -58,15 +59,19 @@ def describe(settings: Settings, version) -> dict[str, Any]:
             "source": version.source,
             "created": version.creation_timestamp,
         },
-        "gate": {k.removeprefix("gate."): v for k, v in version.tags.items() if k.startswith("gate.")},
+        "gate": {
+            k.removeprefix(GATE_TAG_PREFIX): v
+            for k, v in version.tags.items()
+            if k.startswith(GATE_TAG_PREFIX)
+        },
         "run": {
             "mlflow_run_id": run.info.run_id,
             "pipeline_run_id": tags.get(RUN_TAG),
             "experiment_id": run.info.experiment_id,
             "status": run.info.status,
         },
-        "data": {k: v for k, v in tags.items() if k.startswith(("data.", "feature_set.", "validation."))},
-        "code": {k: v for k, v in tags.items() if k.startswith("code.")},
+        "data": {k: v for k, v in tags.items() if k.startswith(DATA_TAG_PREFIXES)},
+        "code": {k: v for k, v in tags.items() if k.startswith(CODE_TAG_PREFIX)},
         "seed": tags.get("seed"),
         "environment": {k.removeprefix("env."): v for k, v in tags.items() if k.startswith("env.")},
         "metrics": {

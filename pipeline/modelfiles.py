@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import BadInputError, ConfigError
+from pipeline.names import DIGEST_TAG, FILES_TAG
 from pipeline.storage import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,9 +44,6 @@ MODEL_FILES = (WEIGHTS, MODEL_SPEC, TRANSFORMER)
 # The pyfunc artifact name (train.log_model) of each file.
 ARTIFACT_NAMES = {"weights": WEIGHTS, "model_spec": MODEL_SPEC, "transformer": TRANSFORMER}
 
-FILES_TAG = "model.files"
-DIGEST_TAG = "model.files_sha256"
-MODEL_FILES_TAGS = (FILES_TAG, DIGEST_TAG)
 
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)$")

@@ -24,7 +24,24 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import RetryableError
 from pipeline.locks import RegistryLease, registry_lease
 from pipeline.metrics import higher_is_better, improvement
-from pipeline.tracking import RUN_TAG, configure
+from pipeline.names import (
+    BASELINE_SCORE,
+    CHALLENGER,
+    CHAMPION,
+    CHAMPION_SCORE,
+    CHAMPION_VERSION,
+    DECISION,
+    GATE_METRIC,
+    GATE_SCORE,
+    GATE_TAGS,
+    NOT_APPLIED,
+    REASON,
+    REGISTRY_MODEL_TAG,
+    REGISTRY_VERSION_TAG,
+    RUN_TAG,
+    STATE,
+)
+from pipeline.tracking import configure
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
@@ -33,22 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-DECISION = "gate.decision"
-STATE = "gate.state"  # "pending" from the decision's record until its alias move and run tags are done
 PENDING = "pending"
-NOT_APPLIED = "gate.not_applied"
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # what MLflow answers for no alias
-GATE_TAGS = (
-    "gate.reason",
-    "gate.metric",
-    "gate.score",
-    "gate.baseline_score",
-    "gate.champion_version",
-    "gate.champion_score",
-    NOT_APPLIED,
-)
 
 
 LEASE_S = 60.0  # how long a lock holder that stopped renewing (died, froze) keeps the lock
@@ -82,16 +85,16 @@ class GateDecision:
     def tags(self) -> dict[str, str]:
         tags = {
             DECISION: "promoted" if self.promote else "rejected",
-            "gate.reason": self.reason,
-            "gate.metric": self.metric,
-            "gate.score": f"{self.score:.6g}",
+            REASON: self.reason,
+            GATE_METRIC: self.metric,
+            GATE_SCORE: f"{self.score:.6g}",
         }
         if self.baseline_score is not None:
-            tags["gate.baseline_score"] = f"{self.baseline_score:.6g}"
+            tags[BASELINE_SCORE] = f"{self.baseline_score:.6g}"
         if self.champion_version is not None:
-            tags["gate.champion_version"] = self.champion_version
+            tags[CHAMPION_VERSION] = self.champion_version
         if self.champion_score is not None:
-            tags["gate.champion_score"] = f"{self.champion_score:.6g}"
+            tags[CHAMPION_SCORE] = f"{self.champion_score:.6g}"
         return tags
 
 
@@ -235,7 +238,7 @@ def apply_decision(client: MlflowClient, lease: RegistryLease, name: str, versio
     pending = tags.get(STATE) == PENDING  # a completed decision's alias move is history: left alone
     if pending and tags.get(DECISION) == "promoted" and NOT_APPLIED not in tags:
         current = alias_version(client, name, CHAMPION)
-        compared = tags.get("gate.champion_version")
+        compared = tags.get(CHAMPION_VERSION)
         if current != number:
             if current == compared:
                 lease.check()
@@ -251,10 +254,10 @@ def apply_decision(client: MlflowClient, lease: RegistryLease, name: str, versio
                 client.set_model_version_tag(name, number, NOT_APPLIED, note)
                 tags[NOT_APPLIED] = note
     if version.run_id:
-        client.set_tag(version.run_id, "registry.model", name)
-        client.set_tag(version.run_id, "registry.version", number)
+        client.set_tag(version.run_id, REGISTRY_MODEL_TAG, name)
+        client.set_tag(version.run_id, REGISTRY_VERSION_TAG, number)
         client.set_tag(version.run_id, DECISION, tags.get(DECISION, ""))
-        client.set_tag(version.run_id, "gate.reason", tags.get("gate.reason", ""))
+        client.set_tag(version.run_id, REASON, tags.get(REASON, ""))
     if pending:
         client.delete_model_version_tag(name, number, STATE)
         del tags[STATE]

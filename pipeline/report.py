@@ -27,6 +27,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.names import (
+    BEST_TRIAL_TAG,
+    CHAMPION_SCORE,
+    CHAMPION_VERSION,
+    DECISION,
+    FEATURE_SET_VERSION_TAG,
+    GATE_METRIC,
+    GATE_SCORE,
+    OBJECTIVE,
+    RAW_DVC_MD5_TAG,
+    REASON,
+    REGISTRY_VERSION_TAG,
+    ROLE_TAG,
+    RUN_TAG,
+    STUDY_TAG,
+    SWEEP_STATE_TAG,
+    TRAIN_PARAM_PREFIX,
+    TRIAL_NUMBER_TAG,
+)
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -36,7 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVE = "best_val_loss"
 KIND_COLORS = {"best": "#d62728", "pipeline": "#1f77b4", "trial": "#7f7f7f", "other": "#9467bd"}
 
 
@@ -71,10 +90,10 @@ def _number(value: Any) -> float | None:
 
 
 def _kind(tags: dict[str, str]) -> str:
-    role = tags.get("sweep.role")
+    role = tags.get(ROLE_TAG)
     if role in ("trial", "best", "parent"):
         return role
-    return "pipeline" if "pipeline.run_id" in tags else "other"
+    return "pipeline" if RUN_TAG in tags else "other"
 
 
 def collect(
@@ -121,40 +140,40 @@ def collect(
             sweeps.append(
                 {
                     **base,
-                    "study": tags.get("sweep.study", ""),
+                    "study": tags.get(STUDY_TAG, ""),
                     "trials": _number(metrics.get("trials_finished")),
-                    "best_trial": tags.get("sweep.best_trial", ""),
+                    "best_trial": tags.get(BEST_TRIAL_TAG, ""),
                     OBJECTIVE: _number(metrics.get(OBJECTIVE)),
                     f"test_{primary}": _number(metrics.get(f"test_{primary}")),
-                    "version": tags.get("registry.version", ""),
-                    "decision": tags.get("gate.decision", ""),
-                    "data_md5": tags.get("data.raw.dvc_md5", ""),
-                    "feature_set_version": tags.get("feature_set.version", ""),
+                    "version": tags.get(REGISTRY_VERSION_TAG, ""),
+                    "decision": tags.get(DECISION, ""),
+                    "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
+                    "feature_set_version": tags.get(FEATURE_SET_VERSION_TAG, ""),
                 }
             )
             continue
         row = {
             **base,
             "kind": kind,
-            "state": tags.get("sweep.state", run.info.status),
-            "sweep": tags.get("sweep.study", ""),
-            "trial": _number(tags.get("sweep.trial_number")),
+            "state": tags.get(SWEEP_STATE_TAG, run.info.status),
+            "sweep": tags.get(STUDY_TAG, ""),
+            "trial": _number(tags.get(TRIAL_NUMBER_TAG)),
             OBJECTIVE: _number(metrics.get(OBJECTIVE)),
             f"val_{primary}": _number(metrics.get(f"best_val_{primary}")),
             f"test_{primary}": _number(metrics.get(f"test_{primary}")),
             f"baseline_{primary}": _number(metrics.get(f"baseline_{primary}")),
             "epochs": _number(metrics.get("epochs_trained")),
-            "version": tags.get("registry.version", ""),
-            "decision": tags.get("gate.decision", ""),
-            "data_md5": tags.get("data.raw.dvc_md5", ""),
-            "feature_set_version": tags.get("feature_set.version", ""),
+            "version": tags.get(REGISTRY_VERSION_TAG, ""),
+            "decision": tags.get(DECISION, ""),
+            "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
+            "feature_set_version": tags.get(FEATURE_SET_VERSION_TAG, ""),
         }
         for key, value in params.items():
-            if key.startswith("train."):
+            if key.startswith(TRAIN_PARAM_PREFIX):
                 row[key] = value
         rows.append(row)
     frame = pd.DataFrame(rows)
-    param_columns = [c for c in frame.columns if c.startswith("train.")] if len(frame) else []
+    param_columns = [c for c in frame.columns if c.startswith(TRAIN_PARAM_PREFIX)] if len(frame) else []
     varying = [c for c in param_columns if frame[c].nunique(dropna=True) > 1]
     for column in varying:  # numbers where every value is a number
         converted = pd.to_numeric(frame[column], errors="coerce")
@@ -259,15 +278,15 @@ def _versions(client: MlflowClient, name: str):
                 "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime(
                     "%Y-%m-%d %H:%M:%S"
                 ),
-                "decision": tags.get("gate.decision", ""),
-                "metric": tags.get("gate.metric", ""),
-                "score": _number(tags.get("gate.score")),
-                "champion_before": tags.get("gate.champion_version", ""),
-                "champion_score": _number(tags.get("gate.champion_score")),
-                "reason": tags.get("gate.reason", ""),
-                "data_md5": tags.get("data.raw.dvc_md5", ""),
-                "feature_set_version": tags.get("feature_set.version", ""),
-                "pipeline_run": tags.get("pipeline.run_id", ""),
+                "decision": tags.get(DECISION, ""),
+                "metric": tags.get(GATE_METRIC, ""),
+                "score": _number(tags.get(GATE_SCORE)),
+                "champion_before": tags.get(CHAMPION_VERSION, ""),
+                "champion_score": _number(tags.get(CHAMPION_SCORE)),
+                "reason": tags.get(REASON, ""),
+                "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
+                "feature_set_version": tags.get(FEATURE_SET_VERSION_TAG, ""),
+                "pipeline_run": tags.get(RUN_TAG, ""),
                 "run_id": version.run_id or "",
                 "aliases": ", ".join(sorted(aliases_of.get(str(version.version), []))),
             }
@@ -328,7 +347,7 @@ def figure_parallel(data: ReportData) -> go.Figure:
     dimensions = []
     for column in data.params:
         values = runs[column]
-        label = column.removeprefix("train.")
+        label = column.removeprefix(TRAIN_PARAM_PREFIX)
         if values.dtype.kind in "if":
             if column in data.log_params:
                 dimensions.append({"label": f"log10 {label}", "values": np.log10(values.astype(float))})
@@ -382,7 +401,7 @@ def figure_metric_vs_params(data: ReportData) -> go.Figure:
         rows=1,
         cols=len(columns),
         shared_yaxes=True,
-        subplot_titles=[c.removeprefix("train.") for c in columns],
+        subplot_titles=[c.removeprefix(TRAIN_PARAM_PREFIX) for c in columns],
     )
     for kind, group in runs.groupby("kind", sort=False):
         for index, column in enumerate(columns, start=1):
@@ -634,7 +653,7 @@ def leaderboard_columns(data: ReportData) -> list[tuple[str, str]]:
         ("state", "state"),
         ("experiment", "experiment"),
     ]
-    columns += [(c, c.removeprefix("train.")) for c in data.params]
+    columns += [(c, c.removeprefix(TRAIN_PARAM_PREFIX)) for c in data.params]
     columns += [
         (OBJECTIVE, "val loss"),
         (f"val_{primary}", f"val {primary}"),

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import BadInputError
+from pipeline.names import RAW_SHA256_TAG
 from pipeline.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def reproduce(
     client = configure(settings)
     run = client.get_run(version.run_id)
     original = {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
-    expected_sha = run.data.tags.get("data.raw.sha256")
+    expected_sha = run.data.tags.get(RAW_SHA256_TAG)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         root = Path(tmp)
         config_path = Path(

@@ -58,6 +58,19 @@ def default_home() -> Path:
     return Path(base) / "ml-pipeline"
 
 
+def url_with_password(url: str, password: str | None) -> str:
+    """``url`` with ``password`` (percent-encoded) put into its user-info, when the URL names a user
+    and no password; otherwise unchanged. Secrets come from their own settings (an environment
+    variable or a mounted Secret), never written into a URL in a values file."""
+    if password is None or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, sep, hostpart = rest.partition("@")
+    if sep and ":" not in userinfo:
+        return f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
+    return url
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -492,7 +505,9 @@ class Settings(BaseSettings):
 
     # behaviour -----------------------------------------------------------------------------
     seed: int = 42
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Log level of the pipeline's own loggers (PIPELINE_LOG_LEVEL)."
+    )
     secret_settings: list[str] = Field(
         default_factory=list,
         description="Dotted setting paths whose values are secrets, besides the built-in ones "
@@ -507,6 +522,11 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     sweep: SweepSettings = Field(default_factory=SweepSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
 
     @classmethod
     def settings_customise_sources(
@@ -574,13 +594,8 @@ class Settings(BaseSettings):
     @property
     def resolved_feature_store_url(self) -> str:
         url = self.feature_store_url or f"sqlite:///{self.home / 'features.db'}"
-        if self.feature_store_password is not None and "://" in url:
-            scheme, rest = url.split("://", 1)
-            userinfo, sep, hostpart = rest.partition("@")
-            if sep and ":" not in userinfo:
-                password = quote(self.feature_store_password.get_secret_value(), safe="")
-                url = f"{scheme}://{userinfo}:{password}@{hostpart}"
-        return url
+        password = self.feature_store_password
+        return url_with_password(url, password.get_secret_value() if password is not None else None)
 
     @property
     def resolved_dvc_remote(self) -> str:

@@ -38,11 +38,46 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from pipeline.errors import BadInputError, RetryableError, UpstreamMissingError
 from pipeline.locks import shared_lock
-from pipeline.settings import Settings, TrainSettings, redact_url
+from pipeline.names import (
+    BEST_RUN_TAG,
+    BEST_TRIAL_RUN_TAG,
+    BEST_TRIAL_TAG,
+    DATASET_TAG,
+    DECISION,
+    FEATURE_SET_HASH_TAG,
+    FEATURE_SET_NAME_TAG,
+    FEATURE_SET_VERSION_TAG,
+    GIT_COMMIT_TAG,
+    N_TRIALS_TAG,
+    OBJECTIVE,
+    PARENT_TAG,
+    PROCESSED_DVC_MD5_TAG,
+    PRUNED_BECAUSE_TAG,
+    RAW_DVC_MD5_TAG,
+    REASON,
+    REGISTRY_MODEL_TAG,
+    REGISTRY_VERSION_TAG,
+    RETRY_OF_TRIAL_TAG,
+    ROLE_TAG,
+    STUDY_TAG,
+    SWEEP_MAX_EPOCHS_PARAM,
+    SWEEP_OBJECTIVE_PARAM,
+    SWEEP_PARENT_RUN_TAG,
+    SWEEP_PRUNER_PARAM,
+    SWEEP_RUN_TAG,
+    SWEEP_SAMPLER_PARAM,
+    SWEEP_SPACE_PARAM,
+    SWEEP_STATE_TAG,
+    SWEEP_STORAGE_TAG,
+    TASK_TAG,
+    TRIAL_NUMBER_TAG,
+    TRIAL_PARAMS,
+    WORKER_SLOT_TAG,
+)
+from pipeline.settings import Settings, TrainSettings, redact_url, url_with_password
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -54,10 +89,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVE = "best_val_loss"  # what the study minimises: the validation loss of the best epoch
-ROLE_TAG = "sweep.role"  # parent | trial | best
-SWEEP_RUN_TAG = "sweep.run_id"  # never pipeline.run_id: the train step closes RUNNING runs with that tag
-PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in MLflow
 REPORT_ARTIFACT = "report/experiment_report.html"
 LIST_SETTINGS = {"hidden_sizes"}
 
@@ -71,23 +102,13 @@ def study_name(settings: Settings, run_id: str) -> str:
     return settings.sweep.study_name or f"sweep-{run_id}"
 
 
-def _with_password(url: str, password: str | None) -> str:
-    if password is None or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    userinfo, sep, hostpart = rest.partition("@")
-    if sep and ":" not in userinfo:
-        return f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
-    return url
-
-
 def storage_url(settings: Settings) -> str:
     """The study's storage: ``sweep.storage_url``; else the feature store's PostgreSQL database
     (the cluster); else a SQLite file in the pipeline home."""
     sweep = settings.sweep
     if sweep.storage_url:
         secret = sweep.storage_password.get_secret_value() if sweep.storage_password else None
-        return _with_password(sweep.storage_url, secret)
+        return url_with_password(sweep.storage_url, secret)
     features = settings.resolved_feature_store_url
     if features.startswith(("postgresql", "postgres")):
         return features
@@ -231,15 +252,15 @@ def load_trial_data(settings: Settings, run_id: str, store: ArtifactStore) -> Tr
     finally:
         feature_store.close()
     tags = {
-        "pipeline.dataset": settings.data.name,
-        "pipeline.task": settings.data.task,
-        "data.raw.dvc_md5": version["raw"]["md5"],
-        "data.processed.dvc_md5": version["processed"]["md5"],
-        "feature_set.name": features["feature_set"],
-        "feature_set.version": str(features["feature_set_version"]),
-        "feature_set.content_hash": features["content_hash"],
+        DATASET_TAG: settings.data.name,
+        TASK_TAG: settings.data.task,
+        RAW_DVC_MD5_TAG: version["raw"]["md5"],
+        PROCESSED_DVC_MD5_TAG: version["processed"]["md5"],
+        FEATURE_SET_NAME_TAG: features["feature_set"],
+        FEATURE_SET_VERSION_TAG: str(features["feature_set_version"]),
+        FEATURE_SET_HASH_TAG: features["content_hash"],
         "seed": str(settings.seed),
-        "code.git_commit": git_commit(settings) or "unknown",
+        GIT_COMMIT_TAG: git_commit(settings) or "unknown",
     }
     return TrialData(splits_from_frame(frame, transformer), transformer, tags)
 
@@ -316,13 +337,13 @@ class Objective:
             PARENT_TAG: self.info["parent_run_id"],
             ROLE_TAG: "trial",
             SWEEP_RUN_TAG: self.info["run_id"],
-            "sweep.study": self.info["study"],
-            "sweep.trial_number": str(trial.number),
-            "sweep.worker_slot": str(self.slot),
+            STUDY_TAG: self.info["study"],
+            TRIAL_NUMBER_TAG: str(trial.number),
+            WORKER_SLOT_TAG: str(self.slot),
             **self.data.tags,
         }
         if retry_of is not None:
-            tags["sweep.retry_of_trial"] = str(retry_of)
+            tags[RETRY_OF_TRIAL_TAG] = str(retry_of)
         run = self.client.create_run(
             self.info["experiment_id"], run_name=f"trial-{trial.number:03d}", tags=tags
         )
@@ -332,7 +353,7 @@ class Objective:
         self.client.log_batch(
             run_id,
             params=[Param(k, str(v)) for k, v in sorted(logged.items())]
-            + [Param("sweep.trial_params", json.dumps(params, sort_keys=True))],
+            + [Param(TRIAL_PARAMS, json.dumps(params, sort_keys=True))],
         )
 
         def on_epoch(epoch, metrics, *_):
@@ -372,8 +393,8 @@ class Objective:
             self.client.log_batch(
                 run_id,
                 metrics=[Metric(k, float(v), now, 0) for k, v in finals.items() if math.isfinite(float(v))],
-                tags=[RunTag("sweep.state", "PRUNED" if pruned["value"] else "COMPLETE")]
-                + ([RunTag("sweep.pruned_because", pruned["why"])] if pruned["value"] else []),
+                tags=[RunTag(SWEEP_STATE_TAG, "PRUNED" if pruned["value"] else "COMPLETE")]
+                + ([RunTag(PRUNED_BECAUSE_TAG, pruned["why"])] if pruned["value"] else []),
             )
             if matrix is not None:
                 self.client.log_dict(
@@ -388,12 +409,12 @@ class Objective:
                     "val_" + self.settings.primary_metric, finals["best_val_" + self.settings.primary_metric]
                 )
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a pod stopped): not the trial's fault
-            self.client.set_tag(run_id, "sweep.state", "FAIL")
+            self.client.set_tag(run_id, SWEEP_STATE_TAG, "FAIL")
             self.client.set_terminated(run_id, status="KILLED")
             retry_later(trial, self.settings.sweep.max_retries)
             raise
         except BaseException:
-            self.client.set_tag(run_id, "sweep.state", "FAIL")
+            self.client.set_tag(run_id, SWEEP_STATE_TAG, "FAIL")
             self.client.set_terminated(run_id, status="FAILED")
             raise
         self.client.set_terminated(run_id, status="FINISHED")
@@ -450,7 +471,7 @@ def close_killed_run(client: MlflowClient, trial) -> None:
         return
     run = client.get_run(run_id)
     if run.info.status == "RUNNING":
-        client.set_tag(run_id, "sweep.state", "FAIL")
+        client.set_tag(run_id, SWEEP_STATE_TAG, "FAIL")
         client.set_terminated(run_id, status="KILLED")
 
 
@@ -586,12 +607,12 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
             tags={
                 ROLE_TAG: "parent",
                 SWEEP_RUN_TAG: run_id,
-                "sweep.study": study.study_name,
-                "sweep.storage": redact_url(storage_url(settings)),
-                "pipeline.dataset": settings.data.name,
-                "data.raw.dvc_md5": version["raw"]["md5"],
-                "feature_set.version": str(features["feature_set_version"]),
-                "code.git_commit": git_commit(settings) or "unknown",
+                STUDY_TAG: study.study_name,
+                SWEEP_STORAGE_TAG: redact_url(storage_url(settings)),
+                DATASET_TAG: settings.data.name,
+                RAW_DVC_MD5_TAG: version["raw"]["md5"],
+                FEATURE_SET_VERSION_TAG: str(features["feature_set_version"]),
+                GIT_COMMIT_TAG: git_commit(settings) or "unknown",
             },
         )
         parent_run_id = parent.info.run_id
@@ -599,11 +620,11 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
         client.log_batch(
             parent_run_id,
             params=[
-                Param("sweep.space", json.dumps(space, sort_keys=True)[:6000]),
-                Param("sweep.objective", f"minimise {OBJECTIVE} (validation)"),
-                Param("sweep.sampler", "TPESampler(constant_liar)"),
-                Param("sweep.pruner", f"MedianPruner(warmup={settings.sweep.pruner_warmup_epochs})"),
-                Param("sweep.max_epochs", str(settings.sweep.max_epochs or settings.train.max_epochs)),
+                Param(SWEEP_SPACE_PARAM, json.dumps(space, sort_keys=True)[:6000]),
+                Param(SWEEP_OBJECTIVE_PARAM, f"minimise {OBJECTIVE} (validation)"),
+                Param(SWEEP_SAMPLER_PARAM, "TPESampler(constant_liar)"),
+                Param(SWEEP_PRUNER_PARAM, f"MedianPruner(warmup={settings.sweep.pruner_warmup_epochs})"),
+                Param(SWEEP_MAX_EPOCHS_PARAM, str(settings.sweep.max_epochs or settings.train.max_epochs)),
                 Param("seed", str(settings.seed)),
             ],
         )
@@ -613,11 +634,11 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
         logger.info("study %s created; MLflow parent run %s", study.study_name, parent_run_id)
     else:
         parent = client.get_run(parent_run_id)
-        finalized = parent.data.tags.get("sweep.best_run_id")
+        finalized = parent.data.tags.get(BEST_RUN_TAG)
         if finalized and settings.sweep.n_trials > counts(study).finished:
             raise BadInputError(
                 f"sweep {run_id!r} is finished: its best trial was trained, evaluated and registered "
-                f"(model version {parent.data.tags.get('registry.version')}), and a run id registers one "
+                f"(model version {parent.data.tags.get(REGISTRY_VERSION_TAG)}), and a run id registers one "
                 f"version; start a new sweep (another --run-id) to search further"
             )
         if parent.info.status != "RUNNING" and not finalized:
@@ -625,7 +646,7 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
         logger.info("study %s resumed; MLflow parent run %s", study.study_name, parent_run_id)
     budget = settings.sweep.n_trials
     study.set_user_attr("n_trials", budget)
-    client.set_tag(parent_run_id, "sweep.n_trials", str(budget))
+    client.set_tag(parent_run_id, N_TRIALS_TAG, str(budget))
     now = counts(study)
     return {
         "run_id": run_id,
@@ -761,7 +782,7 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
 
     kept = run_store_manifest(settings, run_id, "train")
     if kept is not None and kept.succeeded:
-        trained = client.get_run(kept.summary["mlflow_run_id"]).data.tags.get("sweep.best_trial")
+        trained = client.get_run(kept.summary["mlflow_run_id"]).data.tags.get(BEST_TRIAL_TAG)
         if trained is not None and trained != str(best.number):
             raise BadInputError(
                 f"run {run_id!r} already trained trial {trained}, but the study's best is now trial "
@@ -773,11 +794,11 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
             mlflow_run_id = manifest.summary["mlflow_run_id"]
             for key, value in {
                 ROLE_TAG: "best",
-                "sweep.parent_run_id": info["parent_run_id"],
-                "sweep.study": study.study_name,
-                "sweep.best_trial": str(best.number),
-                "sweep.best_trial_run_id": trial_run_id or "",
-                "sweep.trial_params": json.dumps(best.params, sort_keys=True),
+                SWEEP_PARENT_RUN_TAG: info["parent_run_id"],
+                STUDY_TAG: study.study_name,
+                BEST_TRIAL_TAG: str(best.number),
+                BEST_TRIAL_RUN_TAG: trial_run_id or "",
+                TRIAL_PARAMS: json.dumps(best.params, sort_keys=True),
             }.items():
                 client.set_tag(mlflow_run_id, key, value)
         if event != "kept":
@@ -793,13 +814,13 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
     client.log_metric(parent, f"test_{metric}", float(evaluate["test"][metric]))  # best trial, retrained
     client.log_metric(parent, "trials_finished", final.finished)
     for key, value in {
-        "sweep.best_trial": str(best.number),
-        "sweep.best_trial_run_id": trial_run_id or "",
-        "sweep.best_run_id": train["mlflow_run_id"],
-        "registry.model": register["model_name"],
-        "registry.version": str(register["version"]),
-        "gate.decision": "promoted" if register["promoted"] else "rejected",
-        "gate.reason": register["reason"],
+        BEST_TRIAL_TAG: str(best.number),
+        BEST_TRIAL_RUN_TAG: trial_run_id or "",
+        BEST_RUN_TAG: train["mlflow_run_id"],
+        REGISTRY_MODEL_TAG: register["model_name"],
+        REGISTRY_VERSION_TAG: str(register["version"]),
+        DECISION: "promoted" if register["promoted"] else "rejected",
+        REASON: register["reason"],
     }.items():
         client.set_tag(parent, key, value)
     report_path = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RetryableError
+from pipeline.names import RUN_TAG
 from pipeline.settings import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-RUN_TAG = "pipeline.run_id"
 TRACKED_PACKAGES = (
     "ml-pipeline",
     "torch",

@@ -21,6 +21,7 @@ import pandas as pd
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
 from pipeline.modelfiles import ModelFilesError
+from pipeline.names import PRIMARY_METRIC_TAG
 from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
 from pipeline.tracking import configure
@@ -148,7 +149,7 @@ def run(ctx: StepContext) -> StepResult:
         if report:
             mlflow.log_dict(report, "evaluation/per_class_report.json")
         mlflow.log_artifacts(str(plots), "evaluation/plots")
-        mlflow.set_tag("evaluate.primary_metric", metric)
+        mlflow.set_tag(PRIMARY_METRIC_TAG, metric)
     logger.info("test %s=%.4f (baseline %.4f)", metric, test_metrics[metric], baseline_metrics[metric])
     return StepResult(
         outputs={"evaluation": "evaluation.json", "plots": "plots"},

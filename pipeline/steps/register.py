@@ -33,10 +33,23 @@ import pandas as pd
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import RetryableError
-from pipeline.modelfiles import MODEL_FILES_TAGS, ModelFilesError
-from pipeline.registry import (
+from pipeline.modelfiles import ModelFilesError
+from pipeline.names import (
     DECISION,
+    FEATURE_SET_NAME_TAG,
+    FEATURE_SET_VERSION_TAG,
+    GATE_SCORE,
+    GIT_COMMIT_TAG,
+    IMAGE_DIGEST_TAG,
+    MODEL_FILES_TAGS,
     NOT_APPLIED,
+    PROCESSED_DVC_MD5_TAG,
+    RAW_DVC_MD5_TAG,
+    RAW_SHA256_TAG,
+    REASON,
+    RUN_TAG,
+)
+from pipeline.registry import (
     GateDecision,
     apply_decision,
     champion,
@@ -51,7 +64,7 @@ from pipeline.registry import (
 )
 from pipeline.serving import load_trusted_predictor
 from pipeline.steps.train import model_input_frame
-from pipeline.tracking import RUN_TAG, configure
+from pipeline.tracking import configure
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
@@ -63,13 +76,13 @@ TRANSIENT_MLFLOW_ERRORS = ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST
 
 COPIED_RUN_TAGS = (
     RUN_TAG,
-    "data.raw.sha256",
-    "data.raw.dvc_md5",
-    "data.processed.dvc_md5",
-    "feature_set.name",
-    "feature_set.version",
-    "code.git_commit",
-    "code.image_digest",
+    RAW_SHA256_TAG,
+    RAW_DVC_MD5_TAG,
+    PROCESSED_DVC_MD5_TAG,
+    FEATURE_SET_NAME_TAG,
+    FEATURE_SET_VERSION_TAG,
+    GIT_COMMIT_TAG,
+    IMAGE_DIGEST_TAG,
 )
 
 
@@ -127,7 +140,7 @@ def run(ctx: StepContext) -> StepResult:
         else:
             logger.info("run %s: %s v%s has a recorded decision; completing it", ctx.run_id, name, number)
         tags = apply_decision(client, lease, name, client.get_model_version(name, number))
-    logger.info("%s v%s: %s (%s)", name, number, tags[DECISION], tags.get("gate.reason", ""))
+    logger.info("%s v%s: %s (%s)", name, number, tags[DECISION], tags.get(REASON, ""))
     return _result(name, number, tags, client, mlflow_run_id)
 
 
@@ -150,7 +163,7 @@ def _decide(
         except Exception as exc:
             if _transient(exc):  # a retry scores it; a fallback would be a different decision
                 raise
-            recorded = current.tags.get("gate.score")
+            recorded = current.tags.get(GATE_SCORE)
             if recorded is None:
                 raise
             champion_score = float(recorded)
@@ -176,7 +189,7 @@ def _result(
             "version": version,
             "aliases": sorted(client.get_model_version(name, version).aliases),
             "promoted": tags.get(DECISION) == "promoted" and NOT_APPLIED not in tags,
-            "reason": tags.get("gate.reason", ""),
+            "reason": tags.get(REASON, ""),
             "champion_version": str(current.version) if current is not None else None,
             "mlflow_run_id": mlflow_run_id,
         }

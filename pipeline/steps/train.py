@@ -36,10 +36,31 @@ from pipeline.context import StepContext, StepResult
 from pipeline.errors import ConfigError
 from pipeline.featurestore import FeatureStore
 from pipeline.model import TabularNet, Training, TrainState, splits_from_frame
+from pipeline.names import (
+    DATASET_TAG,
+    DEVICE_TAG,
+    DIGEST_TAG,
+    FEATURE_SET_HASH_TAG,
+    FEATURE_SET_NAME_TAG,
+    FEATURE_SET_VERSION_TAG,
+    GATE_MARGIN_PARAM,
+    GIT_COMMIT_TAG,
+    IMAGE_DIGEST_TAG,
+    MODEL_ID_TAG,
+    PRIMARY_METRIC_TAG,
+    PROCESSED_DVC_MD5_TAG,
+    PROCESSED_DVC_PATH_TAG,
+    RAW_DVC_MD5_TAG,
+    RAW_DVC_PATH_TAG,
+    RAW_ROWS_TAG,
+    RAW_SHA256_TAG,
+    RESUMED_FROM_TAG,
+    RUN_TAG,
+    TASK_TAG,
+)
 from pipeline.settings import redact_url
 from pipeline.storage import ArtifactStore
 from pipeline.tracking import (
-    RUN_TAG,
     configure,
     ensure_experiment,
     environment_listing,
@@ -204,27 +225,27 @@ def lineage_tags(ctx: StepContext) -> dict[str, str]:
     version = ctx.upstream("version")
     tags = {
         RUN_TAG: ctx.run_id,
-        "pipeline.dataset": settings.data.name,
-        "pipeline.task": settings.data.task,
+        DATASET_TAG: settings.data.name,
+        TASK_TAG: settings.data.task,
         "data.source": redact_url(settings.data.source.uri),
-        "data.raw.sha256": ingest.summary["sha256"],
-        "data.raw.rows": str(ingest.summary["rows"]),
-        "data.raw.dvc_md5": version.summary["raw"]["md5"],
-        "data.raw.dvc_path": version.summary["raw"]["path"],
-        "data.processed.dvc_md5": version.summary["processed"]["md5"],
-        "data.processed.dvc_path": version.summary["processed"]["path"],
+        RAW_SHA256_TAG: ingest.summary["sha256"],
+        RAW_ROWS_TAG: str(ingest.summary["rows"]),
+        RAW_DVC_MD5_TAG: version.summary["raw"]["md5"],
+        RAW_DVC_PATH_TAG: version.summary["raw"]["path"],
+        PROCESSED_DVC_MD5_TAG: version.summary["processed"]["md5"],
+        PROCESSED_DVC_PATH_TAG: version.summary["processed"]["path"],
         "data.dvc_remote": version.summary["remote"],
-        "feature_set.name": features.summary["feature_set"],
-        "feature_set.version": str(features.summary["feature_set_version"]),
-        "feature_set.content_hash": features.summary["content_hash"],
+        FEATURE_SET_NAME_TAG: features.summary["feature_set"],
+        FEATURE_SET_VERSION_TAG: str(features.summary["feature_set_version"]),
+        FEATURE_SET_HASH_TAG: features.summary["content_hash"],
         "validation.success": str(validate.summary["success"]).lower(),
         "validation.evaluated": str(validate.summary.get("evaluated_expectations")),
         "validation.failed": str(validate.summary.get("unsuccessful_expectations")),
         "seed": str(settings.seed),
-        "code.git_commit": git_commit(settings) or "unknown",
+        GIT_COMMIT_TAG: git_commit(settings) or "unknown",
     }
     if settings.image_digest:
-        tags["code.image_digest"] = settings.image_digest
+        tags[IMAGE_DIGEST_TAG] = settings.image_digest
     for name, value in package_versions().items():
         tags[f"env.{name}"] = value
     return tags
@@ -260,8 +281,8 @@ def params_for(settings) -> dict[str, Any]:
             "data.target": settings.data.target,
             "data.task": settings.data.task,
             "seed": settings.seed,
-            "gate.margin": settings.gate.margin,
-            "evaluate.primary_metric": settings.primary_metric,
+            GATE_MARGIN_PARAM: settings.gate.margin,
+            PRIMARY_METRIC_TAG: settings.primary_metric,
         }
     )
     return {k: ("None" if v is None else v) for k, v in params.items()}
@@ -331,11 +352,11 @@ def run(ctx: StepContext) -> StepResult:
         mlflow_run_id = active.info.run_id
         if checkpoint is None:
             mlflow.set_tags(lineage_tags(ctx))
-            mlflow.set_tag("train.device", str(device))
+            mlflow.set_tag(DEVICE_TAG, str(device))
             mlflow.log_params(params_for(settings))
             log_lineage_artifacts(ctx, mlflow)
         else:
-            mlflow.set_tag("train.resumed_from_epoch", str(state.epoch))
+            mlflow.set_tag(RESUMED_FROM_TAG, str(state.epoch))
 
         def on_epoch(epoch, metrics, model, optimizer, generator, state) -> None:
             mlflow.log_metrics(metrics, step=epoch)
@@ -355,7 +376,7 @@ def run(ctx: StepContext) -> StepResult:
         test_raw = pd.read_parquet(ctx.input_path("preprocess", "test_raw"))
         example = model_input_frame(test_raw.head(INPUT_EXAMPLE_ROWS), settings.data.feature_columns())
         model_info, files_tags = log_model(mlflow, model_files(ctx, outputs), example, ctx.scratch)
-        mlflow.set_tags({"model.id": model_info.model_id, **files_tags})
+        mlflow.set_tags({MODEL_ID_TAG: model_info.model_id, **files_tags})
         client.set_logged_model_tags(model_info.model_id, files_tags)
     summary = {
         "mlflow_run_id": mlflow_run_id,
@@ -368,7 +389,7 @@ def run(ctx: StepContext) -> StepResult:
         "stopped_early": state.stopped_early,
         "device": str(device),
         "train_rows": len(splits["train"]),
-        "model_files_sha256": files_tags[modelfiles.DIGEST_TAG],
+        "model_files_sha256": files_tags[DIGEST_TAG],
     }
     logger.info(
         "trained %d epochs (best %d, val loss %.4f) on %s",

@@ -46,8 +46,10 @@ def client(two_runs: TwoRuns):
 
     uri = f"sqlite:///{two_runs.home / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # an in-process test before this one may have left its own
     yield MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 def test_first_run_prints_run_version_alias_and_ui_command(two_runs: TwoRuns) -> None:

@@ -151,3 +151,37 @@ def test_env_example_documents_every_backend_variable() -> None:
         "PIPELINE_EXPERIMENT_NAME",
     ):
         assert variable in example, variable
+
+
+def test_log_level_from_the_yaml_or_the_environment_sets_the_pipelines_level(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`log_level:` in a configuration file is obeyed (it used to be read by nobody), the
+    environment wins over the file, and a command that fixes its level keeps it."""
+    import logging
+    import signal
+
+    from pipeline import cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text(packaged_config("penguins.yaml").read_text() + "\nlog_level: debug\n")
+    root = logging.getLogger()
+    before, handlers, on_term = root.level, root.handlers[:], signal.getsignal(signal.SIGTERM)
+    try:
+        cli._prepare()
+        assert root.level == logging.INFO
+        cli.load_settings(config, None)
+        assert root.level == logging.DEBUG
+        monkeypatch.setenv("PIPELINE_LOG_LEVEL", "ERROR")
+        cli.load_settings(config, None)
+        assert root.level == logging.ERROR
+        cli._prepare("WARNING")
+        cli.load_settings(config, None)
+        assert root.level == logging.WARNING
+    finally:
+        cli._COMMAND_LEVEL = None
+        root.setLevel(before)
+        root.handlers[:] = handlers
+        signal.signal(signal.SIGTERM, on_term)
+    with pytest.raises(ValidationError, match="log_level"):
+        Settings.load(log_level="LOUD")

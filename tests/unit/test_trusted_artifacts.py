@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import modelfiles
+from pipeline import modelfiles, names
 from pipeline.model import Training
 from pipeline.modelfiles import ModelFilesError
 from pipeline.serving import Predictor, load_trusted_predictor
@@ -229,7 +229,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
         source=info.model_uri,
         run_id=active.info.run_id,
         model_id=info.model_id,
-        tags={k: run_tags[k] for k in modelfiles.MODEL_FILES_TAGS},
+        tags={k: run_tags[k] for k in names.MODEL_FILES_TAGS},
     )
     client.set_registered_model_alias("tiny", "champion", version.version)
     yield client, info, files
@@ -302,20 +302,20 @@ def test_a_tampered_data_file_fails_its_digest_check_and_is_not_parsed(
 def test_a_model_without_or_with_an_altered_digest_record_is_not_loaded(logged, tmp_path: Path) -> None:
     client, _, _ = logged
     version = client.get_model_version("tiny", "1")
-    manifest = json.loads(version.tags[modelfiles.FILES_TAG])
+    manifest = json.loads(version.tags[names.FILES_TAG])
     try:
         client.set_model_version_tag(
             "tiny",
             "1",
-            modelfiles.FILES_TAG,
+            names.FILES_TAG,
             modelfiles.canonical({**manifest, modelfiles.WEIGHTS: "0" * 64}),
         )
         with pytest.raises(ModelFilesError, match=r"does not match tag model\.files_sha256"):
             load_trusted_predictor(client, "models:/tiny/1", tmp_path)
-        client.delete_model_version_tag("tiny", "1", modelfiles.DIGEST_TAG)
+        client.delete_model_version_tag("tiny", "1", names.DIGEST_TAG)
         with pytest.raises(ModelFilesError, match="tiny v1 has no recorded file digests"):
             load_trusted_predictor(client, "models:/tiny/1", tmp_path)
     finally:
-        for key in modelfiles.MODEL_FILES_TAGS:
+        for key in names.MODEL_FILES_TAGS:
             client.set_model_version_tag("tiny", "1", key, version.tags[key])
     load_trusted_predictor(client, "models:/tiny/1", tmp_path)

@@ -1,0 +1,89 @@
+"""Every name the pipeline writes into MLflow, declared once: run tags, model-version tags,
+aliases, metrics and the namespaces they live in. Writers and readers (the steps, the registry,
+the sweep, the report, lineage, reproduce, scripts/promote) import them from here, so that a
+renamed tag is one edit and a reader cannot drift from its writer.
+
+Tags are grouped by prefix; a prefix names who writes them:
+``pipeline.*`` the train step's run identity, ``data.*`` / ``feature_set.*`` what data trained
+the run, ``code.*`` what code, ``gate.*`` the promotion gate's record (on the run and on the
+model version), ``registry.*`` where the run was registered, ``model.*`` the logged model's
+files, ``sweep.*`` the hyperparameter search.
+"""
+
+from __future__ import annotations
+
+# ---- run identity (the train step's MLflow run) ----------------------------------------------
+RUN_TAG = "pipeline.run_id"  # the pipeline run a tracking run belongs to
+DATASET_TAG = "pipeline.dataset"
+TASK_TAG = "pipeline.task"
+
+# ---- data lineage ---------------------------------------------------------------------------
+RAW_SHA256_TAG = "data.raw.sha256"
+RAW_ROWS_TAG = "data.raw.rows"
+RAW_DVC_MD5_TAG = "data.raw.dvc_md5"
+RAW_DVC_PATH_TAG = "data.raw.dvc_path"
+PROCESSED_DVC_MD5_TAG = "data.processed.dvc_md5"
+PROCESSED_DVC_PATH_TAG = "data.processed.dvc_path"
+FEATURE_SET_NAME_TAG = "feature_set.name"
+FEATURE_SET_VERSION_TAG = "feature_set.version"
+FEATURE_SET_HASH_TAG = "feature_set.content_hash"
+DATA_TAG_PREFIXES = ("data.", "feature_set.", "validation.")
+
+# ---- code lineage ---------------------------------------------------------------------------
+GIT_COMMIT_TAG = "code.git_commit"
+IMAGE_DIGEST_TAG = "code.image_digest"
+CODE_TAG_PREFIX = "code."
+
+# ---- training and evaluation ----------------------------------------------------------------
+DEVICE_TAG = "train.device"
+RESUMED_FROM_TAG = "train.resumed_from_epoch"
+PRIMARY_METRIC_TAG = "evaluate.primary_metric"
+TRAIN_PARAM_PREFIX = "train."  # training settings logged as params
+OBJECTIVE = "best_val_loss"  # the metric a sweep minimises: validation loss of the best epoch
+
+# ---- the logged model's files (pipeline.modelfiles) -----------------------------------------
+MODEL_ID_TAG = "model.id"
+FILES_TAG = "model.files"
+DIGEST_TAG = "model.files_sha256"
+MODEL_FILES_TAGS = (FILES_TAG, DIGEST_TAG)
+
+# ---- the promotion gate and the registry ----------------------------------------------------
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+GATE_TAG_PREFIX = "gate."
+DECISION = "gate.decision"
+STATE = "gate.state"  # "pending" from the decision's record until its alias move and run tags are done
+NOT_APPLIED = "gate.not_applied"
+REASON = "gate.reason"
+GATE_METRIC = "gate.metric"
+GATE_SCORE = "gate.score"
+BASELINE_SCORE = "gate.baseline_score"
+CHAMPION_VERSION = "gate.champion_version"
+CHAMPION_SCORE = "gate.champion_score"
+GATE_MARGIN_PARAM = "gate.margin"
+GATE_TAGS = (REASON, GATE_METRIC, GATE_SCORE, BASELINE_SCORE, CHAMPION_VERSION, CHAMPION_SCORE, NOT_APPLIED)
+REGISTRY_MODEL_TAG = "registry.model"
+REGISTRY_VERSION_TAG = "registry.version"
+
+# ---- the hyperparameter sweep ---------------------------------------------------------------
+ROLE_TAG = "sweep.role"  # parent | trial | best
+SWEEP_RUN_TAG = "sweep.run_id"  # never pipeline.run_id: the train step closes RUNNING runs with that tag
+STUDY_TAG = "sweep.study"
+SWEEP_STATE_TAG = "sweep.state"
+BEST_TRIAL_TAG = "sweep.best_trial"
+TRIAL_NUMBER_TAG = "sweep.trial_number"
+PARENT_TAG = "mlflow.parentRunId"  # what nests a run under another in MLflow
+WORKER_SLOT_TAG = "sweep.worker_slot"
+RETRY_OF_TRIAL_TAG = "sweep.retry_of_trial"
+TRIAL_PARAMS = "sweep.trial_params"  # a param on each trial run, a tag on the best run
+PRUNED_BECAUSE_TAG = "sweep.pruned_because"
+SWEEP_STORAGE_TAG = "sweep.storage"
+SWEEP_SPACE_PARAM = "sweep.space"
+SWEEP_OBJECTIVE_PARAM = "sweep.objective"
+SWEEP_SAMPLER_PARAM = "sweep.sampler"
+SWEEP_PRUNER_PARAM = "sweep.pruner"
+SWEEP_MAX_EPOCHS_PARAM = "sweep.max_epochs"
+N_TRIALS_TAG = "sweep.n_trials"
+SWEEP_PARENT_RUN_TAG = "sweep.parent_run_id"
+BEST_TRIAL_RUN_TAG = "sweep.best_trial_run_id"
+BEST_RUN_TAG = "sweep.best_run_id"
