@@ -6,12 +6,14 @@ Airflow DAG's parse stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,6 +136,22 @@ def fail(exc: BaseException, context: str = "") -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextlib.contextmanager
+def reported(context: str = "", resume: Callable[[], str | None] | None = None) -> Iterator[None]:
+    """Every command's error path: any failure inside is printed once, redacted, and mapped to the
+    exit-code contract by :func:`fail`; ``resume`` names the command that resumes the work when
+    the failure is worth a retry."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        hint = resume() if resume is not None else None
+        if hint and exit_code_for(exc) == EXIT_RETRYABLE:
+            console.print(f"Resume with: [bold]{hint}[/]")
+        raise fail(exc, context) from None
+
+
 # --------------------------------------------------------------------------------------------
 # run / step
 # --------------------------------------------------------------------------------------------
@@ -157,10 +175,8 @@ def run(
     from pipeline.runner import new_run_id, run_pipeline
 
     run_id = run_id or new_run_id()
-    try:
+    with reported():
         settings = load_settings(config, overrides)
-    except PipelineError as exc:
-        raise fail(exc) from None
     console.print(f"[bold]Run[/] {run_id}  dataset [bold]{settings.data.name}[/]  home {settings.home}")
     current = {"step": None}
     started = time.monotonic()
@@ -302,13 +318,11 @@ def step(
     from pipeline.errors import ConfigError
     from pipeline.runner import emit_summary, execute_step, step_summary
 
-    try:
+    with reported(f"step {name}: "):
         if name not in STEP_NAMES:
             raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(STEP_NAMES)}")
         settings = load_settings(config, overrides)
         manifest = execute_step(settings, run_id, name)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc, f"step {name}: ") from None
     emit_summary(step_summary(manifest))
 
 
@@ -322,10 +336,8 @@ def list_steps() -> None:
 @app.command("config")
 def show_config(config: ConfigOption = None, overrides: SetOption = None) -> None:
     """Print the resolved configuration (secrets masked)."""
-    try:
+    with reported():
         settings = load_settings(config, overrides)
-    except PipelineError as exc:
-        raise fail(exc) from None
     typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
 
 
@@ -340,11 +352,9 @@ def doctor(
     _prepare("WARNING")
     from pipeline.doctor import run_checks
 
-    try:
+    with reported("doctor: "):
         settings = load_settings(config, overrides)
         report = run_checks(settings)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc, "doctor: ") from None
     if as_json:  # one JSON line on stdout (and /airflow/xcom/return.json in a pod), like a step
         from pipeline.runner import emit_summary
 
@@ -381,12 +391,10 @@ def show(
     _prepare("WARNING")
     from pipeline.lineage import describe, resolve_version
 
-    try:
+    with reported():
         settings = load_settings(config, overrides)
         version = resolve_version(settings, model)
         lineage = describe(settings, version)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(lineage, indent=2, sort_keys=True, default=str))
         return
@@ -407,12 +415,10 @@ def fetch_data(
     _prepare("WARNING")
     from pipeline.lineage import fetch_version_data, resolve_version
 
-    try:
+    with reported():
         settings = load_settings(config, overrides)
         version = resolve_version(settings, model)
         path = fetch_version_data(settings, version, dest, which)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc) from None
     typer.echo(str(path))
 
 
@@ -429,12 +435,10 @@ def reproduce(
     from pipeline.lineage import resolve_version
     from pipeline.reproduce import reproduce as run_reproduction
 
-    try:
+    with reported():
         settings = load_settings(config, overrides)
         version = resolve_version(settings, model)
         result = run_reproduction(settings, version, tolerance)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc) from None
     table = Table(title=f"{result.model} v{result.version} (data sha256 {result.data_sha256[:12]})")
     for column in ("metric", "original", "reproduced", "match"):
         table.add_column(column)
@@ -458,7 +462,8 @@ def ui(
     """Open the MLflow UI on the embedded store (for a server, browse to it instead)."""
     from pipeline.tracking import prepare_sqlite, quiet_telemetry
 
-    settings = load_settings(config, overrides)
+    with reported("ui: "):
+        settings = load_settings(config, overrides)
     quiet_telemetry()
     if not settings.uses_embedded_tracking:
         typer.echo(f"Tracking is on a server: open {settings.resolved_tracking_uri} in a browser.")
@@ -529,7 +534,7 @@ def sweep(
     from pipeline.errors import ConfigError
     from pipeline.runner import emit_summary, new_run_id
 
-    try:
+    with reported(f"sweep {stage}: ", resume=lambda: run_id and f"pipeline sweep --run-id {run_id}"):
         if stage not in SWEEP_STAGES:
             raise ConfigError(f"--stage {stage!r}: use one of {', '.join(SWEEP_STAGES)}")
         if stage != "all" and run_id is None:
@@ -555,10 +560,6 @@ def sweep(
             summary = sweeping.run_all(
                 settings, run_id, n_trials=trials, workers=count, worker_command=command
             )
-    except (Exception, KeyboardInterrupt) as exc:
-        if run_id is not None and exit_code_for(exc) == EXIT_RETRYABLE:
-            console.print(f"Resume with: [bold]pipeline sweep --run-id {run_id}[/]")
-        raise fail(exc, f"sweep {stage}: ") from None
     if stage in ("all", "finalize"):
         console.print(
             f"best trial {summary['best_trial']} ({summary['objective']} {summary['best_value']:.4f}) -> "
@@ -588,11 +589,9 @@ def report(
     _prepare("WARNING")
     from pipeline.report import write_report
 
-    try:
+    with reported("report: "):
         settings = load_settings(config, overrides)
         path = write_report(settings, output, experiments)
-    except (Exception, KeyboardInterrupt) as exc:
-        raise fail(exc, "report: ") from None
     typer.echo(str(path.resolve()))
 
 

@@ -185,3 +185,40 @@ def test_log_level_from_the_yaml_or_the_environment_sets_the_pipelines_level(
         signal.signal(signal.SIGTERM, on_term)
     with pytest.raises(ValidationError, match="log_level"):
         Settings.load(log_level="LOUD")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run"],
+        ["step", "ingest", "--run-id", "r1"],
+        ["config"],
+        ["doctor"],
+        ["show", "penguins@champion"],
+        ["fetch-data", "penguins@champion", "--dest", "out"],
+        ["reproduce", "penguins@champion"],
+        ["ui"],
+        ["sweep"],
+        ["report"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_command_reports_a_bad_setting_the_same_way(
+    home: Path, tmp_path: Path, command: list[str]
+) -> None:
+    """One error path for all commands: a bad setting is exit 65, one `pipeline: error:` line last
+    on stderr naming the setting and the rule, no traceback, nothing written to the home."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *command, "--set", "seed=many"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(home),
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 65, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("pipeline: error: ") and "seed" in last and "integer" in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
