@@ -7,11 +7,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import BadInputError, UpstreamMissingError
 from pipeline.settings import Settings
 from pipeline.storage import ArtifactStore, Manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.steps import StepSpec
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +47,35 @@ class StepResult:
     on_published: Callable[[], None] | None = None  # e.g. remove checkpoints once outputs are safe
 
 
+class StepContractError(RuntimeError):
+    """A step read or published something its :class:`~pipeline.steps.StepSpec` does not declare
+    (a bug in the step, never in the data: declare it in ``pipeline/steps/__init__.py``)."""
+
+
 @dataclass
 class StepContext:
+    """What a step runs with. ``spec`` is the step's declared contract: reads of anything it
+    does not list as an input raise :class:`StepContractError` (None: no contract, for tools)."""
+
     settings: Settings
     run_id: str
     step: str
     store: ArtifactStore
     workdir: Path
+    spec: StepSpec | None = None
     _upstream: dict[str, Manifest] = field(default_factory=dict)
+
+    def _check_declared(self, step: str, output: str | None = None) -> None:
+        if self.spec is not None and not self.spec.reads(step, output):
+            what = f"output {output!r} of step {step!r}" if output else f"the manifest of step {step!r}"
+            raise StepContractError(
+                f"step {self.step!r} read {what}, which its StepSpec does not declare "
+                f"(inputs: {', '.join(self.spec.inputs) or 'none'})"
+            )
 
     def upstream(self, step: str, require_success: bool = True) -> Manifest:
         """The manifest a previous step of this run published (cached)."""
+        self._check_declared(step)
         if step not in self._upstream:
             manifest = self.store.read_manifest(self.run_id, step)
             if manifest is None:
@@ -75,6 +96,7 @@ class StepContext:
 
     def input_path(self, step: str, output: str) -> Path:
         """A local path for an output of an upstream step (downloaded when the store is remote)."""
+        self._check_declared(step, output)
         uri = self.upstream(step).uri(output)
         return self.store.local_copy(uri, self.workdir / "in" / step)
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.context import StepContext, check_run_id
+from pipeline.context import StepContext, StepContractError, StepResult, check_run_id
 from pipeline.settings import Settings
-from pipeline.steps import STEPS, get_step, load_step
+from pipeline.steps import STEPS, StepSpec, get_step, load_step
 from pipeline.storage import ArtifactStore, Manifest, utcnow
 from pipeline.tracking import wrap_unreachable
 
@@ -41,14 +41,17 @@ def execute_step(settings: Settings, run_id: str, name: str, store: ArtifactStor
     """Run one step and publish its outputs. Raises the step's error after publishing what it
     chose to publish (a failed validation publishes its report)."""
     check_run_id(run_id)
-    get_step(name)
+    spec = get_step(name)
     store = store or make_store(settings)
     function = load_step(name)
     started = utcnow()
     with store.workdir(run_id, name) as workdir:
-        ctx = StepContext(settings=settings, run_id=run_id, step=name, store=store, workdir=workdir)
+        ctx = StepContext(
+            settings=settings, run_id=run_id, step=name, store=store, workdir=workdir, spec=spec
+        )
         try:
             result = function(ctx)
+            check_outputs(spec, result)
         except Exception as exc:
             mlflow_errors = sys.modules.get("mlflow.exceptions")
             if mlflow_errors is not None and isinstance(exc, mlflow_errors.MlflowException):
@@ -72,6 +75,16 @@ def execute_step(settings: Settings, run_id: str, name: str, store: ArtifactStor
     if result.error is not None:
         raise result.error
     return manifest
+
+
+def check_outputs(spec: StepSpec, result: StepResult) -> None:
+    """A step publishes what its spec declares: nothing else, and all of it when it succeeded."""
+    published, declared = set(result.outputs), set(spec.outputs)
+    missing = declared - published if result.status == "succeeded" else set()
+    if published - declared or missing:
+        raise StepContractError(
+            f"step {spec.name!r} published {sorted(published)}; its StepSpec declares {sorted(declared)}"
+        )
 
 
 def step_summary(manifest: Manifest) -> dict[str, Any]:

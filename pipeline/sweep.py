@@ -78,6 +78,7 @@ from pipeline.names import (
     WORKER_SLOT_TAG,
 )
 from pipeline.settings import Settings, TrainSettings, redact_url, url_with_password
+from pipeline.steps import DATA_STEPS, StepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -90,6 +91,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 REPORT_ARTIFACT = "report/experiment_report.html"
+# What the trials read from the data steps' outputs (declared like a step's, and enforced alike).
+TRIAL_INPUTS = StepSpec("sweep", __name__, "trials", inputs=("features", "version", "preprocess.transformer"))
 LIST_SETTINGS = {"hidden_sizes"}
 
 
@@ -204,27 +207,19 @@ def overrides_for_params(settings: Settings, params: dict[str, Any]) -> list[str
 # Data of a run, loaded once per worker
 # --------------------------------------------------------------------------------------------
 
-DATA_STEPS = ("ingest", "validate", "preprocess", "features", "version")
 
+def run_data_steps(settings: Settings, run_id: str) -> dict[str, Any]:
+    """The data steps (ingest .. version) for the run id, keeping what already succeeded: the
+    local runner's own resume loop, stopped after the last data step."""
+    from pipeline.runner import run_pipeline
 
-def run_data_steps(settings: Settings, run_id: str, store: ArtifactStore) -> dict[str, Any]:
-    """Ingest .. version for the run id, keeping what already succeeded (like ``run_pipeline``)."""
-    from pipeline.runner import execute_step
-    from pipeline.steps import STEP_NAMES
+    def log(name: str, event: str, manifest: Any) -> None:
+        if event != "succeeded":
+            logger.info(
+                "step %s of run %s: %s", name, run_id, "already done (kept)" if event == "kept" else "running"
+            )
 
-    assert STEP_NAMES[: len(DATA_STEPS)] == DATA_STEPS, "the data steps come first"
-    manifests: dict[str, Any] = {}
-    rerun = False
-    for name in DATA_STEPS:
-        existing = None if rerun else store.read_manifest(run_id, name)
-        if existing is not None and existing.succeeded:
-            manifests[name] = existing
-            logger.info("step %s of run %s: already done (kept)", name, run_id)
-            continue
-        rerun = True
-        logger.info("step %s of run %s: running", name, run_id)
-        manifests[name] = execute_step(settings, run_id, name, store)
-    return manifests
+    return run_pipeline(settings, run_id, stop_after=DATA_STEPS[-1], on_step=log)
 
 
 @dataclass
@@ -242,7 +237,9 @@ def load_trial_data(settings: Settings, run_id: str, store: ArtifactStore) -> Tr
     from pipeline.transform import TabularTransformer
 
     with store.workdir(run_id, "sweep") as workdir:
-        ctx = StepContext(settings=settings, run_id=run_id, step="sweep", store=store, workdir=workdir)
+        ctx = StepContext(
+            settings=settings, run_id=run_id, step="sweep", store=store, workdir=workdir, spec=TRIAL_INPUTS
+        )
         features = ctx.upstream("features").summary
         version = ctx.upstream("version").summary
         transformer = TabularTransformer.from_json(ctx.input_path("preprocess", "transformer").read_text())
@@ -582,7 +579,6 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
     from mlflow.entities import Param
 
     from pipeline.context import check_run_id
-    from pipeline.runner import make_store
     from pipeline.tracking import configure, ensure_experiment, git_commit
 
     check_run_id(run_id)
@@ -590,8 +586,7 @@ def prepare(settings: Settings, run_id: str, n_trials: int | None = None) -> dic
         settings = settings.model_copy(
             update={"sweep": settings.sweep.model_copy(update={"n_trials": n_trials})}
         )
-    store = make_store(settings)
-    manifests = run_data_steps(settings, run_id, store)
+    manifests = run_data_steps(settings, run_id)
     client = configure(settings)
     experiment_id = ensure_experiment(client, settings)
     storage = open_storage(settings)

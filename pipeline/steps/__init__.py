@@ -13,29 +13,48 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.context import StepContext
+    from pipeline.context import StepContext, StepResult
 
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One step of the pipeline.
+    """One step of the pipeline, and its whole contract with the others.
 
     Attributes:
         name: the step's name, used in URIs (``runs/<run id>/<name>/``), task ids and the CLI.
-        module: the module holding ``run(ctx) -> dict``.
+        module: the module holding ``run(ctx) -> StepResult``.
         summary: one line for ``--help`` and the DAG's task documentation.
-        needs: names of earlier steps whose published outputs this step reads.
+        inputs: what the step reads from earlier steps of its run: ``"step"`` (that step's
+            manifest and summary) or ``"step.output"`` (one published output, which implies the
+            manifest). :class:`pipeline.context.StepContext` refuses any other read.
+        outputs: the names of what it publishes; the runner refuses a result with others, or
+            a successful one without all of them.
+        kind: ``data`` (ingest .. version: what a sweep prepares once for all its trials) or
+            ``model`` (trains on, scores or registers a model).
         uses_gpu: whether the step can use an accelerator (the DAG gives only these pods a GPU).
     """
 
     name: str
     module: str
     summary: str
-    needs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    kind: Literal["data", "model"] = "data"
     uses_gpu: bool = False
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The earlier steps this one reads from, in the order first declared."""
+        return tuple(dict.fromkeys(item.partition(".")[0] for item in self.inputs))
+
+    def reads(self, step: str, output: str | None = None) -> bool:
+        """Whether the step declared that read (a whole-manifest read, or one output)."""
+        if output is None:
+            return step in self.needs
+        return f"{step}.{output}" in self.inputs
 
 
 STEPS: tuple[StepSpec, ...] = (
@@ -43,53 +62,72 @@ STEPS: tuple[StepSpec, ...] = (
         "ingest",
         "pipeline.steps.ingest",
         "Read the source (file, HTTP API or SQL) into an immutable raw snapshot with its hash.",
+        outputs=("raw",),
     ),
     StepSpec(
         "validate",
         "pipeline.steps.validate",
         "Run the data contract (Great Expectations) on the raw snapshot; stop on failure.",
-        needs=("ingest",),
+        inputs=("ingest.raw",),
+        outputs=("report", "data_docs"),
     ),
     StepSpec(
         "preprocess",
         "pipeline.steps.preprocess",
         "De-duplicate, impute, encode, scale and split; save the fitted transformer.",
-        needs=("ingest", "validate"),
+        inputs=("ingest.raw", "validate"),
+        outputs=("features", "test_raw", "transformer"),
     ),
     StepSpec(
         "features",
         "pipeline.steps.features",
         "Write the processed features to the feature store as a new feature-set version.",
-        needs=("preprocess",),
+        inputs=("preprocess.features",),
     ),
     StepSpec(
         "version",
         "pipeline.steps.version",
         "Track raw and processed data with DVC and push them to the remote.",
-        needs=("ingest", "preprocess"),
+        inputs=("ingest.raw", "preprocess.features"),
+        outputs=("raw_dvc", "processed_dvc"),
     ),
     StepSpec(
         "train",
         "pipeline.steps.train",
         "Train the PyTorch model with early stopping and checkpoints, tracked in MLflow.",
-        needs=("ingest", "validate", "preprocess", "features", "version"),
+        inputs=(
+            "ingest",
+            "validate.report",
+            "validate.data_docs",
+            "preprocess.transformer",
+            "preprocess.test_raw",
+            "features",
+            "version.raw_dvc",
+            "version.processed_dvc",
+        ),
+        outputs=("weights", "model_spec", "history"),
+        kind="model",
         uses_gpu=True,
     ),
     StepSpec(
         "evaluate",
         "pipeline.steps.evaluate",
         "Score the model and a baseline on the held-out test set; log metrics and plots.",
-        needs=("preprocess", "train"),
+        inputs=("preprocess.test_raw", "preprocess.features", "train.history"),
+        outputs=("evaluation", "plots"),
+        kind="model",
     ),
     StepSpec(
         "register",
         "pipeline.steps.register",
         "Register the model version as challenger; promote to champion if the gate passes.",
-        needs=("preprocess", "train", "evaluate"),
+        inputs=("preprocess.test_raw", "train", "evaluate"),
+        kind="model",
     ),
 )
 
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
+DATA_STEPS: tuple[str, ...] = tuple(step.name for step in STEPS if step.kind == "data")
 
 
 def get_step(name: str) -> StepSpec:
@@ -100,7 +138,14 @@ def get_step(name: str) -> StepSpec:
     raise KeyError(f"unknown step {name!r}; valid steps: {', '.join(STEP_NAMES)}")
 
 
-def load_step(name: str) -> Callable[[StepContext], dict[str, Any]]:
+def load_step(name: str) -> Callable[[StepContext], StepResult]:
     """Import the step's module and return its ``run`` function."""
     module = importlib.import_module(get_step(name).module)
     return module.run
+
+
+def describe(name: str, summary: dict[str, Any]) -> str:
+    """One line about a step's result, from its module's ``describe(summary)`` ("done" without)."""
+    module = importlib.import_module(get_step(name).module)
+    function = getattr(module, "describe", None)
+    return function(summary) if function is not None else "done"
