@@ -24,7 +24,7 @@ from rich.table import Table
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for, one_line
 from pipeline.redaction import redact
-from pipeline.steps import STEP_NAMES, STEPS
+from pipeline.steps import STEP_NAMES, STEPS, describe
 
 app = typer.Typer(
     name="pipeline",
@@ -202,7 +202,7 @@ def run(
             else:
                 progress.update(
                     task,
-                    description=f"[green]{name:<11}[/] {_one_liner(name, manifest.summary)}",
+                    description=f"[green]{name:<11}[/] {describe(name, manifest.summary)}",
                     completed=1,
                 )
                 progress.stop_task(task)
@@ -224,32 +224,6 @@ def run(
         console.print(f"Resume with: [bold]pipeline run --run-id {run_id}[/]")
         raise fail(error, f"step {step}: " if step else "") from None
     _closing_summary(settings, run_id, manifests, time.monotonic() - started)
-
-
-def _one_liner(name: str, summary: dict[str, Any]) -> str:
-    get = summary.get
-    if name == "ingest":
-        return f"{get('rows')} rows, sha256 {str(get('sha256'))[:12]}"
-    if name == "validate":
-        return f"{get('successful_expectations')}/{get('evaluated_expectations')} expectations passed"
-    if name == "preprocess":
-        splits = get("rows_per_split", {})
-        return f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"
-    if name == "features":
-        return f"feature set {get('feature_set')} v{get('feature_set_version')}"
-    if name == "version":
-        return f"raw md5 {get('raw', {}).get('md5', '')[:12]}, pushed to {get('remote')}"
-    if name == "train":
-        return f"{get('epochs_trained')} epochs on {get('device')}, best val loss {get('best_val_loss'):.4f}"
-    if name == "evaluate":
-        metric = get("primary_metric")
-        test = get("test", {}).get(metric, float("nan"))
-        baseline = get("baseline", {}).get(metric, float("nan"))
-        return f"test {metric} {test:.4f} (baseline {baseline:.4f})"
-    if name == "register":
-        role = "-> champion" if get("promoted") else "challenger"
-        return f"{get('model_name')} v{get('version')} {role}"
-    return "done"
 
 
 def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,3 +161,11 @@ def run(ctx: StepContext) -> StepResult:
             "mlflow_run_id": train.summary["mlflow_run_id"],
         },
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    metric = summary.get("primary_metric")
+    test = summary.get("test", {}).get(metric, float("nan"))
+    baseline = summary.get("baseline", {}).get(metric, float("nan"))
+    return f"test {metric} {test:.4f} (baseline {baseline:.4f})"

@@ -8,6 +8,7 @@ returns the version it already published instead of adding a duplicate.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pandas as pd
 
@@ -40,3 +41,8 @@ def run(ctx: StepContext) -> StepResult:
             "content_hash": version.content_hash,
         }
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    return f"feature set {summary.get('feature_set')} v{summary.get('feature_set_version')}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 from pipeline.context import StepContext, StepResult
 from pipeline.sources import fetch
@@ -44,3 +45,8 @@ def run(ctx: StepContext) -> StepResult:
             "bytes": len(raw.data),
         },
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    return f"{summary.get('rows')} rows, sha256 {str(summary.get('sha256'))[:12]}"

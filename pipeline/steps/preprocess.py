@@ -12,6 +12,7 @@ Outputs:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -123,3 +124,9 @@ def run(ctx: StepContext) -> StepResult:
         },
         summary=summary,
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    splits = summary.get("rows_per_split", {})
+    return f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"

@@ -26,7 +26,7 @@ never demoted by it.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -194,3 +194,9 @@ def _result(
             "mlflow_run_id": mlflow_run_id,
         }
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    role = "-> champion" if summary.get("promoted") else "challenger"
+    return f"{summary.get('model_name')} v{summary.get('version')} {role}"

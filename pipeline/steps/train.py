@@ -59,6 +59,7 @@ from pipeline.names import (
     TASK_TAG,
 )
 from pipeline.settings import redact_url
+from pipeline.steps import DATA_STEPS
 from pipeline.storage import ArtifactStore
 from pipeline.tracking import (
     configure,
@@ -265,10 +266,7 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     mlflow.log_artifact(str(ctx.input_path("validate", "report")), "validation")
     mlflow.log_artifacts(str(ctx.input_path("validate", "data_docs")), "validation/data_docs")
     mlflow.log_artifact(str(ctx.input_path("preprocess", "transformer")), "preprocessing")
-    manifests = {
-        step: ctx.upstream(step).summary
-        for step in ("ingest", "validate", "preprocess", "features", "version")
-    }
+    manifests = {step: ctx.upstream(step).summary for step in DATA_STEPS}
     mlflow.log_dict(manifests, "lineage/upstream_steps.json")
 
 
@@ -477,3 +475,9 @@ def model_input_frame(frame, columns: list[str]):
         if out[column].dtype.kind not in "biuf":
             out[column] = out[column].astype(object)
     return out.reset_index(drop=True)
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    loss = summary.get("best_val_loss")
+    return f"{summary.get('epochs_trained')} epochs on {summary.get('device')}, best val loss {loss:.4f}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from pipeline.context import StepContext, StepResult
 from pipeline.contract import validate_frame
@@ -52,3 +53,9 @@ def run(ctx: StepContext) -> StepResult:
         status="failed",
         error=ValidationFailedError(message, outcome.failures),
     )
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    passed, evaluated = summary.get("successful_expectations"), summary.get("evaluated_expectations")
+    return f"{passed}/{evaluated} expectations passed"

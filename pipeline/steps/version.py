@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from typing import Any
 
 from pipeline.context import StepContext, StepResult
 from pipeline.dvcstore import track_and_push
@@ -32,3 +33,8 @@ def run(ctx: StepContext) -> StepResult:
         outputs[f"{name}_dvc"] = target.name
         summary[name] = {"md5": info["md5"], "size": info["size"], "path": info["path"]}
     return StepResult(outputs=outputs, summary=summary)
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One line for the progress display of ``pipeline run``."""
+    return f"raw md5 {summary.get('raw', {}).get('md5', '')[:12]}, pushed to {summary.get('remote')}"
