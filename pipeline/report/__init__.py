@@ -1,0 +1,40 @@
+"""The experiment report: one self-contained, interactive HTML file (``pipeline report``).
+
+It answers "which hyperparameters and which data produced our best model, and how do the
+experiments compare?" from what MLflow already holds:
+
+* a sortable leaderboard of the runs (sweep trials and pipeline runs);
+* parallel coordinates of the parameters against the validation loss and the primary metric;
+* learning curves of the best runs overlaid (click the legend to add or hide runs);
+* the validation loss against each parameter;
+* confusion matrices of the best runs side by side;
+* the model-version history: each version's gate decision and score, the champion over time and
+  the data (DVC hash, feature-set version) behind each version.
+
+The Plotly library is embedded in the file: it opens from disk with no server and no network.
+:func:`collect` and the ``figure_*`` functions are also what the analysis notebook uses.
+"""
+
+from pipeline.report.data import KIND_COLORS, ReportData, collect
+from pipeline.report.figures import (
+    figure_confusions,
+    figure_learning_curves,
+    figure_metric_vs_params,
+    figure_parallel,
+    figure_versions,
+)
+from pipeline.report.html import leaderboard_columns, render_html, write_report
+
+__all__ = [
+    "KIND_COLORS",
+    "ReportData",
+    "collect",
+    "figure_confusions",
+    "figure_learning_curves",
+    "figure_metric_vs_params",
+    "figure_parallel",
+    "figure_versions",
+    "leaderboard_columns",
+    "render_html",
+    "write_report",
+]
