@@ -329,7 +329,11 @@ class Objective:
 
         params = suggest(trial, self.settings.sweep.space)
         train = train_settings_for(self.settings, params)
-        retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        from optuna.storages import RetryFailedTrialCallback
+
+        retry_of = RetryFailedTrialCallback.retried_trial_number(
+            stored_trial(trial.storage, trial.study, trial.number)
+        )
         tags = {
             PARENT_TAG: self.info["parent_run_id"],
             ROLE_TAG: "trial",
@@ -447,17 +451,19 @@ def retry_later(trial: optuna.Trial, max_retries: int) -> None:
     """Queue the same parameters again for a trial stopped from outside, with the bookkeeping of
     Optuna's ``RetryFailedTrialCallback`` (which handles the trials whose worker died)."""
     import optuna
+    from optuna.storages import RetryFailedTrialCallback
 
-    attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    history = [*attrs.get("retry_history", []), trial.number]
+    stored = stored_trial(trial.storage, trial.study, trial.number)
+    history = [*RetryFailedTrialCallback.retry_history(stored), trial.number]
     if len(history) > max_retries:
         return
+    first = RetryFailedTrialCallback.retried_trial_number(stored)
     trial.study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.WAITING,
             params=trial.params,
             distributions=trial.distributions,
-            system_attrs={"failed_trial": attrs.get("failed_trial", trial.number), "retry_history": history},
+            system_attrs={"failed_trial": trial.number if first is None else first, "retry_history": history},
         )
     )
 
@@ -538,7 +544,18 @@ def counts(study) -> Counts:
     return result
 
 
-def fail_running_trials(study, handler: InterruptedTrials) -> list[int]:
+def _trial_id(storage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number``, through Optuna's public storage API only."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def stored_trial(storage, study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of ``study`` as stored (its system attributes included)."""
+    return storage.get_trial(_trial_id(storage, study, number))
+
+
+def fail_running_trials(study, storage, handler: InterruptedTrials) -> list[int]:
     """Fail every RUNNING trial now (their workers are known to be gone) and hand them to
     ``handler`` (retry, close the MLflow run)."""
     from optuna.exceptions import UpdateFinishedTrialError
@@ -547,9 +564,10 @@ def fail_running_trials(study, handler: InterruptedTrials) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         try:
-            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            trial_id = _trial_id(storage, study, trial.number)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial.number)
-                handler(study, study._storage.get_trial(trial._trial_id))
+                handler(study, storage.get_trial(trial_id))
         except UpdateFinishedTrialError:
             continue  # it finished in the meantime
     return failed
@@ -682,7 +700,7 @@ def work(
     info = _study_info(study)
     budget = int(study.user_attrs.get("n_trials") or settings.sweep.n_trials)
     if owner:
-        interrupted = fail_running_trials(study, handler)
+        interrupted = fail_running_trials(study, storage, handler)
         if interrupted:
             logger.warning(
                 "failed %d trial(s) left running by an interrupted sweep: %s", len(interrupted), interrupted
@@ -755,7 +773,7 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
     study = load_study(settings, run_id, storage)
     info = _study_info(study)
     # Every worker has stopped: what still runs is an orphan; close it without a retry.
-    orphans = fail_running_trials(study, InterruptedTrials(settings, client, retry=False))
+    orphans = fail_running_trials(study, storage, InterruptedTrials(settings, client, retry=False))
     if orphans:
         logger.warning("closed trial(s) %s left running by a worker that stopped", orphans)
     best = _best(study)
@@ -895,8 +913,9 @@ def _close_leftovers(settings: Settings, run_id: str) -> None:
 
     client = configure(settings)
     handler = InterruptedTrials(settings, client)
-    study = load_study(settings, run_id, open_storage(settings, on_interrupted=handler))
-    fail_running_trials(study, handler)
+    storage = open_storage(settings, on_interrupted=handler)
+    study = load_study(settings, run_id, storage)
+    fail_running_trials(study, storage, handler)
 
 
 def run_local_workers(command: Sequence[str], workers: int) -> None:
