@@ -347,9 +347,19 @@ def pod_inputs(cluster: RenderedCluster, name: str) -> list[tuple[str, str]]:
     _, spec = _template(obj)
     for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
         label = f"container {container['name']}"
+        values = {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
         for env in container.get("env") or []:
             if "value" in env:
-                found.append((f"{label} env {env['name']}", str(env["value"])))
+                text = str(env["value"])
+                # a host and its port in two variables (libpq's PGHOST / PGPORT, FOO_HOST / FOO_PORT)
+                port = (
+                    values.get(env["name"].removesuffix("HOST") + "PORT")
+                    if env["name"].endswith("HOST")
+                    else None
+                )
+                if port and port.isdigit() and ":" not in text:
+                    text = f"{text}:{port}"
+                found.append((f"{label} env {env['name']}", text))
             ref = (env.get("valueFrom") or {}).get("configMapKeyRef") or (env.get("valueFrom") or {}).get(
                 "secretKeyRef"
             )

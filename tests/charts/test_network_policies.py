@@ -226,6 +226,8 @@ def test_needed_flows_are_allowed(profile):
         assert m.reaches(m.pod("minio-bucket"), "minio", 9000)
     if m.has("mlflow"):
         assert not db or m.reaches(m.pod("mlflow"), db, pg_port)
+        if m.has("mlflow-users"):  # the Job creating MLflow's basic-auth users calls the server
+            assert m.reaches(m.pod("mlflow-users"), "mlflow", m.service_port("mlflow", "http"))
         for name, pod in m.pods.items():
             if name.startswith(f"{RELEASE}-mlflow-migrate"):
                 assert not db or m.reaches(pod, db, pg_port), name

@@ -83,6 +83,26 @@ def test_the_resolver_follows_the_pod_search_path():
     assert resolve_service("s3.eu-west-1.amazonaws.com", "ml", services) is None
 
 
+def test_a_host_and_its_port_in_two_variables_are_one_address():
+    """libpq's PGHOST / PGPORT (and any FOO_HOST / FOO_PORT pair) name one address."""
+    env = [
+        {"name": "PGHOST", "value": "mlp-postgresql.ml.svc.cluster.local"},
+        {"name": "PGPORT", "value": "6543"},
+        {"name": "CACHE_HOST", "value": "mlp-redis"},
+    ]
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": "ml", "labels": {}},
+        "spec": {"containers": [{"name": "c", "env": env}]},
+    }
+    services = [
+        {"kind": "Service", "metadata": {"name": n, "namespace": "ml"}, "spec": {"ports": [{"port": 1}]}}
+        for n in ("mlp-postgresql", "mlp-redis")
+    ]
+    found = {(a.host, a.port) for a in addresses(RenderedCluster([pod, *services], RELEASE, "ml"))}
+    assert found == {("mlp-postgresql.ml.svc.cluster.local", 6543), ("mlp-redis", None)}
+
+
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_in_cluster_address_resolves_from_the_pod_that_gets_it(profile):
     rendered_cluster, domain = cluster(profile)
