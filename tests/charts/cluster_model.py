@@ -9,6 +9,12 @@ Airflow starts), its Services, the addresses it hands to those pods, and Kuberne
   Secrets, the config ConfigMap) in MLP_DAG_NAMESPACE.
 - :func:`service_backends` follows a Service to the pods and container ports a connection lands
   on (what NetworkPolicies see).
+- What operators create from the chart's custom resources is modelled too: a CloudNativePG
+  ``Cluster`` becomes its instance pods and its ``-rw`` / ``-ro`` / ``-r`` Services
+  (:func:`cnpg_objects`), labelled and ported as CloudNativePG does.
+- The profiles the chart tests render (:data:`STEPS`, :func:`merged`, :func:`overlay`,
+  :func:`rendered`) and :func:`in_cluster_addresses` (every in-cluster address with the Service
+  it resolves to) are shared by tests/charts/test_service_dns.py and test_network_policies.py.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tests.charts.chart_utils import REPO, render_chart
 from tests.charts.netpol import Pod, selector_matches
 
 POD_OWNERS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
@@ -81,6 +88,52 @@ def pod_of(obj: Mapping[str, Any], node: str = "node-1", ip: str = "") -> Pod:
     )
 
 
+# A CloudNativePG instance pod's container ports (the operator's pod spec: PostgreSQL, the instance
+# manager's status endpoint the operator polls, the metrics exporter).
+CNPG_INSTANCE_PORTS = {"postgresql": (5432, "TCP"), "status": (8000, "TCP"), "metrics": (9187, "TCP")}
+
+
+def cnpg_objects(cluster: Mapping[str, Any]) -> tuple[list[Pod], list[dict[str, Any]]]:
+    """The instance pods (the first one primary) and the Services the CloudNativePG operator
+    creates for a ``Cluster``: ``<name>-rw`` (the primary), ``-ro`` (the replicas), ``-r`` (any
+    instance), each on port 5432 named ``postgres``."""
+    name = cluster["metadata"]["name"]
+    namespace = cluster["metadata"]["namespace"]
+    pods = []
+    for number in range(1, int(cluster["spec"].get("instances", 1)) + 1):
+        role = "primary" if number == 1 else "replica"
+        labels = {
+            "cnpg.io/cluster": name,
+            "cnpg.io/instanceName": f"{name}-{number}",
+            "cnpg.io/podRole": "instance",
+            "cnpg.io/instanceRole": role,
+            "role": role,
+        }
+        pods.append(
+            Pod(
+                f"{name}-{number}", namespace, labels, ip=f"10.244.2.{10 + number}", ports=CNPG_INSTANCE_PORTS
+            )
+        )
+    selectors = {
+        "rw": {"cnpg.io/cluster": name, "cnpg.io/instanceRole": "primary"},
+        "ro": {"cnpg.io/cluster": name, "cnpg.io/instanceRole": "replica"},
+        "r": {"cnpg.io/cluster": name, "cnpg.io/podRole": "instance"},
+    }
+    services = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{name}-{suffix}", "namespace": namespace},
+            "spec": {
+                "selector": selector,
+                "ports": [{"name": "postgres", "port": 5432, "targetPort": 5432, "protocol": "TCP"}],
+            },
+        }
+        for suffix, selector in selectors.items()
+    ]
+    return pods, services
+
+
 @dataclass
 class RenderedCluster:
     """One rendered profile: its objects, release and pipeline namespaces, and the pods it runs."""
@@ -92,6 +145,16 @@ class RenderedCluster:
     def __post_init__(self) -> None:
         self.pods: dict[str, Pod] = {}
         self.pod_objects: dict[str, dict[str, Any]] = {}
+        # what the CloudNativePG operator creates (its pods are not the chart's: no pod_objects entry)
+        self.operator_pods: dict[str, Pod] = {}
+        for obj in [
+            o
+            for o in self.objects
+            if o["kind"] == "Cluster" and o["apiVersion"].startswith("postgresql.cnpg.io/")
+        ]:
+            pods, services = cnpg_objects(obj)
+            self.objects.extend(services)
+            self.operator_pods.update({pod.name: pod for pod in pods})
         for index, obj in enumerate(o for o in self.objects if o["kind"] in POD_OWNERS):
             name = obj["metadata"]["name"]
             self.pods[name] = pod_of(obj, ip=f"10.244.0.{10 + index}")
@@ -142,7 +205,8 @@ class RenderedCluster:
         return self.find("Service", name, namespace)
 
     def backends(self, namespace: str, name: str, port: int) -> list[tuple[Pod, int]]:
-        return service_backends(self.objects, self.pods.values(), namespace, name, port)
+        pods = [*self.pods.values(), *self.operator_pods.values()]
+        return service_backends(self.objects, pods, namespace, name, port)
 
 
 def service_backends(
@@ -283,9 +347,19 @@ def pod_inputs(cluster: RenderedCluster, name: str) -> list[tuple[str, str]]:
     _, spec = _template(obj)
     for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
         label = f"container {container['name']}"
+        values = {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
         for env in container.get("env") or []:
             if "value" in env:
-                found.append((f"{label} env {env['name']}", str(env["value"])))
+                text = str(env["value"])
+                # a host and its port in two variables (libpq's PGHOST / PGPORT, FOO_HOST / FOO_PORT)
+                port = (
+                    values.get(env["name"].removesuffix("HOST") + "PORT")
+                    if env["name"].endswith("HOST")
+                    else None
+                )
+                if port and port.isdigit() and ":" not in text:
+                    text = f"{text}:{port}"
+                found.append((f"{label} env {env['name']}", text))
             ref = (env.get("valueFrom") or {}).get("configMapKeyRef") or (env.get("valueFrom") or {}).get(
                 "secretKeyRef"
             )
@@ -354,3 +428,49 @@ def is_in_cluster_name(host: str, service_names: set[str]) -> bool:
         return False
     first = host.split(".", 1)[0]
     return "." not in host or first in service_names or ".svc" in host or host.endswith(".cluster.local")
+
+
+# --- the profiles the chart tests render ---------------------------------------------------------
+
+# Step and worker pods in a namespace of their own.
+STEPS: dict[str, Any] = {"global": {"pipeline": {"namespace": "ml-steps"}}}
+# Every port a value can move, moved.
+OTHER_PORTS: dict[str, Any] = {
+    "global": {"postgresql": {"port": 6543}},
+    "mlflow": {"service": {"port": 80}},
+    "airflow": {"apiServer": {"service": {"port": 8081}}},
+}
+
+
+def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Values layered as `helm -f a -f b` does: maps merge, everything else is replaced."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def overlay(env: str) -> dict[str, Any]:
+    """An environment's values file (k8s/envs/<env>/values.yaml)."""
+    return yaml.safe_load((REPO / "k8s" / "envs" / env / "values.yaml").read_text())
+
+
+def rendered(values: Mapping[str, Any], namespace: str, release: str = "mlp") -> RenderedCluster:
+    """The chart rendered with ``values`` into ``namespace`` (chart_utils caches each helm run)."""
+    return RenderedCluster(render_chart(dict(values), name=release, namespace=namespace), release, namespace)
+
+
+def in_cluster_addresses(
+    cluster: RenderedCluster, domain: str = "cluster.local"
+) -> Iterator[tuple[Address, tuple[str, str] | None]]:
+    """Every address handed to a pod that names (or tries to name) a Service of the cluster, with
+    the (namespace, Service) it resolves to from that pod, or None."""
+    services = cluster.services()
+    names = {name for _, name in services}
+    for address in addresses(cluster):
+        if is_in_cluster_name(address.host, names):
+            yield address, resolve_service(address.host, address.namespace, services, domain)

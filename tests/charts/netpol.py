@@ -137,29 +137,30 @@ class Policies:
         )
 
     def egress_allowed(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
-        if not isinstance(src, Pod):
-            return True
-        isolating = self.selecting(src, "Egress")
-        if not isolating:
-            return True
-        return any(
-            self._rule_matches(rule, "to", dst, policy["metadata"]["namespace"], dst, port, protocol)
-            for policy in isolating
-            for rule in policy["spec"].get("egress") or []
-        )
+        return self.direction_allowed("Egress", src, dst, port, protocol)
 
     def ingress_allowed(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> bool:
-        if not isinstance(dst, Pod):
+        return self.direction_allowed("Ingress", src, dst, port, protocol)
+
+    def direction_allowed(
+        self, direction: str, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP"
+    ) -> bool:
+        """One end of a connection: the source's egress (``Egress``) or the destination's ingress
+        (``Ingress``). The end's pod is isolated by the policies selecting it for that direction;
+        their rules' peers (``to`` / ``from``) are matched against the other end."""
+        pod, peer = (src, dst) if direction == "Egress" else (dst, src)
+        if not isinstance(pod, Pod):
             return True
-        if isinstance(src, Node) and src.name == dst.node:
+        if direction == "Ingress" and isinstance(peer, Node) and peer.name == pod.node:
             return True
-        isolating = self.selecting(dst, "Ingress")
+        isolating = self.selecting(pod, direction)
         if not isolating:
             return True
+        rules_key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
         return any(
-            self._rule_matches(rule, "from", src, policy["metadata"]["namespace"], dst, port, protocol)
+            self._rule_matches(rule, peers_key, peer, policy["metadata"]["namespace"], dst, port, protocol)
             for policy in isolating
-            for rule in policy["spec"].get("ingress") or []
+            for rule in policy["spec"].get(rules_key) or []
         )
 
     def _rule_matches(

@@ -91,20 +91,38 @@ def test_bundled_and_managed_postgresql_together_are_refused():
         render_chart(values)
 
 
-def test_clients_pointed_elsewhere_are_refused():
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "db.example.internal",
+        # a short name resolves only in the release's namespace, not from a steps namespace
+        "mlp-postgres-rw",
+        # another namespace's Cluster
+        "mlp-postgres-rw.ml-staging.svc.cluster.local",
+    ],
+)
+def test_clients_pointed_elsewhere_are_refused(host):
     values = copy.deepcopy(OVERLAYS["prod"])
-    values["global"]["postgresql"]["host"] = ""
-    with pytest.raises(HelmFailedError, match="mlp-postgres-rw"):
-        render_chart(values)
+    values["global"]["postgresql"]["host"] = host
+    with pytest.raises(HelmFailedError, match=r"mlp-postgres-rw\.ml-prod\.svc\.cluster\.local"):
+        render_chart(values, namespace="ml-prod")
+
+
+def test_the_qualified_read_write_service_is_accepted_with_or_without_the_domain():
+    values = copy.deepcopy(OVERLAYS["prod"])
+    for host in ("mlp-postgres-rw.ml-prod.svc", "mlp-postgres-rw.ml-prod.svc.cluster.local"):
+        values["global"]["postgresql"]["host"] = host
+        assert cnpg_objects(values, "ml-prod")[1]
 
 
 def test_backups_without_a_destination_are_refused():
     values = copy.deepcopy(OVERLAYS["prod"])
     values["cnpg"]["backup"]["destinationPath"] = ""
     with pytest.raises(HelmFailedError, match="destinationPath"):
-        render_chart(values)
+        render_chart(values, namespace="ml-prod")
     values["cnpg"]["backup"] = {"enabled": False}
-    _, cnpg = cnpg_objects(values)
+    _, cnpg = cnpg_objects(values, "ml-prod")
     assert "ScheduledBackup" not in {o["kind"] for o in cnpg}
     (cluster,) = [o for o in cnpg if o["kind"] == "Cluster"]
     assert "backup" not in cluster["spec"]

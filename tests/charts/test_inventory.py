@@ -56,6 +56,7 @@ DEFAULT_INVENTORY = {
     ("NetworkPolicy", "mlp-minio"),
     ("NetworkPolicy", "mlp-minio-bucket-job"),
     ("NetworkPolicy", "mlp-mlflow"),
+    ("NetworkPolicy", "mlp-mlflow-users"),
     ("NetworkPolicy", "mlp-airflow"),
     ("NetworkPolicy", "mlp-airflow-api-server"),
     ("NetworkPolicy", "mlp-airflow-kube-api"),

@@ -18,14 +18,16 @@ from tests.charts.chart_utils import (
     render_chart,
 )
 from tests.charts.cluster_model import (
+    OTHER_PORTS,
     STEP_POD_LABELS,
+    STEPS,
     RenderedCluster,
-    addresses,
-    is_in_cluster_name,
-    resolve_service,
+    in_cluster_addresses,
+    merged,
+    overlay,
+    rendered,
 )
 from tests.charts.netpol import External, Node, Pod, Policies, selector_matches
-from tests.charts.test_service_dns import STEPS, merged, overlay
 from tests.support import unavailable
 
 pytestmark = pytest.mark.charts
@@ -37,27 +39,26 @@ INTERNET = External("93.184.216.34")
 NODE = Node("node-1", "172.18.0.3")  # every modelled pod runs there
 DNS = Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, ip="10.244.9.2")
 INTRUDER = Pod("intruder", "other", {"app": "intruder"}, ip="10.244.9.3")
+# The CloudNativePG operator and the ingress controller, as their charts label them (the defaults of
+# cnpg.operator and ingress.controller).
+CNPG_OPERATOR = Pod(
+    "cnpg-operator", "cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}, ip="10.244.7.2"
+)
+INGRESS_CONTROLLER = Pod(
+    "ingress-controller", "ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}, ip="10.244.8.2"
+)
 
 # profile -> (values, release namespace)
 PROFILES: dict[str, tuple[dict[str, Any], str]] = {
     "defaults": ({}, NAMESPACE),
     "steps-namespace": (STEPS, NAMESPACE),
     "celery-steps-namespace": (merged(REDIS_VALUES, STEPS), NAMESPACE),
-    "other-ports-steps-namespace": (
-        merged(
-            STEPS,
-            {
-                "global": {"postgresql": {"port": 6543}},
-                "mlflow": {"service": {"port": 80}},
-                "airflow": {"apiServer": {"service": {"port": 8081}}},
-            },
-        ),
-        NAMESPACE,
-    ),
+    "other-ports-steps-namespace": (merged(STEPS, OTHER_PORTS), NAMESPACE),
     "kind": (KIND_VALUES, "ml-pipeline"),
     "dev": (overlay("dev"), "ml-dev"),
     "staging": (overlay("staging"), "ml-staging"),
     "prod": (overlay("prod"), "ml-prod"),
+    "prod-steps-namespace": (merged(overlay("prod"), STEPS), "ml-prod"),
 }
 
 
@@ -65,14 +66,29 @@ class Model:
     """A profile rendered, its pods placed, its policies loaded."""
 
     def __init__(self, values: dict[str, Any], namespace: str) -> None:
-        self.cluster = RenderedCluster(render_chart(values, namespace=namespace), RELEASE, namespace)
+        self.cluster = rendered(values, namespace)
         self.namespace = namespace
         self.steps_namespace = self.cluster.pipeline_namespace
         self.pods = self.cluster.pods
+        # the CloudNativePG instances, which the operator starts (empty without cnpg.enabled)
+        self.instances = list(self.cluster.operator_pods.values())
         self.neighbour = Pod("neighbour", namespace, {"app": "neighbour"}, ip="10.244.9.4")
         policies = [o for o in self.cluster.objects if o["kind"] == "NetworkPolicy"]
         self.policies = Policies(policies)
         self.lenient = Policies(policies, ipblock_matches_pods=True)
+        # the Service of the release's PostgreSQL: the bundled server, the CloudNativePG instances
+        # (`-r`: every instance, since any of them may become the primary), or none (external)
+        if self.has("postgresql"):
+            self.database: str | None = "postgresql"
+        elif self.instances:
+            self.database = "postgres-r"
+        else:
+            self.database = None
+        self.ingress_hosts = {
+            o["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+            for o in self.cluster.objects
+            if o["kind"] == "Ingress"
+        }
 
     def pod(self, component: str) -> Pod:
         name = component if component in ("step", "worker") else f"{RELEASE}-{component}"
@@ -99,6 +115,12 @@ class Model:
             for evaluator in (self.policies, self.lenient)
             for dst, target in self.service_flows(src, service, port)
         )
+
+    @property
+    def pg_port(self) -> int:
+        if self.database == "postgres-r":
+            return self.service_port("postgres-r", "postgres")
+        return self.service_port("postgresql", "postgresql")
 
     def service_port(self, service: str, name: str) -> int:
         (entry,) = [
@@ -148,13 +170,10 @@ def test_every_address_a_pod_is_handed_is_reachable_from_it(profile):
     of each pod (env, ConfigMaps, Secrets, config file; the step pods' from MLP_DAG_*), through
     its Service, to every pod behind it, on the port it lands on."""
     m = model(profile)
-    services = m.cluster.services()
-    names = {name for _, name in services}
     problems, checked = [], set()
-    for address in addresses(m.cluster):
-        if not is_in_cluster_name(address.host, names) or address.port is None:
+    for address, resolved in in_cluster_addresses(m.cluster):
+        if address.port is None:
             continue
-        resolved = resolve_service(address.host, address.namespace, services)
         assert resolved, address
         namespace, service = resolved
         src = m.pods[address.pod]
@@ -163,13 +182,15 @@ def test_every_address_a_pod_is_handed_is_reachable_from_it(profile):
             if not m.policies.allowed(src, dst, port):
                 problems.append(f"{address.pod} -> {dst.name}:{port} ({address.where})")
     assert ("step", f"{RELEASE}-mlflow") in checked or not m.has("mlflow")
+    if m.instances:
+        assert ("step", f"{RELEASE}-postgres-1") in checked  # the feature store, on the primary
     assert not problems, "denied:\n" + "\n".join(sorted(set(problems)))
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_needed_flows_are_allowed(profile):
     m = model(profile)
-    pg_port = m.service_port("postgresql", "postgresql")
+    db, pg_port = m.database, m.pg_port if m.database else 0
     pipeline_pods = [m.pod("pipeline-doctor")] + ([m.pod("step")] if m.has("step") else [m.pod("worker")])
     for pod in [*m.pods.values()]:
         for protocol in ("UDP", "TCP"):
@@ -179,8 +200,8 @@ def test_needed_flows_are_allowed(profile):
             assert m.reaches(pod, "mlflow", m.service_port("mlflow", "http")), pod.name
         if m.has("minio"):
             assert m.reaches(pod, "minio", 9000), pod.name
-        if m.has("postgresql"):
-            assert m.reaches(pod, "postgresql", pg_port), pod.name
+        if db:
+            assert m.reaches(pod, db, pg_port), pod.name
         assert m.policies.allowed(pod, INTERNET, 443), f"{pod.name} -> HTTPS data sources, external S3"
     api_port = m.service_port("airflow-api-server", "api")
     for component in ("airflow-scheduler", "airflow-triggerer", "airflow-api-server", "worker"):
@@ -192,9 +213,9 @@ def test_needed_flows_are_allowed(profile):
         "airflow-triggerer",
         "airflow-api-server",
     ):
-        assert m.reaches(m.pod(component), "postgresql", pg_port), component
+        assert not db or m.reaches(m.pod(component), db, pg_port), component
     migrate = next(p for n, p in m.pods.items() if n.startswith(f"{RELEASE}-airflow-migrate"))
-    assert m.reaches(migrate, "postgresql", pg_port)
+    assert not db or m.reaches(migrate, db, pg_port)
     assert m.reaches(m.pod("worker"), "airflow-api-server", api_port)  # the Execution API
     assert m.policies.allowed(m.pod("airflow-api-server"), m.pod("worker"), 8793)  # running tasks' logs
     assert m.policies.allowed(m.pod("airflow-api-server"), m.pod("airflow-triggerer"), 8794)
@@ -204,27 +225,56 @@ def test_needed_flows_are_allowed(profile):
         assert m.reaches(m.pod("mlflow"), "minio", 9000)
         assert m.reaches(m.pod("minio-bucket"), "minio", 9000)
     if m.has("mlflow"):
-        assert m.reaches(m.pod("mlflow"), "postgresql", pg_port)
+        assert not db or m.reaches(m.pod("mlflow"), db, pg_port)
+        if m.has("mlflow-users"):  # the Job creating MLflow's basic-auth users calls the server
+            assert m.reaches(m.pod("mlflow-users"), "mlflow", m.service_port("mlflow", "http"))
         for name, pod in m.pods.items():
             if name.startswith(f"{RELEASE}-mlflow-migrate"):
-                assert m.reaches(pod, "postgresql", pg_port), name
+                assert not db or m.reaches(pod, db, pg_port), name
     if m.has("redis"):
         for component in ("airflow-scheduler", "airflow-celery-worker"):
             assert m.reaches(m.pod(component), "redis", 6379), component
         # Celery's result backend is Airflow's database
-        assert m.reaches(m.pod("airflow-celery-worker"), "postgresql", pg_port)
+        assert not db or m.reaches(m.pod("airflow-celery-worker"), db, pg_port)
     # the UIs through `kubectl port-forward`: the kubelet connects from the pod's node
     assert m.reaches(NODE, "airflow-api-server", api_port)
     if m.has("mlflow"):
         assert m.reaches(NODE, "mlflow", m.service_port("mlflow", "http"))
     if m.has("minio"):
         assert m.reaches(NODE, "minio", 9001)
+    # the UIs that have an Ingress, from the ingress controller
+    for service, port in (("airflow-api-server", api_port), ("mlflow", 5000)):
+        if f"{RELEASE}-{service}" in m.ingress_hosts:
+            assert m.reaches(INGRESS_CONTROLLER, service, port), service
+    # CloudNativePG: the operator polls each instance's status endpoint and connects to PostgreSQL;
+    # the instances replicate from each other, call the Kubernetes API and archive WAL to S3
+    for instance in m.instances:
+        assert m.policies.allowed(CNPG_OPERATOR, instance, 8000), instance.name
+        assert m.policies.allowed(CNPG_OPERATOR, instance, 5432), instance.name
+        for other in m.instances:
+            if other is not instance:
+                assert m.policies.allowed(instance, other, 5432), (instance.name, other.name)
+        for endpoint, port in KUBE_API:
+            assert m.policies.allowed(instance, endpoint, port), f"{instance.name} -> Kubernetes API"
+        assert m.policies.allowed(instance, External("52.95.0.1"), 443), f"{instance.name} -> S3 backups"
+        for protocol in ("UDP", "TCP"):
+            assert m.policies.allowed(instance, DNS, 53, protocol), f"{instance.name} -> DNS/{protocol}"
+
+
+def test_the_managed_database_is_modelled_in_the_overlays_that_use_it():
+    """The flows above cover CloudNativePG and the Ingress only where they are rendered."""
+    for profile in ("staging", "prod", "prod-steps-namespace"):
+        m = model(profile)
+        assert m.database == "postgres-r" and len(m.instances) >= 2, profile
+    assert model("prod").ingress_hosts == {f"{RELEASE}-airflow-api-server", f"{RELEASE}-mlflow"}
+    assert not model("staging").ingress_hosts
+    assert model("defaults").database == "postgresql" and not model("defaults").instances
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_unneeded_flows_are_denied(profile):
     m = model(profile)
-    pg_port = m.service_port("postgresql", "postgresql")
+    db, pg_port = m.database, m.pg_port if m.database else 0
     api_port = m.service_port("airflow-api-server", "api")
     pipeline_pods = [m.pod("pipeline-doctor"), *([m.pod("step")] if m.has("step") else [])]
     for pod in pipeline_pods:
@@ -238,23 +288,43 @@ def test_unneeded_flows_are_denied(profile):
         for endpoint, port in KUBE_API:
             assert not m.policies.allowed(m.pod(component), endpoint, port), f"{component} -> Kubernetes API"
     # worker pods talk to Airflow through the Execution API, never to its database
-    assert m.blocked(m.pod("worker"), "postgresql", pg_port)
+    assert not db or m.blocked(m.pod("worker"), db, pg_port)
     # nobody outside the release, in another namespace or in the same one
-    for outsider in (INTRUDER, m.neighbour):
-        if m.has("mlflow"):
+    for outsider in (INTRUDER, m.neighbour, CNPG_OPERATOR, INGRESS_CONTROLLER):
+        if m.has("mlflow") and (
+            f"{RELEASE}-mlflow" not in m.ingress_hosts or outsider is not INGRESS_CONTROLLER
+        ):
             assert m.blocked(outsider, "mlflow", m.service_port("mlflow", "http")), outsider.name
-        if m.has("postgresql"):
-            assert m.blocked(outsider, "postgresql", pg_port), outsider.name
+        if db and not (outsider is CNPG_OPERATOR and m.instances):  # the operator connects (above)
+            assert m.blocked(outsider, db, pg_port), outsider.name
         if m.has("minio"):
             assert m.blocked(outsider, "minio", 9000), outsider.name
             assert m.blocked(outsider, "minio", 9001), outsider.name
-        assert m.blocked(outsider, "airflow-api-server", api_port), outsider.name
+        if f"{RELEASE}-airflow-api-server" not in m.ingress_hosts or outsider is not INGRESS_CONTROLLER:
+            assert m.blocked(outsider, "airflow-api-server", api_port), outsider.name
     # nothing calls the step pods; MLflow, PostgreSQL and MinIO call no private address
     if m.has("step"):
         assert not m.policies.allowed(m.pod("airflow-api-server"), m.pod("step"), 8080)
     for component in ("mlflow", "postgresql", "minio"):
         if m.has(component):
             assert not m.lenient.allowed(m.pod(component), External("10.1.2.3"), 443), component
+    # CloudNativePG: only the operator reaches the status endpoint, nothing reaches the metrics
+    # port, and the instances call no pod of the release but each other
+    for instance in m.instances:
+        for src in (*[p for n, p in m.pods.items()], INTRUDER, m.neighbour, INGRESS_CONTROLLER):
+            assert not m.lenient.allowed(src, instance, 8000), (src.name, instance.name)
+        for src in (CNPG_OPERATOR, *m.pods.values()):
+            assert not m.lenient.allowed(src, instance, 9187), (src.name, instance.name)
+        assert not m.policies.allowed(m.pod("worker"), instance, 5432)
+        for name, pod in m.pods.items():
+            for port in (5000, 8080, 9000):
+                assert not m.policies.allowed(instance, pod, port), (instance.name, name, port)
+        assert not m.policies.allowed(instance, INTERNET, 80), instance.name
+    if m.instances:
+        # the bundled server's policy is not rendered, and no policy admits the operator elsewhere
+        assert not [p for p in m.policies.policies if p["metadata"]["name"] == f"{RELEASE}-postgresql"]
+        for name, pod in m.pods.items():
+            assert not m.lenient.allowed(CNPG_OPERATOR, pod, 8000), name
 
 
 def test_the_real_dag_step_pods_are_the_ones_the_policies_select(monkeypatch):

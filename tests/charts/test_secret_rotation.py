@@ -53,9 +53,11 @@ def secrets_read(spec: dict[str, Any]) -> set[str]:
 
 
 def consumers(values: dict[str, Any]) -> dict[str, tuple[set[str], dict[str, str]]]:
-    """workload -> (Secrets it reads, its pod template annotations)."""
+    """workload -> (Secrets it reads, its pod template annotations). The prod overlay is rendered
+    into its own namespace, which its database host names."""
     found = {}
-    for obj in render_chart(values):
+    namespace = "ml-prod" if (values.get("cnpg") or {}).get("enabled") else "ml"
+    for obj in render_chart(values, namespace=namespace):
         if obj["kind"] in LONG_RUNNING_KINDS:
             ann = pod_metadata(obj).get("annotations") or {}
             found[f"{obj['kind']}/{obj['metadata']['name']}"] = (secrets_read(pod_spec(obj)), ann)

@@ -9,56 +9,27 @@ from typing import Any
 
 import pytest
 
-from tests.charts.chart_utils import (
-    EXTERNAL_VALUES,
-    KIND_VALUES,
-    NAMESPACE,
-    REDIS_VALUES,
-    RELEASE,
-    REPO,
-    render_chart,
+from tests.charts.chart_utils import EXTERNAL_VALUES, KIND_VALUES, NAMESPACE, REDIS_VALUES, RELEASE
+from tests.charts.cluster_model import (
+    OTHER_PORTS,
+    STEPS,
+    RenderedCluster,
+    addresses,
+    in_cluster_addresses,
+    merged,
+    overlay,
+    rendered,
+    resolve_service,
 )
-from tests.charts.cluster_model import RenderedCluster, addresses, is_in_cluster_name, resolve_service
 
 pytestmark = pytest.mark.charts
-
-STEPS = {"global": {"pipeline": {"namespace": "ml-steps"}}}
-
-
-def merged(*layers: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merged(out[key], value)
-            else:
-                out[key] = value
-    return out
-
-
-def overlay(env: str) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load((REPO / "k8s" / "envs" / env / "values.yaml").read_text())
-
 
 # profile -> (values, release namespace, the cluster's DNS domain)
 PROFILES: dict[str, tuple[dict[str, Any], str, str]] = {
     "shared-namespace": ({}, NAMESPACE, "cluster.local"),
     "steps-namespace": (STEPS, NAMESPACE, "cluster.local"),
     "steps-namespace-celery": (merged(REDIS_VALUES, STEPS), NAMESPACE, "cluster.local"),
-    "steps-namespace-other-ports": (
-        merged(
-            STEPS,
-            {
-                "global": {"postgresql": {"port": 6543}},
-                "mlflow": {"service": {"port": 80}},
-                "airflow": {"apiServer": {"service": {"port": 8081}}},
-            },
-        ),
-        NAMESPACE,
-        "cluster.local",
-    ),
+    "steps-namespace-other-ports": (merged(STEPS, OTHER_PORTS), NAMESPACE, "cluster.local"),
     "steps-namespace-cluster-domain": (
         merged(STEPS, {"global": {"clusterDomain": "corp.example"}}),
         NAMESPACE,
@@ -84,7 +55,7 @@ PROFILES: dict[str, tuple[dict[str, Any], str, str]] = {
 
 def cluster(profile: str) -> tuple[RenderedCluster, str]:
     values, namespace, domain = PROFILES[profile]
-    return RenderedCluster(render_chart(values, namespace=namespace), RELEASE, namespace), domain
+    return rendered(values, namespace), domain
 
 
 def test_the_resolver_follows_the_pod_search_path():
@@ -112,34 +83,49 @@ def test_the_resolver_follows_the_pod_search_path():
     assert resolve_service("s3.eu-west-1.amazonaws.com", "ml", services) is None
 
 
+def test_a_host_and_its_port_in_two_variables_are_one_address():
+    """libpq's PGHOST / PGPORT (and any FOO_HOST / FOO_PORT pair) name one address."""
+    env = [
+        {"name": "PGHOST", "value": "mlp-postgresql.ml.svc.cluster.local"},
+        {"name": "PGPORT", "value": "6543"},
+        {"name": "CACHE_HOST", "value": "mlp-redis"},
+    ]
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": "ml", "labels": {}},
+        "spec": {"containers": [{"name": "c", "env": env}]},
+    }
+    services = [
+        {"kind": "Service", "metadata": {"name": n, "namespace": "ml"}, "spec": {"ports": [{"port": 1}]}}
+        for n in ("mlp-postgresql", "mlp-redis")
+    ]
+    found = {(a.host, a.port) for a in addresses(RenderedCluster([pod, *services], RELEASE, "ml"))}
+    assert found == {("mlp-postgresql.ml.svc.cluster.local", 6543), ("mlp-redis", None)}
+
+
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_every_in_cluster_address_resolves_from_the_pod_that_gets_it(profile):
-    rendered, domain = cluster(profile)
-    services = rendered.services()
-    names = {name for _, name in services}
+    rendered_cluster, domain = cluster(profile)
     problems = []
     checked = 0
-    for address in addresses(rendered):
-        if not is_in_cluster_name(address.host, names):
-            continue
+    for address, resolved in in_cluster_addresses(rendered_cluster, domain):
         checked += 1
         where = (
             f"{address.pod} (namespace {address.namespace}), {address.where}: {address.host}:{address.port}"
         )
-        resolved = resolve_service(address.host, address.namespace, services, domain)
         if resolved is None:
             problems.append(f"{where} resolves to no Service from namespace {address.namespace}")
             continue
         namespace, name = resolved
         if not address.host.startswith(f"{name}.{namespace}.svc"):
             problems.append(f"{where} does not name its namespace ({name}.{namespace}.svc...)")
-        service = rendered.service(namespace, name)
+        service = rendered_cluster.service(namespace, name)
         exposed = {int(p["port"]) for p in service["spec"]["ports"]}
         if address.port is None or address.port not in exposed:
             problems.append(
                 f"{where}: Service {namespace}/{name} exposes {sorted(exposed)}, not {address.port}"
             )
-        elif not rendered.backends(namespace, name, address.port):
+        elif not rendered_cluster.backends(namespace, name, address.port):
             problems.append(f"{where}: Service {namespace}/{name} selects no pod listening on its port")
     assert checked, "no in-cluster address found: the collection is broken"
     assert not problems, "\n".join(sorted(set(problems)))
@@ -169,9 +155,7 @@ def test_step_doctor_and_worker_pods_are_handed_every_backing_service(profile):
 
 
 def test_external_services_are_handed_out_as_configured():
-    values = merged(EXTERNAL_VALUES, STEPS)
-    rendered = RenderedCluster(render_chart(values), RELEASE, NAMESPACE)
-    hosts = {a.host for a in addresses(rendered, ["step"])}
+    hosts = {a.host for a in addresses(rendered(merged(EXTERNAL_VALUES, STEPS), NAMESPACE), ["step"])}
     assert {
         "db.example.internal",
         "s3.eu-west-1.amazonaws.com",

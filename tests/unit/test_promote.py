@@ -4,6 +4,7 @@ MLflow servers in tests/integration/test_promote_registries.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -225,3 +226,149 @@ def test_ci_writes_the_built_digests_and_commit_into_dev(repo):
     assert refused.returncode == 2
     assert "global.images.pipeline.digest" in refused.stderr
     assert promote(repo, "build", "staging", "--image-digest", f"pipeline={digest}").returncode == 2
+
+
+# --- credentials: each registry gets its own environment's, and nothing prints them ----------------
+
+
+class BasicAuthRegistry:
+    """A stand-in MLflow server requiring one basic-auth credential: it answers the registry
+    search with no models when the credential is right, 401 otherwise, and records what it got."""
+
+    def __init__(self, username: str, password: str) -> None:
+        import base64
+        import http.server
+        import threading
+
+        expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.seen: list[str | None] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                got = self.headers.get("Authorization")
+                seen.append(got)
+                ok = got == expected
+                body = b'{"registered_models": []}' if ok else b'{"error_code": "UNAUTHENTICATED"}'
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def promote_module():
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("promote_script", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("promote_script", loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["promote_script"] = module  # dataclasses look their module up there
+    try:
+        loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("promote_script", None)
+
+
+@pytest.fixture
+def registries():
+    servers = {
+        "dev": BasicAuthRegistry("promoter", "dev-Secret-1"),
+        "staging": BasicAuthRegistry("promoter", "stg-Secret-2"),
+    }
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+def test_each_registry_gets_its_own_environments_credential(promote_module, registries, monkeypatch):
+    pytest.importorskip("mlflow")
+    import base64
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("PROMOTE_DEV_TRACKING_USERNAME", "promoter")
+    monkeypatch.setenv("PROMOTE_DEV_TRACKING_PASSWORD", "dev-Secret-1")
+    monkeypatch.setenv("PROMOTE_STAGING_TRACKING_USERNAME", "promoter")
+    monkeypatch.setenv("PROMOTE_STAGING_TRACKING_PASSWORD", "stg-Secret-2")
+    # an ambient credential (e.g. the user's own for dev) must reach neither server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "ambient-Secret-3")
+    dev = promote_module.Registry("dev", registries["dev"].url)
+    staging = promote_module.Registry("staging", registries["staging"].url)
+    with dev.client() as client:
+        assert client.search_registered_models() == []
+    with staging.client() as client:
+        assert client.search_registered_models() == []
+    with dev.client() as client:
+        assert client.search_registered_models() == []
+    sent = {
+        name: {base64.b64decode(h.split()[1]).decode() for h in server.seen if h}
+        for name, server in registries.items()
+    }
+    assert sent == {"dev": {"promoter:dev-Secret-1"}, "staging": {"promoter:stg-Secret-2"}}
+    # the ambient credential is back once the promotion is done with a registry
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "ambient-Secret-3"
+
+
+def test_an_environment_without_credentials_sends_none(promote_module, registries, monkeypatch):
+    """Not the other environment's and not an ambient one: the server answers 401."""
+    pytest.importorskip("mlflow")
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("PROMOTE_DEV_TRACKING_USERNAME", "promoter")
+    monkeypatch.setenv("PROMOTE_DEV_TRACKING_PASSWORD", "dev-Secret-1")
+    monkeypatch.delenv("PROMOTE_STAGING_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("PROMOTE_STAGING_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "promoter")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "stg-Secret-2")
+    registry = promote_module.Registry("staging", registries["staging"].url)
+    with registry.client() as client, pytest.raises(MlflowException):
+        client.search_registered_models()
+    assert registries["staging"].seen and set(registries["staging"].seen) == {None}
+
+
+@pytest.mark.parametrize("where", ["a wrong password", "an unreachable server named with user-info"])
+def test_a_registry_error_is_reported_without_the_credential(repo, registries, where):
+    """Exit 1, the overlay untouched, and no credential in what is printed."""
+    pytest.importorskip("mlflow")
+    before = (repo / "envs" / "staging" / "values.yaml").read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PROMOTE_", "AWS_"))}
+    env.update(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "PROMOTE_DEV_TRACKING_URI": registries["dev"].url,
+            "PROMOTE_DEV_TRACKING_USERNAME": "promoter",
+            "PROMOTE_DEV_TRACKING_PASSWORD": "wrong-Secret-4",
+            "PROMOTE_STAGING_TRACKING_URI": registries["staging"].url,
+        }
+    )
+    if where != "a wrong password":
+        env["PROMOTE_DEV_TRACKING_URI"] = "http://promoter:dev-Secret-1@127.0.0.1:9"
+    dirs = ["--envs-dir", str(repo / "envs"), "--argocd-dir", str(repo / "argocd")]
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "dev", "staging", *dirs],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "error:" in result.stderr
+    for secret in ("dev-Secret-1", "wrong-Secret-4"):
+        assert secret not in result.stdout + result.stderr
+    assert (repo / "envs" / "staging" / "values.yaml").read_text() == before

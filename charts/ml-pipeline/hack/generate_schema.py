@@ -159,6 +159,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "additionalProperties": {"type": "string"},
     },
     "ingress.annotations": STRING_MAP,
+    "ingress.controller.podLabels": STRING_MAP,
+    "cnpg.operator.podLabels": STRING_MAP,
     "ingress.*.host": {"type": "string", "pattern": r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253},
     "ingress.*.tlsSecret": K8S_NAME,
     "ingress.className": K8S_NAME,

@@ -138,7 +138,7 @@ when steps run inside the worker (airflow.dag.taskRunner=local), the executor's 
 
 {{/* The container ports the backing services listen on (what NetworkPolicies match, after the Services' translation). */}}
 {{- define "mlp.np.ports" -}}
-{{- dict "postgresql" 5432 "minio" 9000 "mlflow" 5000 "redis" 6379 "workerLogs" 8793 "triggererLogs" 8794 "airflowApi" (include "mlp.airflow.apiServerPort" . | int) | toJson -}}
+{{- dict "postgresql" 5432 "cnpgStatus" 8000 "minio" 9000 "mlflow" 5000 "redis" 6379 "workerLogs" 8793 "triggererLogs" 8794 "airflowApi" (include "mlp.airflow.apiServerPort" . | int) | toJson -}}
 {{- end -}}
 
 {{/* Metadata of a NetworkPolicy: (dict "ctx" $ "name" <component> "namespace" <ns> "app" <app>). */}}
@@ -148,4 +148,83 @@ metadata:
   namespace: {{ .namespace }}
   labels:
     {{- include "mlp.labels" (dict "ctx" .ctx "name" .app "component" "network-policy") | nindent 4 }}
+{{- end -}}
+
+{{/* LabelSelector of the CloudNativePG instance pods (and the operator's initdb/join Jobs) of the release's Cluster. */}}
+{{- define "mlp.np.cnpgSelector" -}}
+matchLabels:
+  cnpg.io/cluster: {{ include "mlp.cnpg.name" . }}
+{{- end -}}
+
+{{/* Peers: the PostgreSQL the release runs (the bundled server, or the CloudNativePG instances); empty when the database is external. */}}
+{{- define "mlp.np.databasePeers" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- include "mlp.np.componentPeer" (dict "ctx" . "name" "postgresql") -}}
+{{- else if .Values.cnpg.enabled -}}
+{{- include "mlp.np.peer" (dict "namespace" .Release.Namespace "selector" (include "mlp.np.cnpgSelector" . | fromYaml)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An egress rule to the release's PostgreSQL (see mlp.np.databasePeers); nothing when it is external (global.networkPolicy.externalEgress covers that). */}}
+{{- define "mlp.np.databaseEgress" -}}
+{{- $peers := include "mlp.np.databasePeers" . -}}
+{{- if $peers -}}
+{{- include "mlp.np.rule" (dict "direction" "to" "peers" $peers "ports" (list (include "mlp.np.ports" . | fromJson).postgresql)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An egress rule to the Kubernetes API server (global.networkPolicy.apiServer). */}}
+{{- define "mlp.np.kubeApiEgress" -}}
+{{- $kubeApi := .Values.global.networkPolicy.apiServer -}}
+- to:
+    {{- range $kubeApi.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range $kubeApi.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/* A CiliumNetworkPolicy body allowing the selected pods to the `kube-apiserver` entity: (dict "ctx" $ "selector" <LabelSelector yaml>). */}}
+{{- define "mlp.np.ciliumKubeApiSpec" -}}
+spec:
+  endpointSelector:
+    {{- .selector | nindent 4 }}
+  egress:
+    - toEntities: [kube-apiserver]
+      toPorts:
+        - ports:
+            {{- range .ctx.Values.global.networkPolicy.apiServer.ports }}
+            - port: {{ . | quote }}
+              protocol: TCP
+            {{- end }}
+{{- end -}}
+
+{{/*
+Extra sources of a UI (dict "ctx" $ "ui" airflow|mlflow): global.networkPolicy.uiIngressFrom, and
+the ingress controller's pods (ingress.controller) when that UI has an Ingress (ingress.enabled
+and ingress.<ui>.host). Empty when there are none.
+*/}}
+{{- define "mlp.np.uiPeers" -}}
+{{- $values := .ctx.Values -}}
+{{- with $values.global.networkPolicy.uiIngressFrom }}
+{{ toYaml . }}
+{{- end }}
+{{- if and $values.ingress.enabled (get $values.ingress .ui).host }}
+{{ include "mlp.np.peer" (dict "namespace" $values.ingress.controller.namespace "selector" (dict "matchLabels" $values.ingress.controller.podLabels)) }}
+{{- end }}
+{{- end -}}
+
+{{/* Peers: every client of the release's PostgreSQL: Airflow's components and migration Job (metadata), MLflow's server and migration Job (backend store), the pipeline's pods (feature store). */}}
+{{- define "mlp.np.databaseClientPeers" -}}
+{{- if .Values.airflow.enabled }}
+{{ include "mlp.np.airflowComponentPeers" . }}
+{{- end }}
+{{- if .Values.mlflow.enabled }}
+{{ include "mlp.np.componentPeer" (dict "ctx" . "name" "mlflow") }}
+{{- end }}
+{{- include "mlp.np.pipelinePeers" . }}
 {{- end -}}
