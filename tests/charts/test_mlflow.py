@@ -68,9 +68,7 @@ def test_telemetry_off_and_small_footprint():
 def test_s3_endpoint_and_keys_for_the_artifact_proxy():
     env = env_of(server())
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://mlp-minio.ml.svc.cluster.local:9000"
-    assert env["AWS_ACCESS_KEY_ID"] == {
-        "secretKeyRef": {"name": "mlp-s3-credentials", "key": "access-key-id"}
-    }
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "mlp-s3-mlflow", "key": "access-key-id"}}
     external = env_of(server(EXTERNAL_VALUES))
     assert external["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.eu-west-1.amazonaws.com"
     assert external["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "team-s3"

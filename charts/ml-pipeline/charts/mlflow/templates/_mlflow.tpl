@@ -63,30 +63,26 @@ the host when it gives up, instead of a crash loop or a migration Job exhausting
     - |
       import os, sys, time
       import psycopg2
-      host, port, timeout = os.environ["PGHOST"], os.environ["PGPORT"], int(os.environ["WAIT_S"])
+      dsn, timeout = os.environ["WAIT_DSN"], int(os.environ["WAIT_S"])
+      where = dsn.rsplit("@", 1)[-1]
       deadline, error = time.monotonic() + timeout, None
       while time.monotonic() < deadline:
           try:
-              psycopg2.connect(connect_timeout=5).close()
-              print(f"PostgreSQL at {host}:{port} accepts connections")
+              psycopg2.connect(dsn, connect_timeout=5).close()
+              print(f"PostgreSQL at {where} accepts connections")
               sys.exit(0)
           except psycopg2.OperationalError as exc:
               error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-              print(f"waiting for PostgreSQL at {host}:{port}: {error}", flush=True)
+              print(f"waiting for PostgreSQL at {where}: {error}", flush=True)
               time.sleep(3)
-      print(f"PostgreSQL at {host}:{port} did not accept connections within {timeout} s ({error}): "
+      print(f"PostgreSQL at {where} did not accept connections within {timeout} s ({error}): "
             "check the PostgreSQL pod (kubectl get pods), or global.postgresql.host and "
             "global.postgresql.existingSecret for an external server", file=sys.stderr)
       sys.exit(1)
   env:
-    - name: PGHOST
-      value: {{ include "mlp.postgresql.host" . | quote }}
-    - name: PGPORT
-      value: {{ .Values.global.postgresql.port | quote }}
-    - name: PGDATABASE
-      value: {{ .Values.global.postgresql.databases.mlflow.database | quote }}
-    - name: PGUSER
-      value: {{ .Values.global.postgresql.databases.mlflow.username | quote }}
+    # The password comes from PGPASSWORD (libpq), never in the DSN printed in messages.
+    - name: WAIT_DSN
+      value: {{ printf "postgresql://%s@%s:%v/%s" .Values.global.postgresql.databases.mlflow.username (include "mlp.postgresql.host" .) .Values.global.postgresql.port .Values.global.postgresql.databases.mlflow.database | quote }}
     - name: PGPASSWORD
       valueFrom:
         secretKeyRef:
