@@ -112,3 +112,47 @@ database_uri = {{ printf "postgresql+psycopg2://%s@%s:%v/%s" $db.username (inclu
 admin_username = {{ .Values.auth.adminUsername }}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 {{- end -}}
+
+{{/* The migration Job's spec (its hash names the Job when it is not a Helm hook). */}}
+{{- define "mlflow.migrateJob.spec" -}}
+{{- $uid := int .Values.uid -}}
+backoffLimit: 6
+activeDeadlineSeconds: {{ .Values.migrateJob.activeDeadlineSeconds }}
+template:
+  metadata:
+    labels:
+      {{- include "mlp.labels" (dict "ctx" . "name" "mlflow" "component" "migrate") | nindent 6 }}
+  spec:
+    restartPolicy: OnFailure
+    automountServiceAccountToken: false
+    {{- include "mlp.imagePullSecrets" . | nindent 4 }}
+    securityContext:
+      {{- include "mlp.podSecurityContext" (dict "uid" $uid) | nindent 6 }}
+    initContainers:
+      {{- include "mlflow.waitForDatabase" . | nindent 6 }}
+    containers:
+      - name: migrate
+        image: {{ include "mlp.image" (dict "image" .Values.global.images.mlflow "ctx" .) }}
+        imagePullPolicy: {{ .Values.global.images.mlflow.pullPolicy }}
+        args: [mlflow, db, upgrade, $(MLFLOW_BACKEND_STORE_URI)]
+        securityContext:
+          {{- include "mlp.containerSecurityContext" (dict "uid" $uid "readOnlyRootFilesystem" true) | nindent 10 }}
+        env:
+          {{- include "mlflow.dbEnv" . | nindent 10 }}
+        resources:
+          {{- toYaml .Values.migrateJob.resources | nindent 10 }}
+        volumeMounts:
+          - name: tmp
+            mountPath: /tmp
+    volumes:
+      - name: tmp
+        emptyDir: {}
+    {{- with .Values.nodeSelector }}
+    nodeSelector:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with .Values.tolerations }}
+    tolerations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end -}}
