@@ -245,6 +245,7 @@ def test_the_users_script_is_idempotent_and_sets_every_client(tmp_path: Path):
         "PATH": f"{tmp_path}:/usr/bin:/bin",
         "POLICY_PREFIX": "mlp",
         "MC_HOST_store": "http://r:s@minio:9000",
+        "ROOT_ACCESS_KEY_ID": "root-key",
     }
     for var in ("PIPELINE", "MLFLOW", "AIRFLOW_LOGS"):
         env[f"{var}_ACCESS_KEY_ID"] = f"key-{var.lower()}"
@@ -259,6 +260,15 @@ def test_the_users_script_is_idempotent_and_sets_every_client(tmp_path: Path):
         assert calls.count(f"admin policy create store mlp-{client} {scripts}/policy-{client}.json") == 2
         assert calls.count(f"admin user add store key-{var} secret-{var}") == 2
         assert calls.count(f"admin policy attach store mlp-{client} --user key-{var}") == 2
+    # A client sharing the root credentials (existingSecret, no clientSecrets) gets no user.
+    shared = {**env, "ROOT_ACCESS_KEY_ID": "key-mlflow"}
+    before = len(log.read_text().splitlines())
+    proc = subprocess.run(
+        ["sh", str(scripts / "run.sh")], env=shared, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mlflow uses the root credentials" in proc.stdout
+    assert not [c for c in log.read_text().splitlines()[before:] if "key-mlflow" in c or "mlp-mlflow" in c]
     # A real failure of an attach is not swallowed.
     (tmp_path / "mc").write_text(
         "#!/bin/sh\n[ \"$3\" = attach ] && { echo 'mc: <ERROR> no such user' >&2; exit 1; }\nexit 0\n"

@@ -30,7 +30,7 @@ from tests.images.conftest import Docker, Image, S3Endpoint
 from tests.services import PostgresServer, postgres_server
 from tests.support import free_port
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 RELEASE = "mlp"
 ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex
