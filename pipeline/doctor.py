@@ -15,7 +15,9 @@ Checks, in order:
   ``version`` step configures it, with the ``PIPELINE_S3__*`` credentials (never another chain when
   they are set).
 * feature store: the database answers; its tables are there (migrated) or can be created.
-* MLflow: the tracking server is healthy, accepts this client's Host header, serves artifacts, and
+* MLflow: the tracking server is healthy, accepts this client's Host header and credentials
+  (HTTP basic auth from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, as MLflow's
+  client sends them, when both are set), serves artifacts, and
   a probe uploaded through it lands in the same S3 endpoint and bucket as the DVC remote.
 * GPU: a CUDA device is visible when ``require_gpu`` or ``train.device=cuda`` asks for one.
 
