@@ -15,7 +15,9 @@ Checks, in order:
   ``version`` step configures it, with the ``PIPELINE_S3__*`` credentials (never another chain when
   they are set).
 * feature store: the database answers; its tables are there (migrated) or can be created.
-* MLflow: the tracking server is healthy, accepts this client's Host header, serves artifacts, and
+* MLflow: the tracking server is healthy, accepts this client's Host header and credentials
+  (HTTP basic auth from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, as MLflow's
+  client sends them, when both are set), serves artifacts, and
   a probe uploaded through it lands in the same S3 endpoint and bucket as the DVC remote.
 * GPU: a CUDA device is visible when ``require_gpu`` or ``train.device=cuda`` asks for one.
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,6 +459,14 @@ def expected_mlflow_destination(settings: Settings) -> str | None:
     return None
 
 
+def tracking_auth(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """HTTP basic auth for the tracking server, from the variables MLflow's own client reads
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``); ``None`` when either is unset."""
+    env = os.environ if environ is None else environ
+    user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
+
+
 def check_mlflow(settings: Settings, report: Report, buckets: dict[str, bool]) -> None:
     name = "mlflow"
     uri = settings.resolved_tracking_uri
@@ -475,6 +487,7 @@ def check_mlflow(settings: Settings, report: Report, buckets: dict[str, bool]) -
 
     base = uri.rstrip("/")
     session = requests.Session()
+    session.auth = tracking_auth()
     try:
         health = session.get(f"{base}/health", timeout=TIMEOUT_S)
     except requests.RequestException as exc:
@@ -504,6 +517,19 @@ def check_mlflow(settings: Settings, report: Report, buckets: dict[str, bool]) -
         )
     except requests.RequestException as exc:
         report.add(name, UNREACHABLE, f"{label}: tracking API does not answer: {type(exc).__name__}")
+        return
+    if api.status_code in (401, 403):
+        who = (
+            f"user {session.auth[0]!r} (MLFLOW_TRACKING_USERNAME)"
+            if session.auth
+            else "no credentials (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are unset)"
+        )
+        report.add(
+            name,
+            PROBLEM,
+            f"{label}: the tracking API refused {who} with {api.status_code}: set the server's "
+            "credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the pipeline Secret)",
+        )
         return
     if api.status_code != 200:
         report.add(

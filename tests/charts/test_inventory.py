@@ -18,6 +18,10 @@ DEFAULT_INVENTORY = {
     ("Secret", "mlp-s3-credentials"),
     ("Secret", "mlp-airflow-secrets"),
     ("Secret", "mlp-pipeline"),
+    ("Secret", "mlp-s3-pipeline"),  # one object-store user per client
+    ("Secret", "mlp-s3-mlflow"),
+    ("Secret", "mlp-s3-airflow-logs"),
+    ("Secret", "mlp-mlflow-auth"),  # MLflow basic-auth: admin, pipeline user, CSRF key
     # the pipeline's step pods
     ("ConfigMap", "mlp-pipeline-env"),
     ("ConfigMap", "mlp-pipeline-config"),
@@ -38,6 +42,8 @@ DEFAULT_INVENTORY = {
     ("Deployment", "mlp-mlflow"),
     ("Service", "mlp-mlflow"),
     ("Job", "mlp-mlflow-migrate"),
+    ("ConfigMap", "mlp-mlflow-auth"),
+    ("Job", "mlp-mlflow-users"),
     # Airflow
     ("ConfigMap", "mlp-airflow-config"),
     ("ConfigMap", "mlp-dag-settings"),

@@ -68,9 +68,7 @@ def test_telemetry_off_and_small_footprint():
 def test_s3_endpoint_and_keys_for_the_artifact_proxy():
     env = env_of(server())
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://mlp-minio.ml.svc.cluster.local:9000"
-    assert env["AWS_ACCESS_KEY_ID"] == {
-        "secretKeyRef": {"name": "mlp-s3-credentials", "key": "access-key-id"}
-    }
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "mlp-s3-mlflow", "key": "access-key-id"}}
     external = env_of(server(EXTERNAL_VALUES))
     assert external["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.eu-west-1.amazonaws.com"
     assert external["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "team-s3"
@@ -88,10 +86,10 @@ def test_migration_is_a_hook_job_by_default():
     ]
 
 
-def test_migration_without_helm_hooks_is_a_job_named_after_the_image():
-    def job_name(tag):
+def test_migration_without_helm_hooks_is_a_job_named_after_its_spec():
+    def job_name(tag, memory="256Mi"):
         values = {
-            "mlflow": {"migrateJob": {"useHelmHooks": False}},
+            "mlflow": {"migrateJob": {"useHelmHooks": False, "resources": {"requests": {"memory": memory}}}},
             "global": {"images": {"mlflow": {"tag": tag}}},
         }
         (job,) = [
@@ -99,9 +97,46 @@ def test_migration_without_helm_hooks_is_a_job_named_after_the_image():
             for o in render_chart(values)
             if o["kind"] == "Job" and "mlflow-migrate" in o["metadata"]["name"]
         ]
-        assert "annotations" not in job["metadata"]
+        assert "helm.sh/hook" not in job["metadata"]["annotations"]
+        assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "Sync"
         return job["metadata"]["name"]
 
     assert job_name("1.0") == job_name("1.0")
     assert job_name("1.0") != job_name("1.1")
+    assert job_name("1.0") != job_name("1.0", memory="300Mi")
     assert job_name("1.0").startswith("mlp-mlflow-migrate-")
+
+
+def test_server_and_migration_wait_for_postgresql_with_a_bound():
+    objects = render_chart({"mlflow": {"waitForDatabase": {"timeoutSeconds": 42}}})
+    for obj in (get(objects, "Deployment", "mlp-mlflow"), get(objects, "Job", "mlp-mlflow-migrate")):
+        (wait,) = pod_spec(obj)["initContainers"]
+        env = env_of(wait)
+        assert env["WAIT_S"] == "42"
+        assert env["WAIT_DSN"] == "postgresql://mlflow@mlp-postgresql.ml.svc.cluster.local:5432/mlflow"
+        assert env["PGPASSWORD"]["secretKeyRef"] == {"name": "mlp-postgresql-auth", "key": "mlflow-password"}
+        compile(wait["args"][2], "wait.py", "exec")
+        assert "did not accept connections within" in wait["args"][2]
+
+
+def test_basic_auth_is_on_by_default_with_the_ini_and_secrets_wired():
+    objects = render_chart()
+    server = pod_spec(get(objects, "Deployment", "mlp-mlflow"))["containers"][0]
+    assert "--app-name=basic-auth" in server["args"]
+    env = env_of(server)
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow-auth/basic_auth.ini"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["secretKeyRef"] == {
+        "name": "mlp-mlflow-auth",
+        "key": "admin-password",
+    }
+    ini = get(objects, "ConfigMap", "mlp-mlflow-auth")["data"]["basic_auth.ini"]
+    assert "default_permission = READ" in ini
+    assert (
+        "database_uri = postgresql+psycopg2://mlflow@mlp-postgresql.ml.svc.cluster.local:5432/mlflow" in ini
+    )
+    job = get(objects, "Job", "mlp-mlflow-users")
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PostSync"
+    off = render_chart({"mlflow": {"auth": {"enabled": False}}})
+    assert (
+        "--app-name=basic-auth" not in pod_spec(get(off, "Deployment", "mlp-mlflow"))["containers"][0]["args"]
+    )

@@ -9,11 +9,21 @@ import re
 import pytest
 import yaml
 
-from tests.charts.chart_utils import CHART, EXTERNAL_VALUES, get, render_chart
+from tests.charts.chart_utils import CHART, EXTERNAL_VALUES, HelmFailedError, get, render_chart
 
 pytestmark = pytest.mark.charts
 
-GENERATED = ["mlp-postgresql-auth", "mlp-s3-credentials", "mlp-airflow-secrets", "mlp-pipeline"]
+GENERATED = [
+    "mlp-postgresql-auth",
+    "mlp-s3-credentials",
+    "mlp-s3-pipeline",
+    "mlp-s3-mlflow",
+    "mlp-s3-airflow-logs",
+    "mlp-airflow-secrets",
+    "mlp-mlflow-auth",
+    "mlp-pipeline",
+]
+NOT_SECRET = {"MLFLOW_TRACKING_USERNAME"}  # a user name, from mlflow.auth.pipelineUsername
 
 
 def decoded(secret) -> dict[str, str]:
@@ -25,6 +35,8 @@ def test_generated_secrets_are_random_kept_and_marked(name):
     first = decoded(get(render_chart({"pipeline": {"logLevel": "DEBUG"}}), "Secret", name))
     second = decoded(get(render_chart({"pipeline": {"logLevel": "WARNING"}}), "Secret", name))
     for key, value in first.items():
+        if key in NOT_SECRET:
+            continue
         assert len(value) >= 20, key
         assert value != second[key], f"{name}/{key} is not random"
     annotations = get(render_chart(), "Secret", name)["metadata"]["annotations"]
@@ -37,15 +49,31 @@ def test_keep_on_uninstall_can_be_turned_off():
 
 
 def test_pipeline_secret_carries_the_same_credentials_as_the_service_secrets():
+    """The step pods' Secret copies the pipeline's own S3 user (not MinIO's root credentials),
+    the feature-store password and the MLflow pipeline user's password."""
     objects = render_chart()
-    s3 = decoded(get(objects, "Secret", "mlp-s3-credentials"))
+    s3 = decoded(get(objects, "Secret", "mlp-s3-pipeline"))
+    root = decoded(get(objects, "Secret", "mlp-s3-credentials"))
     pg = decoded(get(objects, "Secret", "mlp-postgresql-auth"))
+    mlflow = decoded(get(objects, "Secret", "mlp-mlflow-auth"))
     pipeline = decoded(get(objects, "Secret", "mlp-pipeline"))
     assert pipeline == {
         "PIPELINE_S3__ACCESS_KEY_ID": s3["access-key-id"],
         "PIPELINE_S3__SECRET_ACCESS_KEY": s3["secret-access-key"],
         "PIPELINE_FEATURE_STORE_PASSWORD": pg["features-password"],
+        "MLFLOW_TRACKING_USERNAME": "pipeline",
+        "MLFLOW_TRACKING_PASSWORD": mlflow["pipeline-password"],
     }
+    assert root["access-key-id"] not in pipeline.values()
+    assert set(mlflow) == {"admin-password", "pipeline-password", "flask-secret-key"}
+
+
+def test_mlflow_auth_existing_secret_needs_the_pipeline_secret_too():
+    with pytest.raises(HelmFailedError, match=r"global\.pipeline\.existingSecret"):
+        render_chart({"mlflow": {"auth": {"existingSecret": "team-mlflow"}}})
+    objects = render_chart({"mlflow": {"auth": {"enabled": False}}})
+    assert "MLFLOW_TRACKING_PASSWORD" not in get(objects, "Secret", "mlp-pipeline")["data"]
+    assert not [o for o in objects if o["metadata"]["name"] in ("mlp-mlflow-auth", "mlp-mlflow-users")]
 
 
 def test_fernet_key_is_a_valid_fernet_key():
@@ -63,6 +91,7 @@ def test_existing_secrets_replace_the_generated_ones():
     values = {
         **EXTERNAL_VALUES,
         "global": {**EXTERNAL_VALUES["global"], "airflow": {"existingSecret": "team-airflow"}},
+        "mlflow": {"auth": {"existingSecret": "team-mlflow"}},
     }
     objects = render_chart(values)
     assert not [o for o in objects if o["kind"] == "Secret"]
@@ -70,7 +99,7 @@ def test_existing_secrets_replace_the_generated_ones():
     for obj in objects:
         for match in re.finditer(r"'name': '([a-z0-9-]+)', 'key'", str(obj)):
             names.add(match.group(1))
-    assert names <= {"team-db", "team-s3", "team-airflow", "team-pipeline"}, names
+    assert names <= {"team-db", "team-s3", "team-airflow", "team-pipeline", "team-mlflow"}, names
     dag = get(objects, "ConfigMap", "mlp-dag-settings")["data"]
     assert dag["MLP_DAG_ENV_SECRETS"] == "team-pipeline"
 

@@ -165,14 +165,7 @@ def test_external_services_are_handed_out_as_configured():
 
 def _mlflow_profiles():
     yield from ("shared-namespace", "steps-namespace", "steps-namespace-other-ports", "kind")
-    yield pytest.param(
-        "steps-namespace-cluster-domain",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="charts/mlflow/templates/_mlflow.tpl (mlflow.allowedHosts) still spells the domain "
-            "cluster.local; it should use mlp.serviceHostNames (global.clusterDomain)",
-        ),
-    )
+    yield "steps-namespace-cluster-domain"
 
 
 @pytest.mark.parametrize("profile", _mlflow_profiles())
