@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.charts.chart_utils import CHART, PROFILES, REPO, helm_binary, helm_env, render_chart
+from tests.charts.chart_utils import CHART, NAMESPACE, PROFILES, REPO, helm_binary, helm_env, render_chart
 
 pytestmark = pytest.mark.charts
 
@@ -69,9 +69,9 @@ def _overlay(env: str) -> dict:
     return yaml.safe_load((REPO / "k8s" / "envs" / env / "values.yaml").read_text())
 
 
-CASES = {
-    **{f"profile-{k}": v for k, v in PROFILES.items()},
-    **{f"overlay-{e}": _overlay(e) for e in ("dev", "staging", "prod")},
+CASES = {  # values, and the namespace they are installed into (each overlay names its own)
+    **{f"profile-{k}": (v, NAMESPACE) for k, v in PROFILES.items()},
+    **{f"overlay-{e}": (_overlay(e), f"ml-{e}") for e in ("dev", "staging", "prod")},
 }
 
 
@@ -94,9 +94,13 @@ def recreated_safely(obj: dict) -> bool:
     return helm
 
 
-def violations(values: dict) -> list[str]:
-    before = {(o["kind"], o["metadata"]["name"]): o for o in render_chart(values) if o["kind"] in IMMUTABLE}
-    after = render_chart(merged(values, CHANGES))
+def violations(values: dict, namespace: str = NAMESPACE) -> list[str]:
+    before = {
+        (o["kind"], o["metadata"]["name"]): o
+        for o in render_chart(values, namespace=namespace)
+        if o["kind"] in IMMUTABLE
+    }
+    after = render_chart(merged(values, CHANGES), namespace=namespace)
     found = []
     for obj in after:
         key = (obj["kind"], obj["metadata"]["name"])
@@ -110,7 +114,7 @@ def violations(values: dict) -> list[str]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_pod_spec_change_never_meets_an_immutable_field(case):
-    problems = [p for p in violations(CASES[case]) if AIRFLOW_MIGRATION not in p]
+    problems = [p for p in violations(*CASES[case]) if AIRFLOW_MIGRATION not in p]
     assert not problems, "\n".join(problems)
 
 
