@@ -8,7 +8,9 @@ image exactly as Kubernetes would (secretKeyRef values replaced by stand-ins, `$
 envFrom ConfigMaps merged). In the container: `airflow config list` succeeds, the logging config
 class imports and its remote task handler is the amazon provider's S3 one where remote logging is
 on, the auth manager class imports, and every configured executor's class (and so its provider)
-imports. One container for all overlays (each check a subprocess with its own environment).
+imports. One container for all overlays (each check a subprocess with its own environment); one
+more for the Celery executor the chart offers, and one running prod's rendered migration script
+(FAB's tables and admin user) against SQLite.
 """
 
 from __future__ import annotations
@@ -227,3 +229,30 @@ def test_a_celery_overlay_loads_too(docker: Docker, airflow_image: Image, tmp_pa
     )  # fmt: skip
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert json.loads(line[7:])["executors"] == ["CeleryExecutor", "KubernetesExecutor"], shlex.quote(cfg)
+
+
+def test_prods_migration_job_creates_the_fab_admin(docker: Docker, airflow_image: Image, tmp_path: Path):
+    """The prod overlay's rendered migration script, run by the image against SQLite (standing in
+    for the metadata database): FAB's tables, then the admin user with the Secret's password."""
+    objects = render_chart(overlay_values("prod"), namespace="ml-prod")
+    (job,) = [o for o in objects if o["kind"] == "Job" and "airflow-migrate" in o["metadata"]["name"]]
+    script = pod_spec(job)["containers"][0]["args"][2]
+    (tmp_path / "migrate.sh").write_text(script)
+    (tmp_path / "airflow.cfg").write_text(
+        get(objects, "ConfigMap", "mlp-airflow-config")["data"]["airflow.cfg"]
+    )
+    readable(tmp_path)
+    proc = docker.run(
+        "run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{tmp_path}:/w:ro",
+        "-e", "AIRFLOW_CONFIG=/w/airflow.cfg", "-e", "AIRFLOW_HOME=/tmp",
+        "-e", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:////tmp/airflow.db",
+        "-e", "AIRFLOW__LOGGING__REMOTE_LOGGING=False",
+        "-e", "ADMIN_USER=admin", "-e", "ADMIN_PASSWORD=stand-in-password",
+        airflow_image.ref, "bash", "-c",
+        "bash /w/migrate.sh >/tmp/out 2>&1 || { tail -n 30 /tmp/out; exit 1; }; "
+        "airflow users list --output plain 2>/dev/null | grep -E '^ *[0-9]+ '",
+        timeout=180, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split(None, 5) for line in proc.stdout.splitlines() if line.strip()]
+    assert [(row[1], row[-1].strip()) for row in rows] == [("admin", "['Admin']")], proc.stdout
