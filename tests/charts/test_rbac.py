@@ -192,3 +192,14 @@ def test_evaluator_resource_names_and_dangling_bindings():
     assert not rbac.can(grants, "get", "configmaps", "n")  # only the named one
     assert rbac.summary(grants) == {("n", "configmaps[one]"): {"get"}}
     assert rbac.dangling_bindings(objects) == ["RoleBinding/ghost"]
+
+
+def test_renamed_accounts_keep_their_permissions_and_typos_are_refused():
+    from tests.charts.chart_utils import HelmFailedError
+
+    objects = render_chart({"airflow": {"serviceAccount": {"names": {"worker": "team-worker"}}}})
+    grants = rbac.grants_of(objects, NAMESPACE, "team-worker")
+    assert rbac.can(grants, "create", "pods/exec", NAMESPACE)
+    assert pod_template(objects)["spec"]["serviceAccountName"] == "team-worker"
+    with pytest.raises(HelmFailedError, match="wroker"):
+        render_chart({"airflow": {"serviceAccount": {"names": {"wroker": "x"}}}})
