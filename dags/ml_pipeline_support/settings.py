@@ -220,6 +220,8 @@ class DagSettings:
     startup_timeout_s: int = 600
     gpu_schedule_timeout_s: int = 1800
     gpu_startup_timeout_s: int = 1200
+    gpu_runtime_class: str | None = None
+    gpu_image: str | None = None
     step_timeouts_s: dict[str, int] = field(default_factory=dict)
     run_timeout_s: int = 21600
     retries: int = 3
@@ -243,6 +245,12 @@ class DagSettings:
         image = _env(env, "MLP_DAG_IMAGE", "ml-pipeline/pipeline:latest")
         if any(c.isspace() for c in image):
             raise ValueError(f"MLP_DAG_IMAGE={image!r} contains whitespace")
+        gpu_image = _env(env, "MLP_DAG_GPU_IMAGE", "").strip()
+        if any(c.isspace() for c in gpu_image):
+            raise ValueError(f"MLP_DAG_GPU_IMAGE={gpu_image!r} contains whitespace")
+        gpu_runtime_class = _env(env, "MLP_DAG_GPU_RUNTIME_CLASS", "").strip()
+        if gpu_runtime_class and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", gpu_runtime_class):
+            raise ValueError(f"MLP_DAG_GPU_RUNTIME_CLASS={gpu_runtime_class!r} is not a RuntimeClass name")
         retry_delay = _int(env, "MLP_DAG_RETRY_DELAY_S", 30, minimum=1)
         max_retry_delay = _int(env, "MLP_DAG_MAX_RETRY_DELAY_S", 600, minimum=1)
         if max_retry_delay < retry_delay:
@@ -277,6 +285,8 @@ class DagSettings:
             startup_timeout_s=_int(env, "MLP_DAG_STARTUP_TIMEOUT_S", 600, minimum=1),
             gpu_schedule_timeout_s=_int(env, "MLP_DAG_GPU_SCHEDULE_TIMEOUT_S", 1800, minimum=1),
             gpu_startup_timeout_s=_int(env, "MLP_DAG_GPU_STARTUP_TIMEOUT_S", 1200, minimum=1),
+            gpu_runtime_class=gpu_runtime_class or None,
+            gpu_image=gpu_image or None,
             step_timeouts_s=_step_timeouts(env, step_names),
             run_timeout_s=_int(env, "MLP_DAG_RUN_TIMEOUT_S", 21600, minimum=1),
             retries=_int(env, "MLP_DAG_RETRIES", 3),

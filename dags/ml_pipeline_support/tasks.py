@@ -93,7 +93,9 @@ def pod_step_kwargs(
     env: dict[str, str] = {}
     if gpu:
         env["PIPELINE_REQUIRE_GPU"] = "true"
-    digest = _image_digest(settings.image)
+    # A CUDA build for the GPU step only (MLP_DAG_GPU_IMAGE): every CPU step keeps the CPU image.
+    image = settings.gpu_image if gpu and settings.gpu_image else settings.image
+    digest = _image_digest(image)
     if digest:
         env["PIPELINE_IMAGE_DIGEST"] = digest
     volumes = [
@@ -129,7 +131,7 @@ def pod_step_kwargs(
         doc_md=step.summary,
         name=f"mlp-{name.replace('_', '-')}",
         namespace=settings.namespace,
-        image=settings.image,
+        image=image,
         image_pull_policy=settings.image_pull_policy,
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets],
         service_account_name=settings.service_account,
@@ -141,6 +143,7 @@ def pod_step_kwargs(
         volume_mounts=mounts,
         container_resources=k8s.V1ResourceRequirements(requests=requests or None, limits=limits or None),
         node_selector=dict(settings.gpu_node_selector) if gpu else {},
+        runtime_class_name=settings.gpu_runtime_class if gpu else None,
         tolerations=[
             _from_k8s_dict(k8s.V1Toleration, t, "MLP_DAG_GPU_TOLERATIONS") for t in settings.gpu_tolerations
         ]

@@ -1,11 +1,15 @@
 """Airflow 3: four components on one metadata database, one JWT secret, the KubernetesExecutor
-with its pod template, a migration Job they wait for, and RBAC only in the pipeline namespace."""
+with its pod template, a migration Job they wait for, remote task logs in the object store
+(RBAC: tests/charts/test_rbac.py)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from tests.charts.chart_utils import (
+    EXTERNAL_VALUES,
     REDIS_VALUES,
     TASK_NAMESPACE_VALUES,
     airflow_cfg,
@@ -111,38 +115,80 @@ def test_extra_config_merges_over_the_chart_settings():
     assert cfg["core"]["executor"] == "KubernetesExecutor"
 
 
-def test_migration_job_is_named_after_the_image_and_is_no_hook():
-    def job(values):
-        (found,) = [
-            o
-            for o in render_chart(values)
-            if o["kind"] == "Job" and "airflow-migrate" in o["metadata"]["name"]
-        ]
-        return found
-
-    first = job({})
-    assert "annotations" not in first["metadata"]
-    assert pod_spec(first)["containers"][0]["args"] == ["airflow", "db", "migrate"]
-    assert job({})["metadata"]["name"] == first["metadata"]["name"]
-    bumped = job({"global": {"images": {"airflow": {"tag": "0.2.0"}}}})
-    assert bumped["metadata"]["name"] != first["metadata"]["name"]
+def migrate_job(values):
+    (found,) = [
+        o for o in render_chart(values) if o["kind"] == "Job" and "airflow-migrate" in o["metadata"]["name"]
+    ]
+    return found
 
 
-def test_rbac_lets_airflow_manage_pods_only_in_the_pipeline_namespace():
-    objects = render_chart(TASK_NAMESPACE_VALUES)
-    roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
-    assert [(r["kind"], r["metadata"]["namespace"]) for r in roles] == [("Role", "ml-steps")]
-    resources = {res for rule in roles[0]["rules"] for res in rule["resources"]}
-    assert resources == {"pods", "pods/log", "pods/exec", "events"}
-    assert all("*" not in rule["verbs"] for rule in roles[0]["rules"])
-    assert "secrets" not in resources
-    binding = get(objects, "RoleBinding", "mlp-airflow-pod-manager")
-    assert binding["metadata"]["namespace"] == "ml-steps"
-    assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
-        ("mlp-airflow", "ml"),
-        ("mlp-airflow", "ml-steps"),
+def test_migration_job_is_named_after_its_pod_template_and_is_no_hook():
+    """A Job's pod template is immutable: any change to it (not only the image) must make a new
+    Job, or `helm upgrade` / an Argo CD sync fails with `spec.template: field is immutable`."""
+    first = migrate_job({})
+    assert "annotations" not in first["metadata"]  # no Helm or Argo CD hook: the components wait for it
+    assert migrate_job({})["metadata"]["name"] == first["metadata"]["name"]  # unchanged: left in place
+    changes = [
+        {"global": {"images": {"airflow": {"tag": "0.2.0"}}}},
+        {"airflow": {"migrateDatabaseJob": {"resources": {"limits": {"memory": "2Gi"}}}}},
+        {"airflow": {"logs": {"remote": {"enabled": False}}}},
+        {"airflow": {"env": [{"name": "TZ", "value": "UTC"}]}},
+        {"airflow": {"migrateDatabaseJob": {"rerun": "2026-12-02"}}},
+    ]
+    names = {first["metadata"]["name"]}
+    for change in changes:
+        job = migrate_job(change)
+        assert job["spec"]["template"] != first["spec"]["template"], change
+        assert job["metadata"]["name"] not in names, change
+        names.add(job["metadata"]["name"])
+
+
+def test_migration_waits_for_the_database_bounded_and_says_which():
+    job = migrate_job({"airflow": {"migrateDatabaseJob": {"waitForDatabaseSeconds": 120}}})
+    container = pod_spec(job)["containers"][0]
+    assert container["args"][:2] == ["bash", "-c"]
+    script = container["args"][2]
+    assert "until airflow db check" in script
+    assert "+ 120 ))" in script
+    assert "mlp-postgresql.ml.svc.cluster.local:5432/airflow did not answer within 120 s" in script
+    assert script.index("airflow db check") < script.index("airflow db migrate")
+
+
+def test_migration_wait_script_gives_up_with_the_message(tmp_path):
+    """Run the rendered script with a fake `airflow` whose `db check` always fails."""
+    import os
+    import subprocess
+
+    job = migrate_job({"airflow": {"migrateDatabaseJob": {"waitForDatabaseSeconds": 0}}})
+    script = pod_spec(job)["containers"][0]["args"][2]
+    fake = tmp_path / "airflow"
+    fake.write_text(
+        '#!/bin/sh\necho "$@" >> "$CALLS"\n[ "$1 $2" = "db check" ] && { echo refused; exit 1; }\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "CALLS": str(calls)}
+    script = script.replace("/tmp/db-check.log", str(tmp_path / "db-check.log"))
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "did not answer within 0 s" in proc.stderr and "refused" in proc.stderr
+    assert "db migrate" not in calls.read_text()  # never migrates against no database
+
+
+def test_fab_auth_manager_creates_its_admin_in_the_migration_job():
+    fab = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    objects = render_chart({"airflow": {"auth": {"manager": fab}}})
+    cfg = airflow_cfg(objects)
+    assert cfg["core"]["auth_manager"] == fab
+    assert "simple_auth_manager_users" not in cfg["core"]
+    (job,) = [o for o in objects if o["kind"] == "Job" and "airflow-migrate" in o["metadata"]["name"]]
+    container = pod_spec(job)["containers"][0]
+    assert "airflow users create --role Admin" in container["args"][2]
+    assert env_of(container)["ADMIN_PASSWORD"] == {
+        "secretKeyRef": {"name": "mlp-airflow-secrets", "key": "admin-password"}
     }
-    assert not [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    api = pod_spec(component(objects, "api-server"))
+    assert [c["name"] for c in api["initContainers"]] == ["wait-for-migrations"]
 
 
 def test_worker_pods_get_copies_of_what_they_mount_in_the_pipeline_namespace():
@@ -152,10 +198,10 @@ def test_worker_pods_get_copies_of_what_they_mount_in_the_pipeline_namespace():
         ("ConfigMap", "mlp-airflow-config"),
         ("ConfigMap", "mlp-dag-settings"),
         ("Secret", "mlp-airflow-secrets"),
-        ("ServiceAccount", "mlp-airflow"),
     ]:
         assert (kind, name, "ml") in where
         assert (kind, name, "ml-steps") in where
+    assert ("ServiceAccount", "mlp-airflow-worker", "ml-steps") in where
     (copy,) = [
         o
         for o in objects
@@ -164,6 +210,23 @@ def test_worker_pods_get_copies_of_what_they_mount_in_the_pipeline_namespace():
         and o["metadata"]["namespace"] == "ml-steps"
     ]
     assert set(copy["data"]) == {"api-secret-key"}  # no Fernet or JWT key where the tasks run
+
+
+def test_every_secret_a_worker_pod_reads_that_the_chart_renders_is_rendered_where_it_runs():
+    """A Secret the chart generates (e.g. the airflow-logs S3 user's) must exist in the pipeline
+    namespace too, or every worker pod there fails with CreateContainerConfigError."""
+    objects = render_chart(TASK_NAMESPACE_VALUES)
+    rendered = {(o["metadata"]["name"], o["metadata"]["namespace"]) for o in objects if o["kind"] == "Secret"}
+    names = {name for name, _ in rendered}
+    (base,) = pod_template(objects)["spec"]["containers"]
+    read = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in base["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert read
+    for name in read & names:
+        assert (name, "ml-steps") in rendered, name
 
 
 def test_worker_pod_template_has_no_database_access():
@@ -216,18 +279,66 @@ def test_git_sync_sidecar_and_worker_init_container():
     assert env_of(template["spec"]["initContainers"][0])["GITSYNC_ONE_TIME"] == "true"
 
 
-def test_remote_logging_to_the_bucket():
-    objects = render_chart({"airflow": {"logs": {"remote": {"enabled": True}}}})
+def test_remote_logging_is_on_by_default_into_the_logs_bucket():
+    objects = render_chart()
     cfg = airflow_cfg(objects)
     assert cfg["logging"]["remote_logging"] == "True"
-    assert cfg["logging"]["remote_base_log_folder"] == "s3://ml-pipeline/airflow-logs"
+    assert cfg["logging"]["remote_base_log_folder"] == "s3://airflow-logs"
     assert cfg["logging"]["remote_log_conn_id"] == "mlp_s3"
-    worker_env = env_of(pod_template(objects)["spec"]["containers"][0])
-    assert worker_env["LOGS_S3_ACCESS_KEY_ID"]["secretKeyRef"] == {
-        "name": "mlp-pipeline",
-        "key": "PIPELINE_S3__ACCESS_KEY_ID",
+    keys = {"secretKeyRef": {"name": "mlp-s3-airflow-logs", "key": "access-key-id"}}
+    containers = [pod_template(objects)["spec"]["containers"][0]]
+    containers += [pod_spec(component(objects, name))["containers"][0] for name in COMPONENTS]
+    for container in containers:  # workers write the logs, the api-server reads them
+        env = env_of(container)
+        assert env["LOGS_S3_ACCESS_KEY_ID"] == keys, container["name"]
+        conn = json.loads(env["AIRFLOW_CONN_MLP_S3"])
+        assert conn["conn_type"] == "aws"
+        assert conn["login"] == "$(LOGS_S3_ACCESS_KEY_ID)"
+        assert conn["extra"]["endpoint_url"] == "http://mlp-minio.ml.svc.cluster.local:9000"
+        # Kubernetes expands $(VAR) only for variables defined earlier in the list
+        order = [e["name"] for e in container["env"]]
+        assert order.index("LOGS_S3_SECRET_ACCESS_KEY") < order.index("AIRFLOW_CONN_MLP_S3")
+
+
+def test_remote_logging_with_external_s3_uses_its_client_secret_and_prefix():
+    values = json.loads(json.dumps(EXTERNAL_VALUES))
+    values["global"]["s3"]["clientSecrets"] = {"airflow-logs": "team-logs"}
+    values["airflow"] = {"logs": {"remote": {"prefix": "/ml/"}}}
+    objects = render_chart(values)
+    assert airflow_cfg(objects)["logging"]["remote_base_log_folder"] == "s3://airflow-logs/ml"
+    env = env_of(pod_template(objects)["spec"]["containers"][0])
+    assert env["LOGS_S3_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "team-logs"
+    conn = json.loads(env["AIRFLOW_CONN_MLP_S3"])
+    assert conn["extra"] == {"endpoint_url": "https://s3.eu-west-1.amazonaws.com", "region_name": "eu-west-1"}
+    # without a client Secret of its own, the logs use the external S3's Secret
+    del values["global"]["s3"]["clientSecrets"]
+    env = env_of(pod_template(render_chart(values))["spec"]["containers"][0])
+    assert env["LOGS_S3_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "team-s3"
+
+
+def test_remote_logging_can_be_turned_off():
+    objects = render_chart({"airflow": {"logs": {"remote": {"enabled": False}}}})
+    assert airflow_cfg(objects)["logging"]["remote_logging"] == "False"
+    assert "AIRFLOW_CONN_MLP_S3" not in env_of(pod_template(objects)["spec"]["containers"][0])
+
+
+def sidecar_image(values):
+    conn = json.loads(
+        env_of(pod_template(render_chart(values))["spec"]["containers"][0])["AIRFLOW_CONN_KUBERNETES_DEFAULT"]
+    )
+    assert conn["conn_type"] == "kubernetes" and conn["extra"]["in_cluster"] is True
+    return conn["extra"]["xcom_sidecar_container_image"]
+
+
+def test_xcom_sidecar_image_is_pinned_and_configurable():
+    assert sidecar_image({}) == "ml-pipeline/pipeline:0.1.0"  # the pipeline image, never `alpine`
+    digest = "sha256:" + "e" * 64
+    values = {
+        "airflow": {
+            "dag": {"xcomSidecarImage": {"repository": "registry.example.com/alpine", "digest": digest}}
+        }
     }
-    assert '"endpoint_url":"http://mlp-minio.ml.svc.cluster.local:9000"' in worker_env["AIRFLOW_CONN_MLP_S3"]
+    assert sidecar_image(values) == f"registry.example.com/alpine@{digest}"
 
 
 def test_hybrid_executor_adds_celery_workers():

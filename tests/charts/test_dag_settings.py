@@ -26,6 +26,7 @@ pytestmark = pytest.mark.charts
 CONTRACT = (REPO / "docs" / "configuration.md").read_text()
 DOCUMENTED = set(re.findall(r"`(MLP_[A-Z0-9_]+)`", CONTRACT))
 DIGEST = "sha256:" + "c" * 64
+CUDA_DIGEST = "sha256:" + "d" * 64
 CLUSTER_VALUES = {
     "global": {
         "imagePullSecrets": ["regcred"],
@@ -132,13 +133,13 @@ def test_pod_template_agrees_with_values_and_dag_settings():
     # namespace: worker pods, step pods, the executor's setting and the Role all agree
     assert template["metadata"]["namespace"] == env["MLP_DAG_NAMESPACE"] == "ml-steps"
     assert cfg["kubernetes_executor"]["namespace"] == "ml-steps"
-    assert get(objects, "Role", "mlp-airflow-pod-manager")["metadata"]["namespace"] == "ml-steps"
+    assert get(objects, "Role", "mlp-airflow-worker")["metadata"]["namespace"] == "ml-steps"
     # image: the worker pod runs the Airflow image of the values
     (base,) = template["spec"]["containers"]
     assert base["image"] == "registry.example.com/ml/airflow:1.4.0"
     assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     # service accounts: the worker's is bound to the Role; the steps' exists where they run
-    bound = {s["name"] for s in get(objects, "RoleBinding", "mlp-airflow-pod-manager")["subjects"]}
+    bound = {s["name"] for s in get(objects, "RoleBinding", "mlp-airflow-worker")["subjects"]}
     assert template["spec"]["serviceAccountName"] in bound
     step_sas = [o for o in objects if o["kind"] == "ServiceAccount" and o["metadata"]["name"] == "steps"]
     assert [sa["metadata"]["namespace"] for sa in step_sas] == ["ml-steps"]
@@ -151,6 +152,19 @@ def test_pod_template_agrees_with_values_and_dag_settings():
     # the worker pod reads the same DAG settings the components read
     assert {"configMapRef": {"name": "mlp-dag-settings"}} in base["envFrom"]
     assert ("ConfigMap", "mlp-dag-settings", "ml-steps") in rendered
+
+
+def test_gpu_runtime_class_and_cuda_image_reach_the_dag_settings():
+    assert dag_env()["MLP_DAG_GPU_RUNTIME_CLASS"] == ""
+    assert dag_env()["MLP_DAG_GPU_IMAGE"] == ""  # the train pod keeps the pipeline image
+    gpu = {"runtimeClassName": "nvidia", "image": {"repository": "ml/pipeline-cuda", "tag": "0.1.0-cu12"}}
+    env = dag_env({"global": {"imageRegistry": "registry.example.com"}, "airflow": {"dag": {"gpu": gpu}}})
+    assert env["MLP_DAG_GPU_RUNTIME_CLASS"] == "nvidia"
+    assert env["MLP_DAG_GPU_IMAGE"] == "registry.example.com/ml/pipeline-cuda:0.1.0-cu12"
+    assert env["MLP_DAG_IMAGE"] == "registry.example.com/ml-pipeline/pipeline:0.1.0"
+    settings = _dag_settings(env | {"MLP_DAG_GPU_ENABLED": "true"})
+    assert settings.gpu_runtime_class == "nvidia"
+    assert settings.gpu_image == "registry.example.com/ml/pipeline-cuda:0.1.0-cu12"
 
 
 def test_gpu_settings_never_leak_into_the_worker_pod_template():
@@ -172,18 +186,39 @@ def test_the_dags_step_pods_agree_with_the_chart(gpu, monkeypatch):
 
     values = json.loads(json.dumps(CLUSTER_VALUES))
     values["airflow"]["dag"]["gpu"]["enabled"] = gpu
+    values["airflow"]["dag"]["gpu"]["runtimeClassName"] = "nvidia"
+    values["airflow"]["dag"]["gpu"]["image"] = {
+        "repository": "registry.example.com/ml/pipeline-cuda",
+        "digest": CUDA_DIGEST,
+    }
+    values["airflow"]["dag"]["xcomSidecarImage"] = {
+        "repository": "registry.example.com/library/alpine",
+        "digest": CUDA_DIGEST,
+    }
     objects = render_chart(values)
     env = get(objects, "ConfigMap", "mlp-dag-settings")["data"]
     for name in [n for n in os.environ if n.startswith("MLP_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # the worker pod's own environment carries the kubernetes_default connection (xcom sidecar)
+    (worker,) = pod_template(objects)["spec"]["containers"]
+    worker_env = {e["name"]: e.get("value") for e in worker["env"]}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", worker_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
     pods = build_pods()
     gpu_values = values["airflow"]["dag"]["gpu"]
     for step, pod in pods.items():
         kubernetes_validate.validate(pod, "1.33.0", strict=True)
         container = base_container(pod)
-        assert container["image"] == f"registry.example.com/ml/pipeline@{DIGEST}", step
+        on_gpu = gpu and step == "train"
+        image = (
+            f"registry.example.com/ml/pipeline{'-cuda' if on_gpu else ''}@{CUDA_DIGEST if on_gpu else DIGEST}"
+        )
+        assert container["image"] == image, step
+        assert pod["spec"].get("runtimeClassName") == ("nvidia" if on_gpu else None), step
+        (sidecar,) = [c for c in pod["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar"]
+        assert sidecar["image"] == f"registry.example.com/library/alpine@{CUDA_DIGEST}", step
+        assert pod["spec"]["automountServiceAccountToken"] is False, step
         assert pod["metadata"]["namespace"] == "ml-steps", step
         assert pod["spec"]["serviceAccountName"] == "steps", step
         env_from = container.get("envFrom", [])

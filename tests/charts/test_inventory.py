@@ -52,9 +52,15 @@ DEFAULT_INVENTORY = {
     ("Deployment", "mlp-airflow-scheduler"),
     ("Deployment", "mlp-airflow-dag-processor"),
     ("Deployment", "mlp-airflow-triggerer"),
-    ("ServiceAccount", "mlp-airflow"),
-    ("Role", "mlp-airflow-pod-manager"),
-    ("RoleBinding", "mlp-airflow-pod-manager"),
+    *(
+        ("ServiceAccount", f"mlp-airflow-{i}")
+        for i in ("api-server", "dag-processor", "migrate", "scheduler", "triggerer", "worker")
+    ),
+    *(
+        (kind, f"mlp-airflow-{i}")
+        for kind in ("Role", "RoleBinding")
+        for i in ("api-server", "scheduler", "worker")
+    ),
     # NetworkPolicies (on by default)
     ("NetworkPolicy", "mlp-default-deny"),
     ("NetworkPolicy", "mlp-allow-dns"),

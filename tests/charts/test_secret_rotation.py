@@ -90,20 +90,9 @@ def missed_restarts(values: dict[str, Any]) -> set[tuple[str, str]]:
     return missed
 
 
-# Readers without a checksum of that Secret, in a template this change does not own (see the report
-# of issue 11): the Airflow components read the S3 keys (remote task logs) and the Redis password
-# (Celery), but "airflow.checksums" (charts/airflow/templates/_airflow.tpl) covers neither. When it
-# does, this test fails until the entries are removed.
-AIRFLOW = ("api-server", "scheduler", "dag-processor", "triggerer")
-KNOWN_GAPS = {
-    "prod": {(f"Deployment/mlp-airflow-{c}", "mlp-s3-credentials") for c in AIRFLOW},
-    "redis": {(f"Deployment/mlp-airflow-{c}", "mlp-redis-auth") for c in (*AIRFLOW, "celery-worker")},
-}
-
-
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_rotating_one_secret_restarts_exactly_its_consumers(profile):
-    assert missed_restarts(PROFILES[profile]) == KNOWN_GAPS.get(profile, set())
+    assert missed_restarts(PROFILES[profile]) == set()
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -164,7 +164,7 @@ def test_only_pods_that_call_the_kubernetes_api_get_a_token():
         for o in workloads(objects)
         if pod_spec(o).get("automountServiceAccountToken") is not False
     }
-    assert with_token == {"mlp-airflow-api-server", "mlp-airflow-scheduler", "mlp-airflow-triggerer"}
+    assert with_token == {"mlp-airflow-api-server", "mlp-airflow-scheduler"}
     for obj in objects:
         if obj["kind"] == "ServiceAccount":
             assert obj["automountServiceAccountToken"] is False

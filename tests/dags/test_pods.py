@@ -133,6 +133,63 @@ def test_only_the_train_pod_gets_the_gpu(cluster_env, gpu):
             assert "PIPELINE_REQUIRE_GPU" not in env
 
 
+CUDA_IMAGE = f"registry.example.com/ml-pipeline/pipeline-cuda@sha256:{'cd' * 32}"
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["gpu-off", "gpu-on"])
+def test_only_the_train_pod_gets_the_runtime_class_and_the_cuda_image(cluster_env, gpu):
+    cluster_env.setenv("MLP_DAG_GPU_ENABLED", str(gpu).lower())
+    cluster_env.setenv("MLP_DAG_GPU_RUNTIME_CLASS", "nvidia")
+    cluster_env.setenv("MLP_DAG_GPU_IMAGE", CUDA_IMAGE)
+    pods = build_pods()
+    cpu_image = f"registry.example.com/ml-pipeline/pipeline@{DIGEST}"
+    for step, pod in pods.items():
+        validate(pod)
+        env = {e["name"]: e.get("value") for e in base_container(pod)["env"]}
+        if gpu and step in GPU_STEPS:
+            assert pod["spec"]["runtimeClassName"] == "nvidia"
+            assert base_container(pod)["image"] == CUDA_IMAGE
+            assert env["PIPELINE_IMAGE_DIGEST"] == "sha256:" + "cd" * 32
+        else:
+            assert not pod["spec"].get("runtimeClassName"), step
+            assert base_container(pod)["image"] == cpu_image, step
+            assert env["PIPELINE_IMAGE_DIGEST"] == DIGEST, step
+
+
+def test_without_a_cuda_image_the_train_pod_keeps_the_pipeline_image(cluster_env):
+    cluster_env.setenv("MLP_DAG_GPU_ENABLED", "true")
+    pods = build_pods()
+    assert base_container(pods["train"])["image"] == f"registry.example.com/ml-pipeline/pipeline@{DIGEST}"
+    assert not pods["train"]["spec"].get("runtimeClassName")
+
+
+def test_a_malformed_runtime_class_is_refused(cluster_env):
+    from ml_pipeline_support.settings import DagSettings
+
+    with pytest.raises(ValueError, match="MLP_DAG_GPU_RUNTIME_CLASS"):
+        DagSettings.from_env(("train",), {"MLP_DAG_GPU_RUNTIME_CLASS": "Not A Name"})
+
+
+def test_step_pods_get_no_kubernetes_api_token(cluster_env):
+    for step, pod in build_pods().items():
+        assert pod["spec"]["automountServiceAccountToken"] is False, step
+
+
+def test_the_xcom_sidecar_image_comes_from_the_kubernetes_connection(cluster_env):
+    """The provider's own mechanism: `xcom_sidecar_container_image` in the extra of the
+    kubernetes_default connection (the chart sets it as AIRFLOW_CONN_KUBERNETES_DEFAULT)."""
+    pinned = f"registry.example.com/library/alpine@sha256:{'ef' * 32}"
+    cluster_env.setenv(
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT",
+        json.dumps(
+            {"conn_type": "kubernetes", "extra": {"in_cluster": True, "xcom_sidecar_container_image": pinned}}
+        ),
+    )
+    for step, pod in build_pods().items():
+        (sidecar,) = [c for c in pod["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar"]
+        assert sidecar["image"] == pinned, step
+
+
 def test_gpu_resource_name_is_configurable(cluster_env):
     cluster_env.setenv("MLP_DAG_GPU_ENABLED", "true")
     cluster_env.setenv("MLP_DAG_GPU_RESOURCE", "amd.com/gpu")

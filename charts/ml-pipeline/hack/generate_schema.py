@@ -79,6 +79,16 @@ DEFS: dict[str, Any] = {
             "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
         },
     },
+    "optionalImage": {
+        "type": "object",
+        "description": "An optional image (empty repository: none); a digest wins over the tag.",
+        "additionalProperties": False,
+        "properties": {
+            "repository": {"type": "string"},
+            "tag": {"type": "string"},
+            "digest": {"type": "string", "pattern": r"^$|^sha256:[0-9a-f]{64}$"},
+        },
+    },
     "pdb": {
         "type": "object",
         "additionalProperties": False,
@@ -201,7 +211,15 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "airflow.env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
     "airflow.workers.annotations": STRING_MAP,
     "airflow.serviceAccount.annotations": STRING_MAP,
-    "airflow.serviceAccount.name": K8S_NAME,
+    "airflow.serviceAccount.names": {
+        "type": "object",
+        "propertyNames": {
+            "enum": ["api-server", "scheduler", "dag-processor", "triggerer", "migrate", "worker"]
+        },
+        "additionalProperties": K8S_NAME,
+    },
+    "airflow.dag.gpu.image": {"$ref": "#/definitions/optionalImage"},
+    "airflow.dag.xcomSidecarImage": {"$ref": "#/definitions/optionalImage"},
     "airflow.*.replicas": {"type": "integer", "minimum": 1},
     "airflow.apiServer.workers": {"type": "integer", "minimum": 1},
     "airflow.celeryWorker.concurrency": {"type": "integer", "minimum": 1},

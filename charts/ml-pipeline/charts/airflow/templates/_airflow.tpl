@@ -1,6 +1,22 @@
-{{/* Service account of the Airflow components and worker pods. */}}
+{{/*
+Service account of one Airflow identity: (dict "ctx" . "component" NAME), NAME one of api-server,
+scheduler, dag-processor, triggerer, worker (the KubernetesExecutor's worker pods and the Celery
+workers: they start the step pods), migrate. `<release>-airflow-<NAME>` unless
+serviceAccount.names.<NAME> replaces it. What each may do: docs/kubernetes.md, "Service accounts".
+*/}}
 {{- define "airflow.serviceAccountName" -}}
-{{- .Values.serviceAccount.name | default (include "mlp.name" (dict "ctx" . "component" "airflow")) -}}
+{{- get (.ctx.Values.serviceAccount.names | default dict) .component | default (include "mlp.name" (dict "ctx" .ctx "component" (printf "airflow-%s" .component))) -}}
+{{- end -}}
+
+{{/* The service accounts the chart creates, with the namespaces each lives in (a JSON dict NAME -> list). */}}
+{{- define "airflow.serviceAccounts" -}}
+{{- $release := .Release.Namespace -}}
+{{- $steps := include "mlp.pipeline.namespace" . -}}
+{{- $workerNamespaces := list $steps -}}
+{{- if include "airflow.celery" . -}}
+{{- $workerNamespaces = list $release $steps | uniq -}}
+{{- end -}}
+{{- dict "api-server" (list $release) "scheduler" (list $release) "dag-processor" (list $release) "triggerer" (list $release) "migrate" (list $release) "worker" $workerNamespaces | toJson -}}
 {{- end -}}
 
 {{/* Name of the ConfigMap with airflow.cfg and the worker pod template. */}}
@@ -11,6 +27,11 @@
 {{/* True when a Celery executor is part of the executor setting. */}}
 {{- define "airflow.celery" -}}
 {{- if contains "CeleryExecutor" .Values.executor }}true{{ end -}}
+{{- end -}}
+
+{{/* True when the auth manager is FAB's (users in the metadata database; the migration Job creates the admin). */}}
+{{- define "airflow.fab" -}}
+{{- if contains "FabAuthManager" .Values.auth.manager }}true{{ end -}}
 {{- end -}}
 
 {{/* The folder DAGs are read from: baked into the image, or git-sync's checkout. */}}
@@ -60,19 +81,6 @@ $(VAR) references), and the keys from the Airflow Secret. Worker pods get the sm
 - name: AIRFLOW__CELERY__RESULT_BACKEND
   value: {{ printf "db+postgresql://%s:$(AIRFLOW_DB_PASSWORD)@%s:%v/%s" $db.username (include "mlp.postgresql.host" .) .Values.global.postgresql.port $db.database | quote }}
 {{- end }}
-{{- if .Values.logs.remote.enabled }}
-- name: LOGS_S3_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "mlp.s3.secretName" . }}
-      key: access-key-id
-- name: LOGS_S3_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "mlp.s3.secretName" . }}
-      key: secret-access-key
-{{- include "airflow.remoteLogConnection" . }}
-{{- end }}
 {{- end -}}
 
 {{/* Environment every Airflow container shares, worker pods included (no database, no Fernet or JWT key). */}}
@@ -98,34 +106,62 @@ $(VAR) references), and the keys from the Airflow Secret. Worker pods get the sm
       key: {{ $.Values.dag.alerts.webhookSecretKey }}
       optional: true
 {{- end }}
+{{- include "airflow.remoteLogEnv" . }}
+- name: AIRFLOW_CONN_KUBERNETES_DEFAULT
+  value: {{ include "airflow.kubernetesConnection" . | quote }}
 {{- with .Values.env }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
 
-{{/* Worker pods: the base environment, plus S3 keys from the pipeline Secret for remote logs. */}}
+{{/* Worker pods: the base environment (remote logging included: a worker uploads its task's log, step output included, when the task ends). */}}
 {{- define "airflow.workerEnv" -}}
 {{- include "airflow.baseEnv" . }}
+{{- end -}}
+
+{{/* Bucket of the remote task logs: global.s3.airflowLogsBucket (default `airflow-logs`, created by the bucket Job of the bundled MinIO). */}}
+{{- define "airflow.logsBucket" -}}
+{{- .Values.global.s3.airflowLogsBucket | default "airflow-logs" -}}
+{{- end -}}
+
+{{/*
+Remote task logging: the `mlp_s3` connection (conn type aws), as JSON in the environment, with the
+keys of the object-store user limited to the logs bucket (`<release>-s3-airflow-logs`, or
+global.s3.clientSecrets.airflow-logs / global.s3.existingSecret with external S3); Kubernetes
+expands the $(VAR) references. Every Airflow container gets it: workers write the logs, the
+api-server reads them, the other components write their own task-related logs.
+*/}}
+{{- define "airflow.remoteLogEnv" -}}
 {{- if .Values.logs.remote.enabled }}
+{{- $secret := include "mlp.s3.clientSecretName" (dict "ctx" . "client" "airflow-logs") }}
 - name: LOGS_S3_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
-      name: {{ include "mlp.pipeline.secretName" . }}
-      key: PIPELINE_S3__ACCESS_KEY_ID
+      name: {{ $secret }}
+      key: access-key-id
 - name: LOGS_S3_SECRET_ACCESS_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ include "mlp.pipeline.secretName" . }}
-      key: PIPELINE_S3__SECRET_ACCESS_KEY
-{{- include "airflow.remoteLogConnection" . }}
-{{- end }}
-{{- end -}}
-
-{{/* The `mlp_s3` connection of remote logging, as JSON in the environment (keys expanded by Kubernetes). */}}
-{{- define "airflow.remoteLogConnection" -}}
+      name: {{ $secret }}
+      key: secret-access-key
 {{- $conn := dict "conn_type" "aws" "login" "$(LOGS_S3_ACCESS_KEY_ID)" "password" "$(LOGS_S3_SECRET_ACCESS_KEY)" "extra" (dict "endpoint_url" (include "mlp.s3.endpoint" .) "region_name" .Values.global.s3.region) }}
 - name: AIRFLOW_CONN_MLP_S3
   value: {{ $conn | toJson | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The `kubernetes_default` connection the KubernetesPodOperator reads (in-cluster), carrying the
+image of the step pods' XCom sidecar (`xcom_sidecar_container_image`, the provider's own setting):
+dag.xcomSidecarImage, or by default the pipeline image itself (already on the node, pinned like it,
+never the provider's unpinned `alpine` from Docker Hub).
+*/}}
+{{- define "airflow.kubernetesConnection" -}}
+{{- $image := include "mlp.image" (dict "image" .Values.global.images.pipeline "ctx" .) -}}
+{{- if .Values.dag.xcomSidecarImage.repository -}}
+{{- $image = include "mlp.image" (dict "image" .Values.dag.xcomSidecarImage "ctx" .) -}}
+{{- end -}}
+{{- dict "conn_type" "kubernetes" "extra" (dict "in_cluster" true "xcom_sidecar_container_image" $image) | toJson -}}
 {{- end -}}
 
 {{/* envFrom of every Airflow container: the DAG's MLP_DAG_* settings. */}}
@@ -170,6 +206,12 @@ checksum/airflow-config: {{ include (print .Template.BasePath "/config/airflow-c
 checksum/dag-settings: {{ include (print .Template.BasePath "/config/dag-settings-configmap.yaml") . | sha256sum }}
 checksum/airflow-secrets: {{ include "mlp.secretChecksum" (dict "ctx" . "name" (include "mlp.airflow.secretName" .)) }}
 checksum/db-auth: {{ include "mlp.secretChecksum" (dict "ctx" . "name" (include "mlp.postgresql.secretName" .)) }}
+{{- if .Values.logs.remote.enabled }}
+checksum/s3-airflow-logs: {{ include "mlp.secretChecksum" (dict "ctx" . "name" (include "mlp.s3.clientSecretName" (dict "ctx" . "client" "airflow-logs"))) }}
+{{- end }}
+{{- if include "airflow.celery" . }}
+checksum/redis-auth: {{ include "mlp.secretChecksum" (dict "ctx" . "name" (include "mlp.redis.secretName" .)) }}
+{{- end }}
 {{- end -}}
 
 {{/* Init container: wait until `airflow db migrate` (the migration Job) has brought the schema up to date. */}}

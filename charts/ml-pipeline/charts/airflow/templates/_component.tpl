@@ -1,7 +1,7 @@
 {{/*
 A Deployment of one Airflow component, from (dict "ctx" . "component" <name> "values" <its values>
 "args" <list> "probe" <probe map> "ports" <list> "sidecars" <string> "initContainers" <string>
-"volumes" <string> "mounts" <string> "kubeApi" <bool>).
+"volumes" <string> "mounts" <string> "kubeApi" <bool> "serviceAccount" <identity, default the component>).
 Every component waits for the database migration, runs as the image's non-root user on a
 read-only root filesystem, and restarts when airflow.cfg, the DAG settings or a Secret changes.
 */}}
@@ -28,7 +28,7 @@ spec:
       annotations:
         {{- include "airflow.checksums" $ | nindent 8 }}
     spec:
-      serviceAccountName: {{ include "airflow.serviceAccountName" $ }}
+      serviceAccountName: {{ include "airflow.serviceAccountName" (dict "ctx" $ "component" (.serviceAccount | default .component)) }}
       automountServiceAccountToken: {{ .kubeApi | default false }}
       terminationGracePeriodSeconds: 60
       {{- include "mlp.imagePullSecrets" $ | nindent 6 }}

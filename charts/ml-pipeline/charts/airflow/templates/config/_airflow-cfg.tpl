@@ -11,8 +11,6 @@ No secret goes here (it becomes a ConfigMap): keys come from the environment.
     "load_examples" "False"
     "parallelism" (.Values.parallelism | toString)
     "auth_manager" .Values.auth.manager
-    "simple_auth_manager_users" (printf "%s:admin" .Values.auth.adminUser)
-    "simple_auth_manager_passwords_file" "/opt/airflow/auth/passwords.json"
     "execution_api_server_url" (printf "%s/execution/" (include "mlp.airflow.apiServerUrl" .))
     "hostname_callable" "airflow.utils.net.get_host_ip_address"
   )
@@ -39,8 +37,12 @@ No secret goes here (it becomes a ConfigMap): keys come from the environment.
     "in_cluster" "True"
   )
 -}}
+{{- if not (include "airflow.fab" .) -}}
+{{- $_ := set $cfg.core "simple_auth_manager_users" (printf "%s:admin" .Values.auth.adminUser) -}}
+{{- $_ := set $cfg.core "simple_auth_manager_passwords_file" "/opt/airflow/auth/passwords.json" -}}
+{{- end -}}
 {{- if .Values.logs.remote.enabled -}}
-{{- $_ := set $cfg.logging "remote_base_log_folder" (printf "s3://%s/%s" .Values.global.s3.bucket .Values.logs.remote.prefix) -}}
+{{- $_ := set $cfg.logging "remote_base_log_folder" (printf "s3://%s/%s" (include "airflow.logsBucket" .) (.Values.logs.remote.prefix | trimAll "/") | trimSuffix "/") -}}
 {{- $_ := set $cfg.logging "remote_log_conn_id" "mlp_s3" -}}
 {{- end -}}
 {{- if include "airflow.celery" . -}}

@@ -17,7 +17,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 spec:
-  serviceAccountName: {{ include "airflow.serviceAccountName" . }}
+  serviceAccountName: {{ include "airflow.serviceAccountName" (dict "ctx" . "component" "worker") }}
   automountServiceAccountToken: true
   restartPolicy: Never
   terminationGracePeriodSeconds: {{ .Values.workers.terminationGracePeriodSeconds }}
