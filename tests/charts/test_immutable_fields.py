@@ -38,7 +38,7 @@ IMMUTABLE = {
         ("spec", "volumeClaimTemplates"),
     ),
 }
-AIRFLOW_MIGRATION = "mlp-airflow-migrate-"  # the airflow subchart's, fixed by the Airflow helper
+AIRFLOW_MIGRATION = "mlp-airflow-migrate-"  # the airflow subchart's migration Job
 
 _RESOURCES = {"requests": {"cpu": "123m", "memory": "321Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
 # Values changing the pod spec of every Job and StatefulSet, none of their immutable identity.
