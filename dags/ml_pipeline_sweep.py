@@ -30,7 +30,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param, chain, task
 
-from pipeline.steps import STEP_NAMES, get_step
+from pipeline.steps import DATA_STEPS, STEP_NAMES, get_step
 
 # Make the helpers next to this file importable (see ml_pipeline.py).
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -42,8 +42,7 @@ from ml_pipeline_support.settings import DagSettings, _int
 from ml_pipeline_support.tasks import check_params_task, default_task_args, pod_step_kwargs
 
 DAG_ID = "ml_pipeline_sweep"
-DATA_STEPS = ("ingest", "validate", "preprocess", "features", "version")
-FINAL_STEPS = ("train", "evaluate", "register")
+FINAL_STEPS = tuple(name for name in STEP_NAMES if name not in DATA_STEPS)  # train, evaluate, register
 
 settings = DagSettings.from_env(STEP_NAMES)
 # How many trial pods run at once (the study's budget is the pipeline's sweep.n_trials).

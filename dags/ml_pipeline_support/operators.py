@@ -30,9 +30,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from ml_pipeline_support.alerts import one_line, promotion_alert
 from ml_pipeline_support.trigger import override_arguments
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_USAGE  # the exit-code contract, declared once
 
-EXIT_USAGE = 2
-EXIT_BAD_INPUT = 65  # pipeline/errors.py: EXIT_BAD_INPUT
 NOT_RETRYABLE = frozenset({EXIT_USAGE, EXIT_BAD_INPUT})
 
 _ERROR_WORDS = re.compile(r"error|exception|failed|invalid|refused|violat|broken|not allowed", re.IGNORECASE)
