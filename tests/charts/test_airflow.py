@@ -122,11 +122,16 @@ def migrate_job(values):
     return found
 
 
-def test_migration_job_is_named_after_its_pod_template_and_is_no_hook():
+def test_migration_job_is_named_after_its_pod_template_and_no_helm_hook():
     """A Job's pod template is immutable: any change to it (not only the image) must make a new
-    Job, or `helm upgrade` / an Argo CD sync fails with `spec.template: field is immutable`."""
+    Job, or `helm upgrade` / an Argo CD sync fails with `spec.template: field is immutable`. No
+    Helm hook (the components wait for it); under Argo CD a Sync hook re-created at every sync, so
+    a migration that failed once runs again."""
     first = migrate_job({})
-    assert "annotations" not in first["metadata"]  # no Helm or Argo CD hook: the components wait for it
+    annotations = first["metadata"]["annotations"]
+    assert not [key for key in annotations if key.startswith("helm.sh/")]
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
     assert migrate_job({})["metadata"]["name"] == first["metadata"]["name"]  # unchanged: left in place
     changes = [
         {"global": {"images": {"airflow": {"tag": "0.2.0"}}}},
