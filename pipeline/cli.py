@@ -22,9 +22,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import steps as registry
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE, PipelineError, exit_code_for, one_line
 from pipeline.redaction import redact
-from pipeline.steps import STEP_NAMES, STEPS, describe
+from pipeline.steps import STEP_NAMES, describe
 
 app = typer.Typer(
     name="pipeline",
@@ -188,7 +189,8 @@ def run(
         transient=False,
     ) as progress:
         tasks = {
-            s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False) for s in STEPS
+            s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False)
+            for s in registry.STEPS
         }
 
         def on_step(name: str, event: str, manifest) -> None:
@@ -293,8 +295,8 @@ def step(
     from pipeline.runner import emit_summary, execute_step, step_summary
 
     with reported(f"step {name}: "):
-        if name not in STEP_NAMES:
-            raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(STEP_NAMES)}")
+        if name not in registry.STEP_NAMES:
+            raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(registry.STEP_NAMES)}")
         settings = load_settings(config, overrides)
         manifest = execute_step(settings, run_id, name)
     emit_summary(step_summary(manifest))
@@ -303,7 +305,7 @@ def step(
 @app.command("steps")
 def list_steps() -> None:
     """List the steps in order."""
-    for index, spec in enumerate(STEPS, 1):
+    for index, spec in enumerate(registry.STEPS, 1):
         typer.echo(f"{index}. {spec.name:<11} {spec.summary}")
 
 

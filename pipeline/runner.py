@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline import steps
 from pipeline.context import StepContext, StepContractError, StepResult, check_run_id
 from pipeline.settings import Settings
-from pipeline.steps import STEPS, StepSpec, get_step, load_step
+from pipeline.steps import StepSpec, get_step, load_step
 from pipeline.storage import ArtifactStore, Manifest, utcnow
 from pipeline.tracking import wrap_unreachable
 
@@ -122,7 +123,7 @@ def run_pipeline(
     store = make_store(settings)
     manifests: dict[str, Manifest] = {}
     rerun = force
-    for spec in STEPS:
+    for spec in steps.STEPS:
         existing = None if rerun else store.read_manifest(run_id, spec.name)
         if existing is not None and existing.succeeded:
             manifests[spec.name] = existing

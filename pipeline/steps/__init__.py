@@ -126,8 +126,16 @@ STEPS: tuple[StepSpec, ...] = (
     ),
 )
 
-STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
-DATA_STEPS: tuple[str, ...] = tuple(step.name for step in STEPS if step.kind == "data")
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``STEP_NAMES`` and ``DATA_STEPS``, derived from :data:`STEPS` each time they are read, so
+    that nothing holds a copy of the registry: whoever reads ``pipeline.steps.STEP_NAMES`` sees
+    the steps registered now (a step added to ``STEPS`` reaches every consumer)."""
+    if name == "STEP_NAMES":
+        return tuple(step.name for step in STEPS)
+    if name == "DATA_STEPS":
+        return tuple(step.name for step in STEPS if step.kind == "data")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_step(name: str) -> StepSpec:
@@ -135,7 +143,7 @@ def get_step(name: str) -> StepSpec:
     for step in STEPS:
         if step.name == name:
             return step
-    raise KeyError(f"unknown step {name!r}; valid steps: {', '.join(STEP_NAMES)}")
+    raise KeyError(f"unknown step {name!r}; valid steps: {', '.join(s.name for s in STEPS)}")
 
 
 def load_step(name: str) -> Callable[[StepContext], StepResult]:

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline import modelfiles
+from pipeline import modelfiles, steps
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import ConfigError
 from pipeline.featurestore import FeatureStore
@@ -59,7 +59,6 @@ from pipeline.names import (
     TASK_TAG,
 )
 from pipeline.settings import redact_url
-from pipeline.steps import DATA_STEPS
 from pipeline.storage import ArtifactStore
 from pipeline.tracking import (
     configure,
@@ -266,7 +265,7 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     mlflow.log_artifact(str(ctx.input_path("validate", "report")), "validation")
     mlflow.log_artifacts(str(ctx.input_path("validate", "data_docs")), "validation/data_docs")
     mlflow.log_artifact(str(ctx.input_path("preprocess", "transformer")), "preprocessing")
-    manifests = {step: ctx.upstream(step).summary for step in DATA_STEPS}
+    manifests = {step: ctx.upstream(step).summary for step in steps.DATA_STEPS}
     mlflow.log_dict(manifests, "lineage/upstream_steps.json")
 
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline import steps
 from pipeline.names import (
     DATASET_TAG,
     FEATURE_SET_HASH_TAG,
@@ -17,7 +18,7 @@ from pipeline.names import (
     TASK_TAG,
 )
 from pipeline.settings import Settings
-from pipeline.steps import DATA_STEPS, StepSpec
+from pipeline.steps import StepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.model import Split
@@ -43,7 +44,7 @@ def run_data_steps(settings: Settings, run_id: str) -> dict[str, Any]:
                 "step %s of run %s: %s", name, run_id, "already done (kept)" if event == "kept" else "running"
             )
 
-    return run_pipeline(settings, run_id, stop_after=DATA_STEPS[-1], on_step=log)
+    return run_pipeline(settings, run_id, stop_after=steps.DATA_STEPS[-1], on_step=log)
 
 
 @dataclass
