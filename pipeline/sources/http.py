@@ -1,157 +1,26 @@
-"""Data sources for the ingest step: files (local, ``pkg://``, ``s3://``), HTTP APIs and SQL queries.
-
-Each source returns a :class:`RawData`: the exact bytes to snapshot and the format to read them
-with. A file is snapshotted byte for byte as received; an API or a query is materialised as
-Parquet (typed, compact, deterministic for the same rows).
-
-Every source is bounded: a file or object over ``data.source.max_bytes`` is refused before it is
-read; an HTTP fetch has one deadline for all of it (``http.deadline_s``), a byte cap per body and
-in total, a nesting bound on JSON, follows redirects itself and sends its configured headers and
-credentials to the URI's origin only (and, with ``http.allowed_hosts``, contacts no other host); a
-query is one statement, run read-only under a statement timeout, fetched in batches up to
-``data.max_rows``. What the input or the configuration causes is bad input (exit 65); only
-transient faults (unreachable, timed out, 5xx) are retryable (75).
-"""
+"""HTTP APIs: one deadline, byte caps, JSON depth bound, credentials only to the origin."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit
 
 from pipeline.errors import BadInputError, ConfigError, RetryableError
 from pipeline.settings import redact_url
-from pipeline.tabular import NO_LIMITS, TableLimits, detect_format, read_table_bytes
+from pipeline.sources.base import HTTP_SCHEMES, READ_CHUNK, RETRYABLE_STATUS, RawData, to_parquet, too_big
+from pipeline.tabular import NO_LIMITS, TableLimits, read_table_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from pipeline.settings import HttpOptions, S3Settings, SourceSettings
+    from pipeline.settings import HttpOptions, SourceSettings
 
 logger = logging.getLogger(__name__)
-
-RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
-FILE_SCHEMES = ("file", "s3", "pkg")
-HTTP_SCHEMES = ("http", "https")
-READ_CHUNK = 1 << 16
-SQL_FETCH_ROWS = 10_000
-
-
-@dataclass
-class RawData:
-    data: bytes
-    format: str  # "csv" or "parquet"
-    label: str  # how error messages name the source
-    details: dict[str, Any]
-
-
-def source_kind(source: SourceSettings) -> str:
-    if source.kind != "auto":
-        return source.kind
-    scheme = urlparse(source.uri).scheme
-    if scheme in ("http", "https"):
-        return "http"
-    if source.query:
-        return "sql"
-    return "file"
-
-
-def fetch(source: SourceSettings, s3: S3Settings, limits: TableLimits = NO_LIMITS) -> RawData:
-    """Read the source within its bounds; ``limits`` (rows, columns) apply to what an API or a
-    query returns (a file's rows are counted when it is read, see :mod:`pipeline.tabular`)."""
-    kind = source_kind(source)
-    if kind == "file":
-        return _fetch_file(source, s3)
-    if kind == "http":
-        return _fetch_http(source, limits)
-    if kind == "sql":
-        return _fetch_sql(source, limits)
-    raise ConfigError(f"unknown data.source.kind {kind!r}")
-
-
-# files --------------------------------------------------------------------------------------
-
-
-def resolve_package_uri(uri: str) -> Path:
-    """``pkg://<package>/<path>`` -> the file shipped inside an installed package (never a file
-    outside it: no absolute path, no '..', no symbolic link leading out)."""
-    rest = uri[len("pkg://") :]
-    package, _, inner = rest.partition("/")
-    usage = f"data.source.uri {uri!r}: use pkg://<package>/<path inside the package>"
-    if not package or not inner or inner.startswith(("/", "\\")) or ".." in Path(inner).parts:
-        raise ConfigError(usage)
-    try:
-        root = Path(str(resources.files(package)))
-    except ModuleNotFoundError:
-        raise ConfigError(f"data.source.uri {uri!r}: package {package!r} is not installed") from None
-    path = root / inner
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise ConfigError(f"{usage} (the path leads outside the package)")
-    return path
-
-
-def _too_big(label: str, size: int, cap: int, setting: str) -> BadInputError:
-    return BadInputError(
-        f"source {label}: {size} bytes, more than {setting}={cap} (rule: a source is at most "
-        f"{setting} bytes; raise it if the data is right)"
-    )
-
-
-def _read_capped(handle, label: str, cap: int) -> bytes:
-    data = handle.read(cap + 1)
-    if len(data) > cap:
-        raise _too_big(label, len(data), cap, "data.source.max_bytes")
-    return data
-
-
-def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
-    uri = source.uri
-    scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
-    if scheme and scheme not in FILE_SCHEMES:
-        raise ConfigError(
-            f"data.source.uri: scheme {scheme!r} is not supported for a file source (use a local path, "
-            "file://, s3:// or pkg://; http(s):// URLs are fetched with data.source.kind 'http' or 'auto')"
-        )
-    fmt = detect_format(uri, source.format)
-    cap = source.max_bytes
-    if uri.startswith("s3://"):
-        from pipeline.storage import filesystem_for
-
-        fs, path = filesystem_for(uri, s3)
-        try:
-            with fs.open(path, "rb") as handle:
-                size = getattr(handle, "size", None)
-                if size is not None and size > cap:
-                    raise _too_big(uri, size, cap, "data.source.max_bytes")
-                data = _read_capped(handle, uri, cap)
-        except FileNotFoundError:
-            raise BadInputError(f"source {uri}: no such object") from None
-        except PermissionError as exc:
-            raise BadInputError(f"source {uri}: access denied ({exc})") from None
-        except OSError as exc:
-            raise RetryableError(f"source {uri}: cannot read from S3: {exc}") from exc
-        return RawData(data, fmt, uri, {"uri": uri})
-    if uri.startswith("pkg://"):
-        path = resolve_package_uri(uri)
-    else:
-        path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
-    if not path.is_file():
-        raise BadInputError(f"source {uri}: no such file ({path})")
-    size = path.stat().st_size
-    if size > cap:
-        raise _too_big(str(path), size, cap, "data.source.max_bytes")
-    with path.open("rb") as handle:
-        data = _read_capped(handle, str(path), cap)
-    return RawData(data, fmt, str(path), {"uri": uri, "path": str(path)})
-
 
 # HTTP ---------------------------------------------------------------------------------------
 
@@ -263,10 +132,10 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
 
     def check(size: int) -> None:
         if size > per_response:
-            raise _too_big(safe_url(url), size, per_response, "data.source.http.max_response_bytes")
+            raise too_big(safe_url(url), size, per_response, "data.source.http.max_response_bytes")
         if size > budget.bytes_left:
             spent = budget.max_bytes - budget.bytes_left
-            raise _too_big(
+            raise too_big(
                 f"{safe_url(url)} (all pages)", spent + size, budget.max_bytes, "data.source.max_bytes"
             )
 
@@ -491,127 +360,4 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
     frame = pd.concat(frames, ignore_index=True)
     limits.check_columns(frame.shape[1], f"source {shown}")
     details = {"uri": redact_url(source.uri), "pages": pages, "rows": len(frame)}
-    return RawData(_to_parquet(frame), "parquet", shown, details)
-
-
-# SQL ----------------------------------------------------------------------------------------
-
-
-def _single_statement(query: str) -> str:
-    """The query, refused unless it is exactly one statement (a database driver would otherwise
-    run ``SELECT 1; COMMIT; DELETE ...`` as three, outside the read-only transaction)."""
-    import sqlparse
-
-    statements = [
-        text for text in sqlparse.split(query) if sqlparse.format(text, strip_comments=True).strip(" \t\r\n;")
-    ]
-    if len(statements) != 1:
-        raise ConfigError(
-            f"data.source.query holds {len(statements)} statements (rule: exactly one statement, a query; "
-            "it runs in a read-only transaction that is rolled back)"
-        )
-    return query
-
-
-def _bounded_engine(source: SourceSettings):
-    """An engine whose sessions are read-only and time-limited: PostgreSQL's
-    ``default_transaction_read_only`` and ``statement_timeout``, SQLite's ``query_only`` and a
-    progress handler that interrupts a query past its time."""
-    import sqlalchemy as sa
-    from sqlalchemy import exc as sa_exc
-
-    try:
-        url = sa.engine.make_url(source.uri)
-        backend = url.get_backend_name()
-        if backend == "sqlite" and url.database not in (None, "", ":memory:"):
-            database = url.database.removeprefix("file:").split("?", 1)[0]
-            if not Path(database).is_file():
-                raise ConfigError(f"data.source.uri: the SQLite database {database!r} does not exist")
-        connect_args = {"connect_timeout": 10} if url.get_driver_name() in ("psycopg2", "psycopg") else {}
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=connect_args)
-    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError) as exc:
-        raise ConfigError(f"data.source.uri is not a usable SQLAlchemy URL: {redact_url(str(exc))}") from None
-    timeout_s = source.statement_timeout_s
-
-    @sa.event.listens_for(engine, "connect")
-    def _bound(dbapi_connection, _record) -> None:
-        if backend == "postgresql":
-            cursor = dbapi_connection.cursor()
-            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-            cursor.execute(f"SET statement_timeout = {max(1, int(timeout_s * 1000))}")
-            cursor.close()
-            dbapi_connection.commit()
-        elif backend == "sqlite":
-            dbapi_connection.execute("PRAGMA query_only = ON")
-            deadline = time.monotonic() + timeout_s
-            dbapi_connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-
-    return engine, backend
-
-
-def _fetch_sql(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawData:
-    import pandas as pd
-    import sqlalchemy as sa
-    from sqlalchemy import exc as sa_exc
-
-    if not source.query:
-        raise ConfigError("data.source.kind is 'sql' but data.source.query is empty")
-    query = _single_statement(source.query)
-    label = f"{redact_url(source.uri)} query"
-    engine, backend = _bounded_engine(source)
-    try:
-        try:
-            connection = engine.connect()
-        except sa_exc.DBAPIError as exc:
-            raise RetryableError(f"source {label}: database unreachable: {exc.orig}") from None
-        with connection:
-            transaction = connection.begin()
-            try:
-                if backend == "postgresql":
-                    connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-                result = connection.execution_options(stream_results=True).execute(sa.text(query))
-                columns = list(result.keys())
-                limits.check_columns(len(columns), f"source {label}")
-                rows: list[Any] = []
-                while chunk := result.fetchmany(SQL_FETCH_ROWS):
-                    rows.extend(chunk)
-                    limits.check_rows(len(rows), f"source {label}", so_far=True)
-                result.close()
-            except sa_exc.DBAPIError as exc:
-                if exc.connection_invalidated:
-                    raise RetryableError(f"source {label}: connection lost: {exc.orig}") from None
-                if _timed_out(exc, backend):
-                    raise RetryableError(
-                        f"source {label}: the query ran longer than data.source.statement_timeout_s="
-                        f"{source.statement_timeout_s:g}s and was cancelled"
-                    ) from None
-                reason = " ".join(str(exc.orig).split())
-                raise BadInputError(
-                    f"source {label}: the query failed: {reason} (rule: one read-only query)"
-                ) from None
-            finally:
-                transaction.rollback()
-    finally:
-        engine.dispose()
-    frame = pd.DataFrame(rows, columns=columns)
-    if frame.empty:
-        raise BadInputError(f"source {label}: the query returned no rows (rule: at least one row)")
-    return RawData(_to_parquet(frame), "parquet", label, {"uri": redact_url(source.uri), "rows": len(frame)})
-
-
-def _timed_out(exc, backend: str) -> bool:
-    if backend == "postgresql":
-        return getattr(exc.orig, "pgcode", None) == "57014"  # query_canceled (statement_timeout)
-    if backend == "sqlite":
-        return "interrupted" in str(exc.orig)
-    return False
-
-
-def _to_parquet(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buffer = io.BytesIO()
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
+    return RawData(to_parquet(frame), "parquet", shown, details)

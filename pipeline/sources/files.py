@@ -1,0 +1,86 @@
+"""Files: local paths, ``pkg://`` (a file shipped in an installed package) and ``s3://``, byte for byte."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from pipeline.errors import BadInputError, ConfigError, RetryableError
+from pipeline.sources.base import FILE_SCHEMES, RawData, too_big
+from pipeline.tabular import detect_format
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.settings import S3Settings, SourceSettings
+
+logger = logging.getLogger(__name__)
+
+# files --------------------------------------------------------------------------------------
+
+
+def resolve_package_uri(uri: str) -> Path:
+    """``pkg://<package>/<path>`` -> the file shipped inside an installed package (never a file
+    outside it: no absolute path, no '..', no symbolic link leading out)."""
+    rest = uri[len("pkg://") :]
+    package, _, inner = rest.partition("/")
+    usage = f"data.source.uri {uri!r}: use pkg://<package>/<path inside the package>"
+    if not package or not inner or inner.startswith(("/", "\\")) or ".." in Path(inner).parts:
+        raise ConfigError(usage)
+    try:
+        root = Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        raise ConfigError(f"data.source.uri {uri!r}: package {package!r} is not installed") from None
+    path = root / inner
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{usage} (the path leads outside the package)")
+    return path
+
+
+def _read_capped(handle, label: str, cap: int) -> bytes:
+    data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise too_big(label, len(data), cap, "data.source.max_bytes")
+    return data
+
+
+def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
+    uri = source.uri
+    scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
+    if scheme and scheme not in FILE_SCHEMES:
+        raise ConfigError(
+            f"data.source.uri: scheme {scheme!r} is not supported for a file source (use a local path, "
+            "file://, s3:// or pkg://; http(s):// URLs are fetched with data.source.kind 'http' or 'auto')"
+        )
+    fmt = detect_format(uri, source.format)
+    cap = source.max_bytes
+    if uri.startswith("s3://"):
+        from pipeline.storage import filesystem_for
+
+        fs, path = filesystem_for(uri, s3)
+        try:
+            with fs.open(path, "rb") as handle:
+                size = getattr(handle, "size", None)
+                if size is not None and size > cap:
+                    raise too_big(uri, size, cap, "data.source.max_bytes")
+                data = _read_capped(handle, uri, cap)
+        except FileNotFoundError:
+            raise BadInputError(f"source {uri}: no such object") from None
+        except PermissionError as exc:
+            raise BadInputError(f"source {uri}: access denied ({exc})") from None
+        except OSError as exc:
+            raise RetryableError(f"source {uri}: cannot read from S3: {exc}") from exc
+        return RawData(data, fmt, uri, {"uri": uri})
+    if uri.startswith("pkg://"):
+        path = resolve_package_uri(uri)
+    else:
+        path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
+    if not path.is_file():
+        raise BadInputError(f"source {uri}: no such file ({path})")
+    size = path.stat().st_size
+    if size > cap:
+        raise too_big(str(path), size, cap, "data.source.max_bytes")
+    with path.open("rb") as handle:
+        data = _read_capped(handle, str(path), cap)
+    return RawData(data, fmt, str(path), {"uri": uri, "path": str(path)})
