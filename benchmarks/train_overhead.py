@@ -73,9 +73,9 @@ def project_loop(train, val, spec, epochs: int, batch_size: int, workdir: Path) 
     """The train step's loop; returns the seconds spent inside MLflow logging calls."""
     import mlflow
 
+    from pipeline.checkpoint import Checkpointer
     from pipeline.model import TabularNet, fit, make_optimizer
     from pipeline.settings import S3Settings
-    from pipeline.steps.train import Checkpointer
     from pipeline.storage import ArtifactStore
 
     torch.manual_seed(0)

@@ -337,3 +337,12 @@ class Training:
         if state.best_state is not None:
             self.model.load_state_dict(state.best_state)
         return state
+
+
+def model_input_frame(frame, columns: list[str]):
+    """Raw feature columns in the schema the model is logged with (text as object dtype)."""
+    out = frame[columns].copy()
+    for column in out.columns:
+        if out[column].dtype.kind not in "biuf":
+            out[column] = out[column].astype(object)
+    return out.reset_index(drop=True)

@@ -21,10 +21,10 @@ import pandas as pd
 
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
+from pipeline.model import model_input_frame
 from pipeline.modelfiles import ModelFilesError
 from pipeline.names import PRIMARY_METRIC_TAG
 from pipeline.serving import load_trusted_predictor
-from pipeline.steps.train import model_input_frame
 from pipeline.tracking import configure
 
 logger = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ import pandas as pd
 from pipeline import metrics as m
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import RetryableError
+from pipeline.model import model_input_frame
 from pipeline.modelfiles import ModelFilesError
 from pipeline.names import (
     DECISION,
@@ -63,7 +64,6 @@ from pipeline.registry import (
     wait_until_ready,
 )
 from pipeline.serving import load_trusted_predictor
-from pipeline.steps.train import model_input_frame
 from pipeline.tracking import configure
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from pipeline import modelfiles, names
+from pipeline.checkpoint import CHECKPOINT, Checkpointer
 from pipeline.model import Training
 from pipeline.modelfiles import ModelFilesError
 from pipeline.serving import Predictor, load_trusted_predictor
 from pipeline.settings import PreprocessSettings, S3Settings, TrainSettings
-from pipeline.steps.train import CHECKPOINT, Checkpointer, log_model
+from pipeline.steps.train import log_model
 from pipeline.storage import ArtifactStore
 from pipeline.transform import TabularTransformer
 from tests.unit.test_model_and_transform import DATA, prepared
