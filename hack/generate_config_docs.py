@@ -29,8 +29,10 @@ from pydantic_core import PydanticUndefined
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "configuration.md"
-PIPELINE_BEGIN = "<!-- BEGIN PIPELINE table: python hack/generate_config_docs.py --write -->"
+PIPELINE_BEGIN = "<!-- BEGIN PIPELINE table: python hack/generate_config_docs.py -->"
 PIPELINE_END = "<!-- END PIPELINE table -->"
+DAG_BEGIN = "<!-- BEGIN MLP_DAG table: python hack/generate_config_docs.py -->"
+DAG_END = "<!-- END MLP_DAG table -->"
 PREFIX = "PIPELINE_"
 
 
@@ -102,15 +104,27 @@ def _dag_settings_module() -> Any:
     return importlib.import_module("ml_pipeline_support.settings")
 
 
+def dag_table() -> str:
+    """The MLP_DAG_* table: one row per setting ``DagSettings`` declares."""
+    lines = ["| variable | default | chart value | meaning |", "|---|---|---|---|"]
+    for spec in _dag_settings_module().DagSettings.declared().values():
+        chart = f"`{spec.chart}`" if spec.chart else "(the umbrella's names)"
+        lines.append(f"| `{spec.env}` | {spec.shown_default()} | {chart} | {spec.doc} |")
+    return "\n".join(lines) + "\n"
+
+
 def replace_between(text: str, begin: str, end: str, body: str) -> str:
-    return _dag_settings_module().replace_between(text, begin, end, body)
+    """``text`` with everything between the ``begin`` and ``end`` marker lines replaced by ``body``."""
+    head, found, rest = text.partition(begin + "\n")
+    if not found or end not in rest:
+        raise ValueError(f"markers {begin!r} ... {end!r} not found")
+    return head + begin + "\n" + body + rest[rest.index(end) :]
 
 
 def render(text: str) -> str:
     """``text`` (docs/configuration.md) with both generated tables rewritten."""
-    dag = _dag_settings_module()
     text = replace_between(text, PIPELINE_BEGIN, PIPELINE_END, pipeline_table())
-    return replace_between(text, dag.TABLE_BEGIN, dag.TABLE_END, dag.markdown_table())
+    return replace_between(text, DAG_BEGIN, DAG_END, dag_table())
 
 
 def main(argv: list[str] | None = None) -> int:

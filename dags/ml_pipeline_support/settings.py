@@ -16,7 +16,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 TASK_RUNNERS = ("kubernetes", "local")
@@ -333,8 +332,8 @@ class DagSettings:
     """Everything the DAG file needs to shape its tasks. Build with :meth:`from_env`.
 
     Each field is declared once, with its variable, parser, default and doc (:class:`Setting`);
-    ``python -m ml_pipeline_support.settings --markdown`` writes the table of docs/configuration.md
-    from these declarations, and tests/charts/test_dag_settings.py checks the chart against them.
+    ``python hack/generate_config_docs.py`` writes the table of docs/configuration.md from these
+    declarations, and tests/charts/test_dag_settings.py checks the chart against them.
     """
 
     task_runner: str = setting(
@@ -607,55 +606,3 @@ class DagSettings:
             for part in ("requests", "limits")
             if default.get(part) or own.get(part)
         }
-
-
-# --- docs/configuration.md: the MLP_DAG_* table is written from the declarations above ------------
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
-TABLE_BEGIN = "<!-- BEGIN MLP_DAG table: python dags/ml_pipeline_support/settings.py --write -->"
-TABLE_END = "<!-- END MLP_DAG table -->"
-
-
-def markdown_table() -> str:
-    """The MLP_DAG_* table of docs/configuration.md, one row per declared setting."""
-    rows = ["| variable | default | chart value | meaning |", "|---|---|---|---|"]
-    for spec in DagSettings.declared().values():
-        chart = f"`{spec.chart}`" if spec.chart else "(the umbrella's names)"
-        rows.append(f"| `{spec.env}` | {spec.shown_default()} | {chart} | {spec.doc} |")
-    return "\n".join(rows) + "\n"
-
-
-def replace_between(text: str, begin: str, end: str, body: str) -> str:
-    """``text`` with everything between the ``begin`` and ``end`` marker lines replaced by ``body``."""
-    head, found, rest = text.partition(begin + "\n")
-    if not found or end not in rest:
-        raise ValueError(f"markers {begin!r} ... {end!r} not found")
-    return head + begin + "\n" + body + rest[rest.index(end) :]
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Print or write the MLP_DAG_* table of docs/configuration.md."
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--markdown", action="store_true", help="print the table (the default)")
-    mode.add_argument("--write", action="store_true", help="rewrite the table in docs/configuration.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when docs/configuration.md is out of date")
-    args = parser.parse_args(argv)
-    if not (args.write or args.check):
-        print(markdown_table(), end="")
-        return 0
-    text = DOCS.read_text()
-    updated = replace_between(text, TABLE_BEGIN, TABLE_END, markdown_table())
-    if args.check:
-        if updated != text:
-            print(f"{DOCS} is out of date: run python dags/ml_pipeline_support/settings.py --write")
-            return 1
-        return 0
-    DOCS.write_text(updated)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
