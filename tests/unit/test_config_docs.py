@@ -119,3 +119,17 @@ def test_env_example_sets_only_real_settings():
     assignments = re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.M)
     assert assignments, "no variable found in .env.example"
     assert set(assignments) - pipeline_variables() == set()
+
+
+def test_each_dag_setting_is_declared_once_and_its_defaults_derive_from_the_declaration():
+    settings = generator()._dag_settings_module()
+    declared = settings.DagSettings.declared()
+    envs = [spec.env for spec in declared.values()]
+    assert len(envs) == len(set(envs)) and all(env.startswith("MLP_DAG_") for env in envs)
+    # the dataclass defaults are what an empty environment gives (no step names: no per-step entries)
+    assert settings.DagSettings() == settings.DagSettings.from_env((), {})
+    unset = settings.DagSettings.from_env(("ingest", "train"), {})
+    assert unset.gpu_schedule_timeout_s == declared["gpu_schedule_timeout_s"].default == 1800
+    assert unset.step_timeouts_s == {"ingest": 3600, "train": 3600}
+    table = generator().dag_table()
+    assert [line.split("`")[1] for line in table.splitlines()[2:]] == envs
