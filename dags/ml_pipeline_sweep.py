@@ -23,7 +23,6 @@ A run that failed resumes its study when cleared: finished trials are kept.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +37,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from ml_pipeline_support.alerts import dag_failure_callback
 from ml_pipeline_support.operators import KubernetesStepOperator, LocalStepOperator
-from ml_pipeline_support.settings import DagSettings, _int
+from ml_pipeline_support.settings import DagSettings
 from ml_pipeline_support.tasks import check_params_task, default_task_args, pod_step_kwargs
 
 DAG_ID = "ml_pipeline_sweep"
@@ -46,9 +45,9 @@ FINAL_STEPS = tuple(name for name in STEP_NAMES if name not in DATA_STEPS)  # tr
 
 settings = DagSettings.from_env(STEP_NAMES)
 # How many trial pods run at once (the study's budget is the pipeline's sweep.n_trials).
-SLOTS = _int(os.environ, "MLP_DAG_SWEEP_SLOTS", 4, minimum=1)
+SLOTS = settings.sweep_slots
 # Execution timeout of one worker pod, which runs several trials.
-WORKER_TIMEOUT_S = _int(os.environ, "MLP_DAG_SWEEP_WORKER_TIMEOUT_S", 4 * 3600, minimum=1)
+WORKER_TIMEOUT_S = settings.sweep_worker_timeout_s
 PREPARE_TIMEOUT_S = sum(settings.step_timeouts_s[s] for s in DATA_STEPS)
 FINALIZE_TIMEOUT_S = sum(settings.step_timeouts_s[s] for s in FINAL_STEPS)
 

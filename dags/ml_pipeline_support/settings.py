@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 TASK_RUNNERS = ("kubernetes", "local")
@@ -141,13 +141,15 @@ def _resources(env: Mapping[str, str], step_names: tuple[str, ...]) -> dict[str,
     return merged
 
 
-def _step_timeouts(env: Mapping[str, str], step_names: tuple[str, ...]) -> dict[str, int]:
+def _step_timeouts(
+    env: Mapping[str, str], step_names: tuple[str, ...], default: int = 3600
+) -> dict[str, int]:
     """MLP_DAG_STEP_TIMEOUT_S: one number for every step, or a JSON object per step name."""
     name = "MLP_DAG_STEP_TIMEOUT_S"
-    raw = _env(env, name, "3600")
+    raw = _env(env, name, str(default))
     if raw.startswith("{"):
         given = _json(env, name, {}, dict)
-        default = given.pop("default", 3600)
+        default = given.pop("default", default)
         unknown = set(given) - set(step_names)
         if unknown:
             raise ValueError(f"{name}: unknown step(s) {sorted(unknown)}; valid: {', '.join(step_names)}")
@@ -183,120 +185,417 @@ def _key_patterns(env: Mapping[str, str], name: str, default: tuple[str, ...]) -
     return patterns
 
 
-def _schedule(env: Mapping[str, str]) -> str | None:
-    value = _env(env, "MLP_DAG_SCHEDULE", "0 3 * * 1")
+def _schedule(
+    env: Mapping[str, str], name: str = "MLP_DAG_SCHEDULE", default: str = "0 3 * * 1"
+) -> str | None:
+    value = _env(env, name, default)
     if value.lower() in ("none", "off", "null"):
         return None
     if not value.startswith("@") and len(value.split()) != 5:
         raise ValueError(
-            f"MLP_DAG_SCHEDULE={value!r} is not a 5-field cron expression, a preset such as @daily, or none"
+            f"{name}={value!r} is not a 5-field cron expression, a preset such as @daily, or none"
         )
     return value
 
 
+# --- parsers: (env, variable name, declared default, step names) -> value ----------------------------
+Parser = Callable[[Mapping[str, str], str, Any, tuple[str, ...]], Any]
+
+
+def integer(minimum: int = 0) -> Parser:
+    return lambda env, name, default, steps: _int(env, name, default, minimum=minimum)
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool, steps: tuple[str, ...]) -> bool:
+    return _bool(env, name, default)
+
+
+def choice(choices: Iterable[str]) -> Parser:
+    return lambda env, name, default, steps: _choice(env, name, default, tuple(choices))
+
+
+def k8s_name(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str:
+    return _k8s_name(env, name, default)
+
+
+def names(
+    env: Mapping[str, str], name: str, default: tuple[str, ...], steps: tuple[str, ...]
+) -> tuple[str, ...]:
+    return _names(env, name) or default
+
+
+def one_name(env: Mapping[str, str], name: str, default: str | None, steps: tuple[str, ...]) -> str | None:
+    given = _names(env, name)
+    if len(given) > 1:
+        raise ValueError(f"{name} names one ConfigMap")
+    return given[0] if given else default
+
+
+def image_ref(env: Mapping[str, str], name: str, default: str | None, steps: tuple[str, ...]) -> str | None:
+    value = _env(env, name, default or "").strip()
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{name}={value!r} contains whitespace")
+    return value or None
+
+
+def runtime_class(
+    env: Mapping[str, str], name: str, default: str | None, steps: tuple[str, ...]
+) -> str | None:
+    value = _env(env, name, default or "").strip()
+    if value and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value):
+        raise ValueError(f"{name}={value!r} is not a RuntimeClass name")
+    return value or None
+
+
+def extended_resource(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str:
+    value = _env(env, name, default)
+    if not re.match(r"^[a-z0-9.-]+/[A-Za-z0-9_.-]+$", value):
+        raise ValueError(f"{name}={value!r} is not an extended resource name")
+    return value
+
+
+def node_selector(env: Mapping[str, str], name: str, default: dict, steps: tuple[str, ...]) -> dict[str, str]:
+    value = _json(env, name, dict(default), dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValueError(f"{name} must map label names to string values")
+    return value
+
+
+def tolerations(
+    env: Mapping[str, str], name: str, default: tuple, steps: tuple[str, ...]
+) -> tuple[dict, ...]:
+    value = _json(env, name, list(default), list)
+    if not all(isinstance(t, dict) for t in value):
+        raise ValueError(f"{name} must be a JSON list of toleration objects")
+    return tuple(value)
+
+
+def cron(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str | None:
+    return _schedule(env, name, default)
+
+
+def resource_spec(env: Mapping[str, str], name: str, default: Any, steps: tuple[str, ...]) -> dict:
+    return _resources(env, steps)
+
+
+def step_timeouts(env: Mapping[str, str], name: str, default: int, steps: tuple[str, ...]) -> dict[str, int]:
+    return _step_timeouts(env, steps, default)
+
+
+def key_patterns(
+    env: Mapping[str, str], name: str, default: tuple[str, ...], steps: tuple[str, ...]
+) -> tuple:
+    return _key_patterns(env, name, default)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One DAG setting: its variable, parser, default (the value of an unset variable, as the docs
+    show it), one line of docs, and where the Helm chart sets it (a values path; ``chart_default``:
+    the chart renders the variable from exactly that value, so its default must be this one)."""
+
+    env: str
+    parse: Parser
+    default: Any
+    doc: str
+    chart: str | None = None
+    chart_default: bool = True
+    shown: str | None = None  # the default as the docs show it, where repr-like rendering would not do
+
+    def read(self, env: Mapping[str, str], step_names: tuple[str, ...]) -> Any:
+        return self.parse(env, self.env, self.default, step_names)
+
+    def shown_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.default == ():
+            return "—"
+        if isinstance(self.default, bool):
+            return f"`{str(self.default).lower()}`"
+        if isinstance(self.default, tuple):
+            return f"`{', '.join(self.default)}`"
+        return f"`{self.default}`"
+
+
+def setting(env: str, parse: Parser, default: Any, doc: str, **kwargs: Any) -> Any:
+    """A dataclass field declared by its :class:`Setting`; its dataclass default is what
+    :meth:`DagSettings.from_env` gives with no variable set (and no step names)."""
+    spec = Setting(env, parse, default, doc, **kwargs)
+    return field(default_factory=lambda: spec.read({}, ()), metadata={"setting": spec})
+
+
+_RUNNERS = choice(TASK_RUNNERS)
+
+
 @dataclass(frozen=True)
 class DagSettings:
-    """Everything the DAG file needs to shape its tasks. Build with :meth:`from_env`."""
+    """Everything the DAG file needs to shape its tasks. Build with :meth:`from_env`.
 
-    task_runner: str = "kubernetes"
-    preflight: bool = True
-    schedule: str | None = "0 3 * * 1"
-    image: str = "ml-pipeline/pipeline:latest"
-    image_pull_policy: str = "IfNotPresent"
-    image_pull_secrets: tuple[str, ...] = ()
-    namespace: str = "default"
-    service_account: str = "default"
-    env_configmaps: tuple[str, ...] = ()
-    env_secrets: tuple[str, ...] = ()
-    config_configmap: str | None = None
-    resources: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    gpu_enabled: bool = False
-    gpu_count: int = 1
-    gpu_resource: str = "nvidia.com/gpu"
-    gpu_node_selector: dict[str, str] = field(default_factory=dict)
-    gpu_tolerations: tuple[dict[str, Any], ...] = ()
-    on_finish_action: str = "delete_succeeded_pod"
-    schedule_timeout_s: int = 600
-    startup_timeout_s: int = 600
-    gpu_schedule_timeout_s: int = 1800
-    gpu_startup_timeout_s: int = 1200
-    gpu_runtime_class: str | None = None
-    gpu_image: str | None = None
-    step_timeouts_s: dict[str, int] = field(default_factory=dict)
-    run_timeout_s: int = 21600
-    retries: int = 3
-    retry_delay_s: int = 30
-    max_retry_delay_s: int = 600
-    run_as_user: int = 10001
-    trigger_allowed_keys: tuple[str, ...] = DEFAULT_TRIGGER_ALLOWED_KEYS
+    Each field is declared once, with its variable, parser, default and doc (:class:`Setting`);
+    ``python hack/generate_config_docs.py`` writes the table of docs/configuration.md from these
+    declarations, and tests/charts/test_dag_settings.py checks the chart against them.
+    """
+
+    task_runner: str = setting(
+        "MLP_DAG_TASK_RUNNER",
+        _RUNNERS,
+        "kubernetes",
+        "`kubernetes`: one KubernetesPodOperator per step; `local`: the same command as a local subprocess "
+        "(one-machine mode)",
+        chart="airflow.dag.taskRunner",
+    )
+    preflight: bool = setting(
+        "MLP_DAG_PREFLIGHT",
+        boolean,
+        True,
+        "run `pipeline doctor --json` as a task (`preflight`, right after `check_params`), in the same kind "
+        "of pod with the same configuration, before any step",
+        chart="airflow.dag.preflight",
+    )
+    trigger_allowed_keys: tuple[str, ...] = setting(
+        "MLP_DAG_TRIGGER_ALLOWED_KEYS",
+        key_patterns,
+        DEFAULT_TRIGGER_ALLOWED_KEYS,
+        "setting keys a manual run's params may set as `--set` (comma-separated, `*` matches any characters; "
+        "the `source` param is `data.source.uri`; `none`: no key); others fail the run in its first task, "
+        "`check_params`, without retry ([airflow](airflow.md))",
+        chart="airflow.dag.triggerAllowedKeys",
+    )
+    schedule: str | None = setting(
+        "MLP_DAG_SCHEDULE",
+        cron,
+        "0 3 * * 1",
+        "cron of scheduled retraining (weekly, UTC) or a preset such as `@daily`; `none` to disable",
+        chart="airflow.dag.schedule",
+    )
+    image: str = setting(
+        "MLP_DAG_IMAGE",
+        image_ref,
+        "ml-pipeline/pipeline:latest",
+        "pipeline image; a digest (`repo@sha256:...`) pins it",
+        chart="global.images.pipeline",
+        chart_default=False,
+    )
+    image_pull_policy: str = setting(
+        "MLP_DAG_IMAGE_PULL_POLICY",
+        choice(PULL_POLICIES),
+        "IfNotPresent",
+        "`Always`, `IfNotPresent` or `Never`",
+        chart="global.images.pipeline.pullPolicy",
+    )
+    image_pull_secrets: tuple[str, ...] = setting(
+        "MLP_DAG_IMAGE_PULL_SECRETS",
+        names,
+        (),
+        "comma-separated Secret names",
+        chart="global.imagePullSecrets",
+    )
+    namespace: str = setting(
+        "MLP_DAG_NAMESPACE",
+        k8s_name,
+        "default",
+        "namespace of the step pods",
+        chart="global.pipeline.namespace",
+        chart_default=False,
+    )
+    service_account: str = setting(
+        "MLP_DAG_SERVICE_ACCOUNT",
+        k8s_name,
+        "default",
+        "service account of the step pods",
+        chart="global.pipeline.serviceAccountName",
+        chart_default=False,
+    )
+    env_configmaps: tuple[str, ...] = setting(
+        "MLP_DAG_ENV_CONFIGMAPS",
+        names,
+        (),
+        "comma-separated ConfigMaps injected into step pods with `envFrom`",
+        chart="airflow.dag.extraEnvConfigMaps",
+        chart_default=False,
+    )
+    env_secrets: tuple[str, ...] = setting(
+        "MLP_DAG_ENV_SECRETS",
+        names,
+        (),
+        "comma-separated Secrets injected into step pods with `envFrom`",
+        chart="airflow.dag.extraEnvSecrets",
+        chart_default=False,
+    )
+    config_configmap: str | None = setting(
+        "MLP_DAG_CONFIG_CONFIGMAP",
+        one_name,
+        None,
+        "ConfigMap holding `config.yaml`, mounted at `/etc/ml-pipeline` (sets "
+        "`PIPELINE_CONFIG=/etc/ml-pipeline/config.yaml`)",
+    )
+    resources: dict[str, dict[str, dict[str, str]]] = setting(  # noqa: RUF009 (a field with a default_factory)
+        "MLP_DAG_RESOURCES",
+        resource_spec,
+        DEFAULT_RESOURCES,
+        'JSON: `{"default": {"requests": {...}, "limits": {...}}, "train": {...}}`, merged over the defaults '
+        "per resource; a step's own entry wins over `default`; unknown step names are refused",
+        chart="airflow.dag.resources",
+        shown="`default`: requests `cpu: 250m, memory: 512Mi`, limits `memory: 2Gi`; `train`: requests "
+        "`cpu: 1, memory: 1Gi`, limits `memory: 4Gi`",
+    )
+    gpu_enabled: bool = setting(
+        "MLP_DAG_GPU_ENABLED",
+        boolean,
+        False,
+        "give the GPU-capable step (train) a GPU",
+        chart="airflow.dag.gpu.enabled",
+    )
+    gpu_count: int = setting(
+        "MLP_DAG_GPU_COUNT", integer(minimum=1), 1, "GPUs per train pod", chart="airflow.dag.gpu.count"
+    )
+    gpu_resource: str = setting(
+        "MLP_DAG_GPU_RESOURCE",
+        extended_resource,
+        "nvidia.com/gpu",
+        "extended resource name",
+        chart="airflow.dag.gpu.resource",
+    )
+    gpu_node_selector: dict[str, str] = setting(  # noqa: RUF009 (a field with a default_factory)
+        "MLP_DAG_GPU_NODE_SELECTOR",
+        node_selector,
+        {},
+        "JSON object, train pod only",
+        chart="airflow.dag.gpu.nodeSelector",
+    )
+    gpu_tolerations: tuple[dict[str, Any], ...] = setting(
+        "MLP_DAG_GPU_TOLERATIONS",
+        tolerations,
+        (),
+        "JSON list, train pod only",
+        chart="airflow.dag.gpu.tolerations",
+        shown="`[]`",
+    )
+    gpu_runtime_class: str | None = setting(
+        "MLP_DAG_GPU_RUNTIME_CLASS",
+        runtime_class,
+        None,
+        "`runtimeClassName` of the train pod when the GPU is on (e.g. `nvidia`)",
+        chart="airflow.dag.gpu.runtimeClassName",
+    )
+    gpu_image: str | None = setting(
+        "MLP_DAG_GPU_IMAGE",
+        image_ref,
+        None,
+        "a CUDA build of the pipeline image for the train pod only when the GPU is on; every other step "
+        "keeps `MLP_DAG_IMAGE`",
+        chart="airflow.dag.gpu.image",
+    )
+    on_finish_action: str = setting(
+        "MLP_DAG_ON_FINISH_ACTION",
+        choice(ON_FINISH_ACTIONS),
+        "delete_succeeded_pod",
+        "`delete_pod`, `delete_succeeded_pod` or `keep_pod`",
+        chart="airflow.dag.onFinishAction",
+    )
+    schedule_timeout_s: int = setting(
+        "MLP_DAG_SCHEDULE_TIMEOUT_S",
+        integer(minimum=1),
+        600,
+        "seconds a pod may wait to be scheduled",
+        chart="airflow.dag.scheduleTimeoutSeconds",
+    )
+    startup_timeout_s: int = setting(
+        "MLP_DAG_STARTUP_TIMEOUT_S",
+        integer(minimum=1),
+        600,
+        "seconds from scheduled to running (image pull)",
+        chart="airflow.dag.startupTimeoutSeconds",
+    )
+    gpu_schedule_timeout_s: int = setting(
+        "MLP_DAG_GPU_SCHEDULE_TIMEOUT_S",
+        integer(minimum=1),
+        1800,
+        "seconds the GPU pod may wait to be scheduled (node scale-up is slow)",
+        chart="airflow.dag.gpu.scheduleTimeoutSeconds",
+    )
+    gpu_startup_timeout_s: int = setting(
+        "MLP_DAG_GPU_STARTUP_TIMEOUT_S",
+        integer(minimum=1),
+        1200,
+        "seconds from scheduled to running for the GPU pod (CUDA images are large)",
+        chart="airflow.dag.gpu.startupTimeoutSeconds",
+    )
+    step_timeouts_s: dict[str, int] = setting(  # noqa: RUF009 (a field with a default_factory)
+        "MLP_DAG_STEP_TIMEOUT_S",
+        step_timeouts,
+        3600,
+        "execution timeout per step (a JSON object per step name, with an optional `default`, also "
+        "accepted); pods add their schedule and startup timeouts to it, and get `activeDeadlineSeconds` = "
+        "startup + step timeout",
+        chart="airflow.dag.stepTimeoutSeconds",
+    )
+    run_timeout_s: int = setting(
+        "MLP_DAG_RUN_TIMEOUT_S",
+        integer(minimum=1),
+        21600,
+        "timeout of a whole run",
+        chart="airflow.dag.runTimeoutSeconds",
+    )
+    retries: int = setting(
+        "MLP_DAG_RETRIES",
+        integer(),
+        3,
+        "retries of retryable failures (exit code 75); bad input (exit code 65) never retries",
+        chart="airflow.dag.retries",
+    )
+    retry_delay_s: int = setting(
+        "MLP_DAG_RETRY_DELAY_S",
+        integer(minimum=1),
+        30,
+        "first retry delay; it doubles up to `MLP_DAG_MAX_RETRY_DELAY_S` (exponential backoff)",
+        chart="airflow.dag.retryDelaySeconds",
+    )
+    max_retry_delay_s: int = setting(
+        "MLP_DAG_MAX_RETRY_DELAY_S",
+        integer(minimum=1),
+        600,
+        "largest retry delay; at least `MLP_DAG_RETRY_DELAY_S`",
+        chart="airflow.dag.maxRetryDelaySeconds",
+    )
+    run_as_user: int = setting(
+        "MLP_DAG_RUN_AS_USER",
+        integer(minimum=1),
+        10001,
+        "UID of the step pods (the pipeline image's user)",
+        chart="airflow.dag.runAsUser",
+    )
+    sweep_slots: int = setting(
+        "MLP_DAG_SWEEP_SLOTS",
+        integer(minimum=1),
+        4,
+        "sweep DAG (`ml_pipeline_sweep`): trial pods at once, mapped over slots "
+        "([experiments](experiments.md#running-a-sweep-on-kubernetes))",
+        chart="airflow.dag.sweepSlots",
+    )
+    sweep_worker_timeout_s: int = setting(
+        "MLP_DAG_SWEEP_WORKER_TIMEOUT_S",
+        integer(minimum=1),
+        14400,
+        "sweep DAG: execution timeout of one trial-worker pod",
+        chart="airflow.dag.sweepWorkerTimeoutSeconds",
+    )
+
+    @classmethod
+    def declared(cls) -> dict[str, Setting]:
+        """Field name -> its :class:`Setting`, in declaration order."""
+        return {f.name: f.metadata["setting"] for f in fields(cls)}
 
     @classmethod
     def from_env(cls, step_names: tuple[str, ...], env: Mapping[str, str] | None = None) -> DagSettings:
         env = os.environ if env is None else env
-        node_selector = _json(env, "MLP_DAG_GPU_NODE_SELECTOR", {}, dict)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in node_selector.items()):
-            raise ValueError("MLP_DAG_GPU_NODE_SELECTOR must map label names to string values")
-        tolerations = _json(env, "MLP_DAG_GPU_TOLERATIONS", [], list)
-        if not all(isinstance(t, dict) for t in tolerations):
-            raise ValueError("MLP_DAG_GPU_TOLERATIONS must be a JSON list of toleration objects")
-        gpu_resource = _env(env, "MLP_DAG_GPU_RESOURCE", "nvidia.com/gpu")
-        if not re.match(r"^[a-z0-9.-]+/[A-Za-z0-9_.-]+$", gpu_resource):
-            raise ValueError(f"MLP_DAG_GPU_RESOURCE={gpu_resource!r} is not an extended resource name")
-        image = _env(env, "MLP_DAG_IMAGE", "ml-pipeline/pipeline:latest")
-        if any(c.isspace() for c in image):
-            raise ValueError(f"MLP_DAG_IMAGE={image!r} contains whitespace")
-        gpu_image = _env(env, "MLP_DAG_GPU_IMAGE", "").strip()
-        if any(c.isspace() for c in gpu_image):
-            raise ValueError(f"MLP_DAG_GPU_IMAGE={gpu_image!r} contains whitespace")
-        gpu_runtime_class = _env(env, "MLP_DAG_GPU_RUNTIME_CLASS", "").strip()
-        if gpu_runtime_class and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", gpu_runtime_class):
-            raise ValueError(f"MLP_DAG_GPU_RUNTIME_CLASS={gpu_runtime_class!r} is not a RuntimeClass name")
-        retry_delay = _int(env, "MLP_DAG_RETRY_DELAY_S", 30, minimum=1)
-        max_retry_delay = _int(env, "MLP_DAG_MAX_RETRY_DELAY_S", 600, minimum=1)
-        if max_retry_delay < retry_delay:
+        values = {name: spec.read(env, step_names) for name, spec in cls.declared().items()}
+        if values["max_retry_delay_s"] < values["retry_delay_s"]:
             raise ValueError(
-                f"MLP_DAG_MAX_RETRY_DELAY_S={max_retry_delay} is below MLP_DAG_RETRY_DELAY_S={retry_delay}"
+                f"MLP_DAG_MAX_RETRY_DELAY_S={values['max_retry_delay_s']} is below "
+                f"MLP_DAG_RETRY_DELAY_S={values['retry_delay_s']}"
             )
-        config_configmap = _names(env, "MLP_DAG_CONFIG_CONFIGMAP")
-        if len(config_configmap) > 1:
-            raise ValueError("MLP_DAG_CONFIG_CONFIGMAP names one ConfigMap")
-        return cls(
-            task_runner=_choice(env, "MLP_DAG_TASK_RUNNER", "kubernetes", TASK_RUNNERS),
-            preflight=_bool(env, "MLP_DAG_PREFLIGHT", True),
-            schedule=_schedule(env),
-            image=image,
-            image_pull_policy=_choice(env, "MLP_DAG_IMAGE_PULL_POLICY", "IfNotPresent", PULL_POLICIES),
-            image_pull_secrets=_names(env, "MLP_DAG_IMAGE_PULL_SECRETS"),
-            namespace=_k8s_name(env, "MLP_DAG_NAMESPACE", "default"),
-            service_account=_k8s_name(env, "MLP_DAG_SERVICE_ACCOUNT", "default"),
-            env_configmaps=_names(env, "MLP_DAG_ENV_CONFIGMAPS"),
-            env_secrets=_names(env, "MLP_DAG_ENV_SECRETS"),
-            config_configmap=config_configmap[0] if config_configmap else None,
-            resources=_resources(env, step_names),
-            gpu_enabled=_bool(env, "MLP_DAG_GPU_ENABLED", False),
-            gpu_count=_int(env, "MLP_DAG_GPU_COUNT", 1, minimum=1),
-            gpu_resource=gpu_resource,
-            gpu_node_selector=node_selector,
-            gpu_tolerations=tuple(tolerations),
-            on_finish_action=_choice(
-                env, "MLP_DAG_ON_FINISH_ACTION", "delete_succeeded_pod", ON_FINISH_ACTIONS
-            ),
-            schedule_timeout_s=_int(env, "MLP_DAG_SCHEDULE_TIMEOUT_S", 600, minimum=1),
-            startup_timeout_s=_int(env, "MLP_DAG_STARTUP_TIMEOUT_S", 600, minimum=1),
-            gpu_schedule_timeout_s=_int(env, "MLP_DAG_GPU_SCHEDULE_TIMEOUT_S", 1800, minimum=1),
-            gpu_startup_timeout_s=_int(env, "MLP_DAG_GPU_STARTUP_TIMEOUT_S", 1200, minimum=1),
-            gpu_runtime_class=gpu_runtime_class or None,
-            gpu_image=gpu_image or None,
-            step_timeouts_s=_step_timeouts(env, step_names),
-            run_timeout_s=_int(env, "MLP_DAG_RUN_TIMEOUT_S", 21600, minimum=1),
-            retries=_int(env, "MLP_DAG_RETRIES", 3),
-            retry_delay_s=retry_delay,
-            max_retry_delay_s=max_retry_delay,
-            run_as_user=_int(env, "MLP_DAG_RUN_AS_USER", 10001, minimum=1),
-            trigger_allowed_keys=_key_patterns(
-                env, "MLP_DAG_TRIGGER_ALLOWED_KEYS", DEFAULT_TRIGGER_ALLOWED_KEYS
-            ),
-        )
+        return cls(**values)
 
     def resources_for(self, step: str) -> dict[str, dict[str, str]]:
         """Requests and limits of one step: its own entry over the ``default`` entry."""

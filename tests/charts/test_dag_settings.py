@@ -99,6 +99,69 @@ def _dag_settings(env: dict[str, str]):
     return _dag_settings_module().DagSettings.from_env(("ingest", "train"), env)
 
 
+STEPS = ("ingest", "validate", "train", "evaluate")
+
+
+def _declared():
+    return _dag_settings_module().DagSettings.declared()
+
+
+def _lookup(values: dict, path: str):
+    node = values
+    for key in path.split("."):
+        node = node[key]
+    return node
+
+
+def _chart_drifts(values=None) -> dict[str, tuple]:
+    """Settings whose value, as the chart renders it with ``values``, differs from the declared
+    default although the chart renders it straight from its values (``Setting.chart_default``)."""
+    cls = _dag_settings_module().DagSettings
+    env = dag_env(values)
+    declared = cls.from_env(STEPS, {})
+    drifts = {}
+    for name, spec in cls.declared().items():
+        if spec.chart_default and spec.chart:
+            rendered = getattr(cls.from_env(STEPS, {spec.env: env[spec.env]}), name)
+            if rendered != getattr(declared, name):
+                drifts[spec.env] = (env[spec.env], getattr(declared, name))
+    return drifts
+
+
+def test_the_chart_sets_exactly_the_declared_dag_settings():
+    set_by_chart = {name for name in dag_env() if name.startswith("MLP_DAG_")}
+    declared = {spec.env for spec in _declared().values()}
+    assert set_by_chart - declared == set(), "the chart sets MLP_DAG_* names DagSettings does not declare"
+    assert declared - set_by_chart == set(), "DagSettings declares settings the chart never sets"
+
+
+def test_the_charts_defaults_are_the_declared_defaults():
+    assert _chart_drifts() == {}
+
+
+def test_a_chart_default_that_drifts_is_caught():
+    drifted = {"airflow": {"dag": {"gpu": {"scheduleTimeoutSeconds": 1799}, "preflight": False}}}
+    assert set(_chart_drifts(drifted)) == {"MLP_DAG_GPU_SCHEDULE_TIMEOUT_S", "MLP_DAG_PREFLIGHT"}
+
+
+def test_every_declared_chart_value_exists():
+    from tests.charts.test_schema import merged_values
+
+    values = merged_values()
+    for spec in _declared().values():
+        if spec.chart:
+            try:
+                _lookup(values, spec.chart)
+            except KeyError:
+                pytest.fail(f"{spec.env}: the chart has no value {spec.chart}")
+
+
+def test_every_declared_dag_setting_has_a_row_in_the_docs():
+    # the table is generated (hack/generate_config_docs.py; tests/unit/test_config_docs.py checks it)
+    for spec in _declared().values():
+        assert f"| `{spec.env}` |" in CONTRACT, spec.env
+
+
 def test_trigger_allow_list_reaches_the_dag_and_defaults_agree():
     default = dag_env()["MLP_DAG_TRIGGER_ALLOWED_KEYS"]
     # the chart's default is the DAG's own default, read back by the DAG's parser
