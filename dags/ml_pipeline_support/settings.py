@@ -332,7 +332,7 @@ class DagSettings:
     """Everything the DAG file needs to shape its tasks. Build with :meth:`from_env`.
 
     Each field is declared once, with its variable, parser, default and doc (:class:`Setting`);
-    ``python hack/generate_config_docs.py`` writes the table of docs/configuration.md from these
+    ``python scripts/generate_config_docs.py`` writes the table of docs/configuration.md from these
     declarations, and tests/charts/test_dag_settings.py checks the chart against them.
     """
 

@@ -157,7 +157,7 @@ def test_every_declared_chart_value_exists():
 
 
 def test_every_declared_dag_setting_has_a_row_in_the_docs():
-    # the table is generated (hack/generate_config_docs.py; tests/unit/test_config_docs.py checks it)
+    # the table is generated (scripts/generate_config_docs.py; tests/unit/test_config_docs.py checks it)
     for spec in _declared().values():
         assert f"| `{spec.env}` |" in CONTRACT, spec.env
 

@@ -1,5 +1,5 @@
 """docs/configuration.md's variable tables are generated from the settings declarations
-(hack/generate_config_docs.py) and the docs and .env.example name only real variables."""
+(scripts/generate_config_docs.py) and the docs and .env.example name only real variables."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ ENV_EXAMPLE = REPO / ".env.example"
 @cache
 def generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "generate_config_docs", REPO / "hack" / "generate_config_docs.py"
+        "generate_config_docs", REPO / "scripts" / "generate_config_docs.py"
     )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -40,7 +40,7 @@ def pipeline_variables() -> set[str]:
 def test_the_generated_tables_are_up_to_date():
     text = DOCS.read_text()
     assert generator().render(text) == text, (
-        "docs/configuration.md is out of date: run python hack/generate_config_docs.py"
+        "docs/configuration.md is out of date: run python scripts/generate_config_docs.py"
     )
 
 
@@ -58,7 +58,10 @@ def test_check_mode_fails_on_a_drifted_table(tmp_path, monkeypatch):
 
 def test_the_check_command_runs_from_a_checkout():
     done = subprocess.run(
-        [sys.executable, "hack/generate_config_docs.py", "--check"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "scripts/generate_config_docs.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 

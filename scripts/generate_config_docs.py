@@ -6,8 +6,8 @@
 
 Each table sits between a BEGIN and an END marker comment; the text around them is hand-written.
 
-    python hack/generate_config_docs.py          # rewrite the tables
-    python hack/generate_config_docs.py --check  # exit 1 if docs/configuration.md is out of date
+    python scripts/generate_config_docs.py          # rewrite the tables
+    python scripts/generate_config_docs.py --check  # exit 1 if docs/configuration.md is out of date
 
 tests/unit/test_config_docs.py and tests/charts/test_dag_settings.py fail when the docs drift.
 """
@@ -29,9 +29,9 @@ from pydantic_core import PydanticUndefined
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "configuration.md"
-PIPELINE_BEGIN = "<!-- BEGIN PIPELINE table: python hack/generate_config_docs.py -->"
+PIPELINE_BEGIN = "<!-- BEGIN PIPELINE table: python scripts/generate_config_docs.py -->"
 PIPELINE_END = "<!-- END PIPELINE table -->"
-DAG_BEGIN = "<!-- BEGIN MLP_DAG table: python hack/generate_config_docs.py -->"
+DAG_BEGIN = "<!-- BEGIN MLP_DAG table: python scripts/generate_config_docs.py -->"
 DAG_END = "<!-- END MLP_DAG table -->"
 PREFIX = "PIPELINE_"
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     updated = render(text)
     if args.check:
         if updated != text:
-            print(f"{DOCS} is out of date: run python hack/generate_config_docs.py")
+            print(f"{DOCS} is out of date: run python scripts/generate_config_docs.py")
             return 1
         return 0
     DOCS.write_text(updated)
