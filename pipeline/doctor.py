@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RETRYABLE
 from pipeline.settings import redact_url
+from pipeline.storage import botocore_cause
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.settings import S3Settings, Settings
@@ -143,23 +144,11 @@ def key_label(s3: S3Settings) -> str:
     return f"access key {s3.access_key_id[:4]}… (PIPELINE_S3__ACCESS_KEY_ID)"
 
 
-def _botocore_cause(exc: BaseException) -> BaseException:
-    """The botocore exception behind ``exc`` (s3fs and DVC wrap them), else ``exc``."""
-    import botocore.exceptions as bexc
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, bexc.BotoCoreError | bexc.ClientError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return exc
-
-
 def classify_s3_error(exc: BaseException, s3: S3Settings, bucket: str, what: str) -> tuple[str, str]:
     """(status, actionable message) for an error talking to S3."""
     import botocore.exceptions as bexc
 
-    cause = _botocore_cause(exc)
+    cause = botocore_cause(exc)
     endpoint = endpoint_label(s3)
     if isinstance(cause, bexc.NoCredentialsError):
         return PROBLEM, (
@@ -369,6 +358,13 @@ def check_dvc_remote(settings: Settings, report: Report, buckets: dict[str, bool
 # --------------------------------------------------------------------------------------------
 
 
+def required_feature_store_columns() -> list[str]:
+    """The columns the versions table must have: those of its one declaration."""
+    from pipeline.featurestore import VERSIONS_COLUMNS
+
+    return [column.name for column in VERSIONS_COLUMNS]
+
+
 def check_feature_store(settings: Settings, report: Report) -> None:
     import sqlalchemy as sa
 
@@ -394,17 +390,7 @@ def check_feature_store(settings: Settings, report: Report) -> None:
             present = sa.inspect(connection).has_table(VERSIONS_TABLE)
             if present:
                 columns = {c["name"] for c in sa.inspect(connection).get_columns(VERSIONS_TABLE)}
-                expected = {
-                    "feature_set",
-                    "version",
-                    "table_name",
-                    "row_count",
-                    "schema",
-                    "content_hash",
-                    "run_id",
-                    "created_at",
-                }
-                missing = sorted(expected - columns)
+                missing = sorted(set(required_feature_store_columns()) - columns)
                 if missing:
                     report.add(
                         name,
@@ -594,7 +580,7 @@ def check_mlflow_artifacts(settings: Settings, report: Report, session, base: st
         except Exception as exc:
             import botocore.exceptions as bexc
 
-            cause = _botocore_cause(exc)
+            cause = botocore_cause(exc)
             code = (
                 cause.response.get("Error", {}).get("Code") if isinstance(cause, bexc.ClientError) else None
             )

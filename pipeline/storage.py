@@ -104,14 +104,30 @@ def storage_errors() -> tuple[type[BaseException], ...]:
     return (OSError, bexc.BotoCoreError, bexc.ClientError)
 
 
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it (``__cause__``, else ``__context__``): s3fs and DVC
+    wrap botocore's errors."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def botocore_cause(exc: BaseException) -> BaseException:
+    """The botocore exception behind ``exc`` (``exc`` itself counts), else ``exc``."""
+    import botocore.exceptions as bexc
+
+    return next((c for c in error_chain(exc) if isinstance(c, bexc.BotoCoreError | bexc.ClientError)), exc)
+
+
 def describe_error(exc: BaseException) -> str:
     """One line: the error's type and message, plus what S3 answered and after how many attempts
     when botocore is behind it (no traceback; botocore keeps credentials out of its messages)."""
     text = " ".join(str(exc).split()) or repr(exc)
     line = f"{type(exc).__name__}: {text}"
-    cause: BaseException | None = exc
-    while cause is not None and not hasattr(cause, "response"):
-        cause = cause.__cause__ or cause.__context__
+    cause = next((c for c in error_chain(exc) if hasattr(c, "response")), None)
     response = getattr(cause, "response", None)
     if isinstance(response, dict) and cause is not exc:
         meta = response.get("ResponseMetadata", {})
