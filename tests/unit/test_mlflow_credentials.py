@@ -60,7 +60,7 @@ def test_doctor_sends_basic_auth_and_names_a_refusal(monkeypatch: pytest.MonkeyP
         return _Answer(200 if self.auth == ("pipeline", "s3cret-pw") else 401, "Unauthorized")
 
     monkeypatch.setattr(requests.Session, "get", fake_get)
-    monkeypatch.setattr("pipeline.doctor.check_mlflow_artifacts", lambda *a, **k: None)
+    monkeypatch.setattr("pipeline.doctor.mlflow_server.check_mlflow_artifacts", lambda *a, **k: None)
 
     class _Settings:
         resolved_tracking_uri = "http://mlp-mlflow.ml.svc:5000"
