@@ -21,7 +21,9 @@ The sinks call it: the log formatter (:class:`RedactingFormatter`), the CLI's st
 MLflow tags, params and artifacts, exception messages and the DAG's chat alerts.
 
 This module is standard library only: the Airflow image imports it without the pipeline's
-dependencies.
+dependencies. Why one module of this size: it is the one redaction mechanism (known values,
+credential shapes, every sink's adapter). Splitting it would invite a second mechanism, which is
+the defect it exists to prevent.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Sources, highest precedence first:
 Switching from the embedded defaults (SQLite, local folders) to PostgreSQL, an S3 endpoint and an
 MLflow server is configuration only. Loading settings has no side effects: no folder is created and
 no connection is opened until a step needs it.
+
+Why one module of this size: it is the one declaration of every pipeline setting (its type,
+default, validation and description). scripts/generate_config_docs.py reads the models from it
+to write docs/configuration.md, and the tests check that the docs match.
 """
 
 from __future__ import annotations

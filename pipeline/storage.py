@@ -20,6 +20,9 @@ has moved on; only such attempts are removed: the one a publisher saw just befor
 and its own attempt when it reads back another one (it lost the race). An attempt nobody saw (a
 publisher killed mid-upload, or one overtaken before anyone read it) is left alone until it is
 older than :data:`ORPHAN_GRACE_S`, as it may still be about to be published.
+
+Why one module of this size: the publish protocol (attempt folders, the manifest switch, the
+race and orphan rules) is trusted only when it can be read as a whole.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The stages of a sweep (prepare, worker, finalize, all) and the local worker processes."""
+"""The stages of a sweep (prepare, worker, finalize, all) and the local worker processes.
+
+Why one module of this size: the four stages share the study's bookkeeping and read in the order
+they run.
+"""
 
 from __future__ import annotations
 
