@@ -138,7 +138,7 @@ def test_the_chart_s_mlflow_refuses_anonymous_and_serves_the_pipeline_user(
     (init,) = pod["initContainers"]
     env = _resolve_env(init, secrets)
     init_args = _docker_args(init, env, mounts)
-    proc = docker.run("run", "--rm", *init_args, mlflow_image.ref, *init["args"], timeout=60)
+    proc = docker.run("run", "--rm", *init_args, mlflow_image.ref, *init["args"], timeout=240)
     assert "accepts connections" in proc.stdout
 
     (server,) = pod["containers"]
@@ -149,7 +149,7 @@ def test_the_chart_s_mlflow_refuses_anonymous_and_serves_the_pipeline_user(
     docker.run("run", "-d", "--name", name, *_docker_args(server, env, mounts), mlflow_image.ref, *args)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a liveness bound: migrations on a loaded 2-core machine are slow
         while _request(f"{base}/health") != 200:
             running = docker.run("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
             if running != "true" or time.monotonic() > deadline:
