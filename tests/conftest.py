@@ -75,3 +75,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PIPELINE_HOME", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uris_stay_in_their_module():
+    """`tracking.configure` sets MLflow's process-wide tracking and registry URIs, as the pipeline's
+    one process should. A test module that runs steps in this process must not hand them to the
+    next module, where a client built with a tracking URI alone would silently use that registry."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -181,7 +181,7 @@ def test_the_chart_s_mlflow_refuses_anonymous_and_serves_the_pipeline_user(
 
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "pipeline")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PIPELINE_PASSWORD)
-        client = MlflowClient(tracking_uri=base)
+        client = MlflowClient(tracking_uri=base, registry_uri=base)
         experiment = client.create_experiment(f"auth-{uuid.uuid4().hex[:6]}")
         run = client.create_run(experiment)
         artifact = tmp_path / "model.txt"
