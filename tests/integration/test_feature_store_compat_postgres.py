@@ -5,12 +5,12 @@ new database are those of the previous DDL."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from pipeline.featurestore import FeatureStore, versions_ddl
 from tests.services import PostgresServer, unique
+from tests.unit.test_feature_store_schema import frame  # the same three rows as the SQLite check
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +36,6 @@ PREVIOUS_LOAD = (
     "INSERT INTO feature_set_versions (feature_set, version, table_name, row_count, schema, content_hash,"
     f" run_id) VALUES ('wine-x', 1, '{TABLE}', 3, '{SCHEMA}', 'h1', 'r1')",
 )
-
-
-def frame(shift: float = 0.0) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "row_id": np.arange(3, dtype="int64"),
-            "x": [0.5 + shift, 1.5, np.nan],
-            "n": np.array([1, 2, 3], dtype="int64"),
-            "b": [True, False, True],
-            "t": ["a", None, "c"],
-        }
-    )
 
 
 def execute(postgres: PostgresServer, database: str, *statements: str) -> None:
