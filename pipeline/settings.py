@@ -314,7 +314,9 @@ class TrainSettings(_Model):
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(15, ge=1, description="Epochs without validation improvement before stopping.")
     min_delta: float = Field(1e-4, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device; 'auto': CUDA when available.", examples=["auto"]
+    )
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default).")
     checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
     log_every_steps: int = Field(0, ge=0, description="Also log batch loss every N steps (0: off).")
@@ -339,10 +341,28 @@ class GateSettings(_Model):
 
 
 class S3Settings(_Model):
-    endpoint_url: str | None = Field(None, description="Any S3-compatible endpoint; unset for AWS.")
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
+    endpoint_url: str | None = Field(
+        None,
+        description="Any S3-compatible endpoint; unset for AWS.",
+        examples=["http://localhost:9000"],
+        json_schema_extra={"chart": "global.s3.endpoint", "chart_default": False},
+    )
+    region: str = Field(
+        "us-east-1",
+        description="Region of the S3 endpoint.",
+        examples=["us-east-1", "eu-west-1"],
+        json_schema_extra={"chart": "global.s3.region"},
+    )
+    access_key_id: str | None = Field(
+        None,
+        description="S3 access key id.",
+        json_schema_extra={"chart": "global.s3.existingSecret", "chart_secret": True},
+    )
+    secret_access_key: SecretStr | None = Field(
+        None,
+        description="S3 secret access key.",
+        json_schema_extra={"chart": "global.s3.existingSecret", "chart_secret": True},
+    )
     max_attempts: int = Field(4, ge=1, description="Bounded retries on 5xx/throttling.")
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
@@ -476,41 +496,92 @@ class Settings(BaseSettings):
     )
 
     # backends ------------------------------------------------------------------------------
-    home: Path = Field(default_factory=default_home, description="Folder for all embedded state.")
-    config_file: Path | None = Field(None, validation_alias=AliasChoices("PIPELINE_CONFIG", "config_file"))
-    artifact_root: str | None = Field(None, description="Local folder or s3://bucket/prefix.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="Folder for all embedded state.",
+        examples=["~/.local/share/ml-pipeline"],
+        json_schema_extra={"chart": "pipeline.home", "chart_default": False},
+    )
+    config_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_CONFIG", "config_file"),
+        description="The YAML config file (dataset, data contract, hyperparameters); default the "
+        "packaged pipeline/configs/penguins.yaml.",
+        examples=["pipeline/configs/wine.yaml"],
+    )
+    artifact_root: str | None = Field(
+        None,
+        description="Local folder or s3://bucket/prefix.",
+        examples=["s3://ml-pipeline/artifacts"],
+        json_schema_extra={"chart": "pipeline.artifactRoot", "chart_default": False},
+    )
     tracking_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PIPELINE_TRACKING_URI", "tracking_uri"),
         description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.",
+        examples=["http://localhost:5000"],
+        json_schema_extra={"chart": "global.mlflow.trackingUri", "chart_default": False},
     )
-    feature_store_url: str | None = Field(None, description="SQLAlchemy URL of the feature store.")
+    feature_store_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the feature store.",
+        examples=["postgresql+psycopg2://features@localhost:5432/features"],
+        json_schema_extra={"chart": "global.postgresql", "chart_default": False},
+    )
     feature_store_password: SecretStr | None = Field(
-        None, description="Password added to feature_store_url (kept out of the URL in config)."
+        None,
+        description="Password added to feature_store_url (kept out of the URL in config).",
+        json_schema_extra={"chart": "global.postgresql.existingSecret", "chart_secret": True},
     )
-    dvc_remote: str | None = Field(None, description="DVC remote: a local folder or s3://bucket/prefix.")
+    dvc_remote: str | None = Field(
+        None,
+        description="DVC remote: a local folder or s3://bucket/prefix.",
+        examples=["s3://ml-pipeline/dvc"],
+        json_schema_extra={"chart": "pipeline.dvcRemote", "chart_default": False},
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
-    experiment_name: str | None = Field(None, description="MLflow experiment; default the dataset name.")
-    model_name: str | None = Field(None, description="Registered model; default the dataset name.")
+    experiment_name: str | None = Field(
+        None,
+        description="MLflow experiment; default the dataset name.",
+        examples=["penguins"],
+        json_schema_extra={"chart": "pipeline.experimentName", "pattern": SAFE_NAME.pattern},
+    )
+    model_name: str | None = Field(
+        None,
+        description="Registered model; default the dataset name.",
+        examples=["penguins"],
+        json_schema_extra={"chart": "pipeline.modelName", "pattern": SAFE_NAME.pattern},
+    )
     registry_lock_timeout_s: float = 120.0
-    mlflow_http_timeout_s: int = Field(30, ge=1, description="Per-request timeout to a tracking server.")
-    mlflow_http_max_retries: int = Field(3, ge=0, description="Bounded retries to a tracking server.")
+    mlflow_http_timeout_s: int = Field(
+        30, ge=1, description="Per-request timeout to a tracking server.", examples=[30]
+    )
+    mlflow_http_max_retries: int = Field(
+        3, ge=0, description="Bounded retries to a tracking server.", examples=[3]
+    )
     mlflow_artifacts_destination: str | None = Field(
         None,
         description="Where the tracking server stores artifacts (its --artifacts-destination); "
         "`pipeline doctor` checks that a probe artifact lands there. Default: "
         "s3://<bucket of the DVC remote>/mlflow, the chart's layout.",
     )
-    require_gpu: bool = Field(False, description="Fail (and doctor complains) when no CUDA device.")
+    require_gpu: bool = Field(
+        False, description="Fail (and doctor complains) when no CUDA device.", examples=[False]
+    )
 
     # provenance, set by the image and the pod ----------------------------------------------
     git_commit: str | None = Field(None, description="Code commit; read from git when unset.")
     image_digest: str | None = Field(None, description="Image digest of the running pod.")
 
     # behaviour -----------------------------------------------------------------------------
-    seed: int = 42
+    seed: int = Field(
+        42, description="Random seed of the split, the training and the evaluation.", examples=[42]
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="Log level of the pipeline's own loggers (PIPELINE_LOG_LEVEL)."
+        "INFO",
+        description="Log level of the pipeline's own loggers (PIPELINE_LOG_LEVEL).",
+        examples=["INFO", "DEBUG"],
+        json_schema_extra={"chart": "pipeline.logLevel"},
     )
     secret_settings: list[str] = Field(
         default_factory=list,
