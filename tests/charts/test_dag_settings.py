@@ -260,6 +260,9 @@ def test_a_throwaway_pipeline_setting_needs_only_its_declaration_and_its_chart_v
     }
     described = document["properties"]["global"]["properties"]["pipeline"]["properties"]["existingSecret"]
     assert "`PIPELINE_WIDGET_TOKEN`" in described["description"]
+    # its ConfigMap line is generated too (a Secret's line is not: the chart makes the value)
+    lines = gen.env_lines(gen.pipeline_settings(Throwaway))
+    assert lines == "  PIPELINE_WIDGET_LIMIT: {{ .Values.pipeline.widgetLimit | toString | quote }}\n"
     _with_chart_value(gen, monkeypatch, "pipeline.widgetLimit", 8)
     with pytest.raises(SystemExit, match="PIPELINE_WIDGET_LIMIT declares the default 7"):
         gen.schema(settings)
@@ -355,6 +358,21 @@ def test_each_chart_value_reaches_the_variable_it_declares(setting):
         node = node.setdefault(key, {})
     node[last] = sample
     assert get(render_chart(values), "ConfigMap", "mlp-pipeline-env")["data"][setting.env] == str(sample)
+
+
+def test_the_configmaps_generated_lines_are_checked(tmp_path, monkeypatch):
+    gen = _gen()
+    text = gen.ENV_CONFIGMAP.read_text()
+    assert gen.render_env_configmap(text, gen.pipeline_settings()) == text
+    line = "  PIPELINE_LOG_LEVEL: {{ .Values.pipeline.logLevel | toString | quote }}\n"
+    assert line in text
+    monkeypatch.setattr(gen, "ENV_CONFIGMAP", tmp_path / "pipeline-env-configmap.yaml")
+    gen.ENV_CONFIGMAP.write_text(text.replace(line, ""))
+    monkeypatch.setattr(gen, "SCHEMA_FILE", tmp_path / "values.schema.json")
+    gen.SCHEMA_FILE.write_text((gen.CHART / "values.schema.json").read_text())
+    assert gen.main(["--check"]) == 1
+    assert gen.main([]) == 0
+    assert gen.ENV_CONFIGMAP.read_text() == text
 
 
 def test_the_existing_secrets_description_lists_every_secret_variable():
