@@ -4,8 +4,8 @@
   variables with the ``PIPELINE_`` prefix and ``__`` nesting; the field's default and description);
 * ``MLP_DAG_*``: from ``DagSettings`` in ``dags/ml_pipeline_support/settings.py``;
 * the variables of ``.env.example``: every field that gives ``examples`` (the first one is shown)
-  or that the chart's pipeline Secret holds (``json_schema_extra={"chart_secret": True}``: shown
-  empty), with its description and choices.
+  or that the chart sets (``json_schema_extra={"chart": ...}``; a secret the chart's pipeline
+  Secret holds, ``"chart_secret": True``, is shown empty), with its description and choices.
 
 Each generated part sits between a BEGIN and an END marker comment; the text around it is
 hand-written. charts/ml-pipeline/hack/generate_schema.py reads the same declarations (the fields'
@@ -119,15 +119,22 @@ def _choices(annotation: Any) -> list[Any]:
     return []
 
 
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def env_example(model: type[BaseModel] | None = None) -> str:
-    """The generated lines of .env.example: each example variable, commented out, under its
-    description."""
+    """The generated lines of .env.example: each variable that has examples or that the chart
+    sets, commented out, under its description (a secret's without a value; no example: the
+    default)."""
     if model is None:
         from pipeline.settings import Settings as model  # noqa: N813
     lines = []
     for where, info in leaves(model):
         secret = bool(chart_metadata(info).get("chart_secret"))
-        if not info.examples and not secret:
+        if not info.examples and "chart" not in chart_metadata(info):
             continue
         note = one_line(info.description)
         if choices := _choices(info.annotation):
@@ -136,8 +143,8 @@ def env_example(model: type[BaseModel] | None = None) -> str:
             note = f"{note} Kept in a Secret (the chart's pipeline Secret): never commit a real one.".strip()
             value = ""
         else:
-            example = info.examples[0]
-            value = str(example).lower() if isinstance(example, bool) else str(example)
+            example = info.examples[0] if info.examples else info.get_default(call_default_factory=True)
+            value = _env_value(example)
         lines += ["", f"# {note}" if note else "#", f"# {env_names(where, info)[0]}={value}"]
     return "\n".join(lines[1:]) + "\n"
 

@@ -327,7 +327,12 @@ def _sample(setting):
         for example in info.examples or []
     ]
     current = _gen()._lookup(_values(), setting.path)
-    return next(example for example in examples if example != current)
+    other = next((example for example in examples if example != current), None)
+    if other is None:
+        pytest.fail(
+            f"{setting.env}: give its field examples=[...] with a value other than the chart's default"
+        )
+    return other
 
 
 def test_the_step_pods_environment_is_exactly_the_declared_settings():

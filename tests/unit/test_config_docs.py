@@ -111,6 +111,8 @@ def test_a_throwaway_backend_setting_is_documented_exampled_and_redacted_from_it
             None, description="The vendor's API.", examples=["https://vendor.example.com/api"]
         )
         vendor_mode: Literal["fast", "safe"] = Field("safe", description="How.", examples=["safe"])
+        vendor_region: str = Field("eu", description="Where.", json_schema_extra={"chart": "x.region"})
+        vendor_retries: int = Field(2, description="Not in .env.example: no example, no chart value.")
         vendor_key: SecretStr | None = Field(
             None,
             description="The vendor's key.",
@@ -125,6 +127,8 @@ def test_a_throwaway_backend_setting_is_documented_exampled_and_redacted_from_it
     assert "# The vendor's API.\n# PIPELINE_VENDOR_URL=https://vendor.example.com/api\n" in example
     assert "# How. One of: fast, safe.\n# PIPELINE_VENDOR_MODE=safe\n" in example
     assert "\n# PIPELINE_VENDOR_KEY=\n" in example  # a secret: shown, never with a value
+    assert "# Where.\n# PIPELINE_VENDOR_REGION=eu\n" in example  # set by the chart: its default
+    assert "PIPELINE_VENDOR_RETRIES" not in example and "PIPELINE_VENDOR_RETRIES" in table
     assert example.startswith(gen.env_example(Settings).split("\n\n")[0])  # the real ones too
 
     secret = "vendor-key-" + "q7" * 8
