@@ -61,7 +61,7 @@ def _read_file(handle, label: str, name: str, cap: int, details: dict) -> bytes:
     data = read_decompressed(handle, codec, label, cap, "data.source.max_bytes", on_read=compressed_cap)
     details["compression"] = codec
     details["compressed_bytes"] = handle.tell()
-    logger.info("%s: %s, %d bytes decompressed to %d", label, codec, handle.tell(), len(data))
+    logger.info("%s: %s-compressed, %d bytes, %d decompressed", label, codec, handle.tell(), len(data))
     return data
 
 
