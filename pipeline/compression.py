@@ -82,6 +82,29 @@ def codec_from_magic(head: bytes) -> str | None:
     return None
 
 
+# What a source cannot be, told by its first bytes, so that an archive is not read as text (and
+# reported as an encoding problem).
+_UNSUPPORTED = {
+    b"PK\x03\x04": "a zip archive (or a spreadsheet workbook: .xlsx, .ods)",
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+    b"\x04\x22\x4d\x18": "lz4-compressed",
+    b"Rar!\x1a\x07": "a rar archive",
+}
+
+
+def refuse_unsupported(head: bytes, label: str) -> None:
+    """Bad input when ``head`` (the first 512 bytes of a source, decompressed) starts an archive
+    or a compression the pipeline does not read: a source is one file."""
+    what = next((name for magic, name in _UNSUPPORTED.items() if head.startswith(magic)), None)
+    if what is None and head[257:262] == b"ustar":
+        what = "a tar archive"
+    if what is not None:
+        raise BadInputError(
+            f"source {label}: is {what}, which the pipeline does not read (rule: a source is one "
+            f"CSV or Parquet file, plain or compressed with {', '.join(CODECS)}; extract the file)"
+        )
+
+
 def codec_from_content_type(content_type: str) -> str | None:
     return CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
 

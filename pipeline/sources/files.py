@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from pipeline.compression import codec_from_name, read_decompressed, sniff
+from pipeline.compression import codec_from_name, read_decompressed, refuse_unsupported, sniff
 from pipeline.errors import BadInputError, ConfigError, RetryableError
 from pipeline.sources.base import FILE_SCHEMES, RawData, too_big
 from pipeline.tabular import detect_format
@@ -52,13 +52,16 @@ def _read_file(handle, label: str, name: str, cap: int, details: dict) -> bytes:
     compressed: the cap bounds what is read and, again, what comes out of the decompressor."""
     codec = sniff(handle) or codec_from_name(name)
     if codec is None:
-        return _read_capped(handle, label, cap)
+        data = _read_capped(handle, label, cap)
+        refuse_unsupported(data[:512], label)
+        return data
 
     def compressed_cap(read: int) -> None:
         if read > cap:
             raise too_big(label, read, cap, "data.source.max_bytes")
 
     data = read_decompressed(handle, codec, label, cap, "data.source.max_bytes", on_read=compressed_cap)
+    refuse_unsupported(data[:512], f"{label} (decompressed)")
     details["compression"] = codec
     details["compressed_bytes"] = handle.tell()
     logger.info("%s: %s-compressed, %d bytes, %d decompressed", label, codec, handle.tell(), len(data))

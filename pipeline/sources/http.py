@@ -19,6 +19,7 @@ from pipeline.compression import (
     codec_from_magic,
     decompressed_too_big,
     read_decompressed,
+    refuse_unsupported,
     strip_suffix,
 )
 from pipeline.errors import BadInputError, ConfigError, RetryableError
@@ -136,6 +137,11 @@ class _Budget:
         return max(0.01, min(timeout_s, self.remaining()))
 
 
+def _content_encodings(response) -> list[str]:
+    codings = [c.strip() for c in response.headers.get("Content-Encoding", "").lower().split(",")]
+    return [c for c in codings if c and c != "identity"]
+
+
 def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> bytes:
     """The body, read in pieces against the byte caps and the deadline (a server that drips its
     answer is cut off at the deadline, one that sends too much at the cap), then decoded from
@@ -166,8 +172,7 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
         check(total)
         chunks.append(chunk)
     body = b"".join(chunks)
-    codings = [c.strip() for c in response.headers.get("Content-Encoding", "").lower().split(",")]
-    for coding in reversed([c for c in codings if c and c != "identity"]):  # the last applied first
+    for coding in reversed(_content_encodings(response)):  # the last one applied is undone first
         codec = CONTENT_ENCODINGS.get(coding)
         if codec is None:
             raise BadInputError(
@@ -203,15 +208,19 @@ def _unpack(
     content: bytes, response, url: str, options: HttpOptions, budget: _Budget
 ) -> tuple[bytes, str | None]:
     """A body that is a compressed file (a .csv.gz served as it is, or Content-Type
-    application/gzip and the like), decompressed; its codec, or None."""
-    codec = codec_from_magic(content[:MAGIC_BYTES]) or codec_from_content_type(
-        response.headers.get("Content-Type", "")
-    )
+    application/gzip and the like), decompressed; its codec, or None. What the body starts with
+    decides; the Content-Type only when no Content-Encoding was decoded (a server that serves a
+    .gz file with both headers means one compression, not two)."""
+    codec = codec_from_magic(content[:MAGIC_BYTES])
+    if codec is None and not _content_encodings(response):
+        codec = codec_from_content_type(response.headers.get("Content-Type", ""))
     if codec is None:
+        refuse_unsupported(content[:512], safe_url(url))
         return content, None
     budget.bytes_left += len(content)  # counted again, decompressed
     data = _decompress(content, codec, safe_url(url), options, budget)
     budget.bytes_left -= len(data)
+    refuse_unsupported(data[:512], f"{safe_url(url)} (decompressed)")
     return data, codec
 
 
@@ -385,12 +394,11 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
             pages += 1
             label = f"{safe_url(final_url)} (page {pages})"
             content, codec = _unpack(content, response, final_url, options, budget)
-            encoding = response.headers.get("Content-Encoding", "").strip().lower()
-            if encoding and encoding != "identity":
-                encodings.add(encoding)
+            encodings.update(_content_encodings(response))
             if codec:
                 codecs.add(codec)
-            body_format = _body_format(options.format, final_url, response, content, codec is not None)
+            packed = codec is not None or codec_from_content_type(response.headers.get("Content-Type", ""))
+            body_format = _body_format(options.format, final_url, response, content, bool(packed))
             if body_format == "csv":
                 frame = (
                     read_table_bytes(content, label, "csv", source.csv, limits) if content.strip() else None

@@ -192,6 +192,22 @@ def test_a_file_named_compressed_that_is_not_is_refused(tmp_path: Path) -> None:
         fetch(local(path), S3Settings())
 
 
+def test_an_archive_is_refused_as_what_it_is_not_as_an_encoding_problem(tmp_path: Path) -> None:
+    import tarfile
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "penguins.zip", "w") as archive:
+        archive.writestr("penguins.csv", PENGUINS)
+    with tarfile.open(tmp_path / "penguins.tar.gz", "w:gz") as archive:
+        archive.add(resolve_package_uri("pkg://palmerpenguins/data/penguins.csv"), "penguins.csv")
+    for name, what in (("penguins.zip", "a zip archive"), ("penguins.tar.gz", "a tar archive")):
+        with pytest.raises(BadInputError) as info:
+            fetch(local(tmp_path / name, format="csv"), S3Settings())
+        message = str(info.value)
+        assert f"{tmp_path / name}" in message and f"is {what}" in message, message
+        assert "encoding" not in message
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP: a compressed file as the body; a Content-Encoding (a real local server)
 # --------------------------------------------------------------------------------------------
@@ -279,6 +295,16 @@ def test_http_a_compressed_file_as_the_body(codec: str, serve) -> None:
     raw = fetch(http(f"{server.url}/export"), S3Settings())
     assert parquet_frame(raw).to_dict("records") == RECORDS
     assert raw.details["compression"] == codec
+
+
+def test_http_a_gz_file_served_with_both_headers_is_decompressed_once(serve) -> None:
+    """Content-Type application/gzip and Content-Encoding gzip on one gzip body (what a web
+    server configured to serve .gz files often sends) is one compression, not two."""
+    headers = {"Content-Type": "application/gzip", "Content-Encoding": "gzip"}
+    server = serve({"/penguins.csv.gz": (headers, gzip.compress(PENGUINS))})
+    raw = fetch(http(f"{server.url}/penguins.csv.gz"), S3Settings())
+    assert len(parquet_frame(raw)) == len(PLAIN)
+    assert raw.details["content_encoding"] == "gzip" and "compression" not in raw.details
 
 
 def _deflate(data: bytes) -> bytes:
