@@ -127,7 +127,10 @@ class HttpOptions(_Model):
         "bodies): a server that drips its answer cannot hold a run longer.",
     )
     max_response_bytes: int = Field(
-        100 * 1024 * 1024, ge=1, description="Largest response body accepted (checked while reading)."
+        100 * 1024 * 1024,
+        ge=1,
+        description="Largest response body accepted (checked while reading, and while decoding or "
+        "decompressing it).",
     )
     max_json_depth: int = Field(
         64, ge=1, description="Deepest nesting of arrays and objects accepted in a JSON body."
@@ -200,8 +203,8 @@ class SourceSettings(_Model):
     max_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1,
-        description="Largest source accepted, in bytes: a file or object (checked before it is read), "
-        "or all HTTP response bodies together.",
+        description="Largest source accepted, in bytes: a file or object (checked before it is read, "
+        "and again while a compressed one is decompressed), or all HTTP response bodies together.",
     )
     statement_timeout_s: float = Field(
         300.0, gt=0, description="Longest the SQL query may run (kind 'sql'; the server cancels it)."

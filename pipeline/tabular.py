@@ -59,15 +59,19 @@ NO_LIMITS = TableLimits()
 
 
 def detect_format(name: str, declared: str = "auto") -> str:
+    """The format a file's name says; a compression suffix is looked through (``a.csv.gz``: csv)."""
+    from pipeline.compression import strip_suffix
+
     if declared != "auto":
         return declared
-    lowered = name.lower().split("?", 1)[0]
+    lowered = strip_suffix(name).lower()
     if lowered.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if lowered.endswith(CSV_SUFFIXES):
         return "csv"
     raise BadInputError(
-        f"cannot tell the format of {name!r} from its name: set data.source.format to 'csv' or 'parquet'"
+        f"cannot tell the format of {name!r} from its name: set data.source.format to 'csv' or 'parquet' "
+        "(a compressed file is named like data.csv.gz, .bz2, .xz or .zst)"
     )
 
 
