@@ -92,10 +92,11 @@ def _char(ch: str) -> str:
 
 def _normal(name: str) -> str:
     """What a name reads as: compatibility forms folded (NBSP is a space, fullwidth letters are
-    letters), invisible format characters dropped, spaces collapsed, case folded."""
+    letters), invisible format characters dropped, case folded, and spaces and the separators
+    ``_ - .`` left out (``bill length mm`` reads as ``bill_length_mm``)."""
     text = unicodedata.normalize("NFKC", name)
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc"))
-    return " ".join(text.split()).casefold()
+    return re.sub(r"[\s_.\-]+", "", text).casefold()
 
 
 def differences(cell: str, name: str) -> list[str]:
@@ -117,7 +118,7 @@ def differences(cell: str, name: str) -> list[str]:
         if old.casefold() == new.casefold():
             found.append(f"{visible(old)} where the contract has {visible(new)} (case) at position {i1 + 1}")
         else:
-            chars = ", ".join(_char(ch) for ch in old)
+            chars = ", ".join(f"a {_char(ch)}" for ch in old)
             found.append(f"{chars} where the contract has {visible(new)} at position {i1 + 1}")
     return found
 
