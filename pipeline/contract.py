@@ -107,7 +107,7 @@ def differences(cell: str, name: str) -> list[str]:
         if op == "equal":
             continue
         if op == "insert":
-            found.append(f"lacks {visible(name[j1:j2])} before position {i1 + 1}")
+            found.append(f"no {visible(name[j1:j2])} before position {i1 + 1}")
             continue
         if op == "delete":
             for k in range(i1, i2):
@@ -232,7 +232,8 @@ def distinct_values(series: Any, mask: Any, shown: int = VALUES_SHOWN) -> str:
     import pandas as pd
 
     mask = np.asarray(mask, dtype=bool)
-    every = series.map(_shown).to_numpy(dtype=object)
+    every = np.full(len(series), None, dtype=object)  # only the offending values are rendered
+    every[mask] = [_shown(v) for v in series.to_numpy(dtype=object)[mask]]
     counts = pd.Series(every[mask]).value_counts(sort=True)
     parts = []
     for key, count in counts.head(shown).items():
@@ -264,12 +265,20 @@ def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
     """One message per text column of the contract holding formula-like values."""
     if data.formula_values == "ignore":
         return []
+    import numpy as np
+    import pandas as pd
+
     found = []
     for column, spec in data.columns.items():
         if spec.type not in ("category", "str") or column not in frame.columns:
             continue
         series = frame[column]
-        mask = series.map(formula_like).to_numpy(dtype=bool)
+        values = series.to_numpy(dtype=object)
+        mask = np.zeros(len(values), dtype=bool)
+        # A vectorised first pass on the leading character, then the exact test on the few left.
+        first = pd.Series(values).map(lambda v: v[:1] if isinstance(v, str) else "").to_numpy(dtype=object)
+        candidates = np.flatnonzero(np.isin(first, ["=", "+", "-", "@"]))
+        mask[candidates] = [formula_like(values[i]) for i in candidates]
         if mask.any():
             found.append(
                 f"column {column!r}: {int(mask.sum())} value(s) start like a spreadsheet formula: "

@@ -343,7 +343,8 @@ def read_csv_bytes(
         raise BadInputError(f"{label}: the file is empty (rule: a header and at least one data row)")
     encoding = options.encoding.lower().replace("_", "-")
     _check_utf8(data, label, options.encoding)
-    names = csv_header(data, options)
+    # The names the table will have: the configured ones replace the file's header.
+    names = list(options.column_names) if options.column_names else csv_header(data, options)
     _check_delimiter(data, names, label, options, contract)
     _check_header(names, label, limits, contract)
 

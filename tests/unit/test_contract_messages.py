@@ -72,6 +72,14 @@ def test_a_ragged_row_from_another_delimiter_says_so() -> None:
     assert "looks ;-delimited" in message and "data.source.csv.delimiter=';'" in message
 
 
+def test_configured_column_names_are_what_the_contract_checks() -> None:
+    data = b"a,b,c,d,e,f,g,h\n" + PENGUINS.split(b"\n", 1)[1]
+    frame = read_csv_bytes(
+        data, "named.csv", CsvOptions(column_names=list(DATA.columns)), LIMITS, contract=DATA
+    )
+    assert list(frame.columns) == list(DATA.columns)
+
+
 def test_a_right_delimiter_is_not_second_guessed() -> None:
     assert sniff_delimiter(b"a,b\nx;y,1\nz;w,2\n", CsvOptions()) is None
     assert sniff_delimiter(PENGUINS, CsvOptions()) is None
@@ -103,6 +111,7 @@ def test_a_right_delimiter_is_not_second_guessed() -> None:
         ("species ", "it has a trailing space (U+0020) at position 8"),
         ("Species", "it has 'S' where the contract has 's' (case) at position 1"),
         ("bill length_mm", "a space (U+0020) where the contract has '_' at position 5"),
+        ("billlength_mm", "it has no '_' before position 5"),
     ],
 )
 def test_a_header_cell_that_looks_like_a_missing_column_is_named(cell: str, said: str) -> None:
