@@ -129,6 +129,10 @@ def _text_reader(data: bytes, options: CsvOptions, delimiter: str):
     return csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
 
 
+class HeaderCellTooLongError(Exception):
+    """A header cell longer than the csv module reads (far beyond any column name)."""
+
+
 def csv_header(data: bytes, options: CsvOptions, delimiter: str | None = None) -> list[str] | None:
     """The column names of CSV ``data``, read from its header alone (the rows are not parsed); the
     configured names when it has no header. None when the header cannot be read this way."""
@@ -139,7 +143,11 @@ def csv_header(data: bytes, options: CsvOptions, delimiter: str | None = None) -
         for _ in range(options.skip_rows):
             next(reader)
         first = next(reader)
-    except (csv.Error, StopIteration, LookupError, ValueError):
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # a cell over csv.field_size_limit() (131,072 characters)
+            raise HeaderCellTooLongError(csv.field_size_limit()) from None
+        return None
+    except (StopIteration, LookupError, ValueError):
         return None
     if not options.header:
         return [f"f{i}" for i in range(len(first))]
@@ -195,7 +203,10 @@ def delimiter_hint(data: bytes, label: str, options: CsvOptions) -> str | None:
     if sniffed is None:
         return None
     delimiter, fields, lines = sniffed
-    current = csv_header(data, options) or []
+    try:
+        current = csv_header(data, options) or []
+    except HeaderCellTooLongError:
+        current = []
     return (
         f"the file {label} looks {_delimiter_name(delimiter)}-delimited: its first {lines} lines each "
         f"split into {fields} fields on {delimiter!r}, its header into {len(current)} on the configured "
@@ -317,7 +328,10 @@ def _check_delimiter(data: bytes, names: list[str] | None, label: str, options: 
     sniffed = sniff_delimiter(data, options)
     if sniffed is None:
         return
-    other = csv_header(data, options, sniffed[0]) or []
+    try:
+        other = csv_header(data, options, sniffed[0]) or []
+    except HeaderCellTooLongError:
+        return
     if sum(name in contract.columns for name in other) > found:
         hint = delimiter_hint(data, label, options)
         raise BadInputError(
@@ -344,7 +358,13 @@ def read_csv_bytes(
     encoding = options.encoding.lower().replace("_", "-")
     _check_utf8(data, label, options.encoding)
     # The names the table will have: the configured ones replace the file's header.
-    names = list(options.column_names) if options.column_names else csv_header(data, options)
+    try:
+        names = list(options.column_names) if options.column_names else csv_header(data, options)
+    except HeaderCellTooLongError as exc:
+        raise BadInputError(
+            f"{label}: a header cell is longer than {exc.args[0]} characters (rule: a column name has at "
+            f"most {MAX_COLUMN_NAME_CHARS} characters)"
+        ) from None
     _check_delimiter(data, names, label, options, contract)
     _check_header(names, label, limits, contract)
 

@@ -167,6 +167,12 @@ def test_every_header_problem_is_reported_in_one_error_before_rows_are_parsed() 
     assert long_name not in message  # an over-long name is shown cut
 
 
+def test_a_header_cell_beyond_what_csv_reads_is_refused_before_the_rows() -> None:
+    data = b"species," + b"y" * 200_000 + b"\nAdelie,1\n"
+    with pytest.raises(BadInputError, match=r"^huge\.csv: a header cell is longer than 131072 characters"):
+        read_csv_bytes(data, "huge.csv", CsvOptions(), LIMITS, contract=DATA)
+
+
 def test_a_parquet_header_is_checked_the_same_way() -> None:
     frame = penguins().drop(columns=["species"]).rename(columns={"island": "island\u200b"})
     buffer = io.BytesIO()
