@@ -257,7 +257,28 @@ class DataSettings(_Model):
     )
     unique_together: list[list[str]] = Field(default_factory=list)
     allow_extra_columns: bool = Field(
-        True, description="Whether columns outside the contract are tolerated (and ignored)."
+        True,
+        description="Whether columns outside the contract are tolerated (reported as a warning and "
+        "ignored); false is the older spelling of strict: true.",
+    )
+    strict: bool = Field(
+        False,
+        description="A strict contract: a column outside data.columns is refused, by name (otherwise "
+        "a warning names them and they are ignored).",
+    )
+    formula_values: Literal["warn", "fail", "ignore"] = Field(
+        "warn",
+        description="Text values of category/str columns starting like a spreadsheet formula (=, +, "
+        "- or @ followed by text; numbers such as -3.5 are not): reported as a warning, refused, or "
+        "ignored.",
+    )
+    max_duplicate_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of rows that may repeat an earlier row over the feature and target "
+        "columns (preprocessing drops them); beyond it the data is refused, naming the repeated rows. "
+        "1: no limit.",
     )
 
     @field_validator("name")
