@@ -333,7 +333,7 @@ def _check_column(series: pd.Series, kind: str, target: _Target, settings: Leaka
             if classes:
                 predicted = _oof_table(predictor, np.nan_to_num(x), False, target, rows=present)
             else:
-                predicted = _oof_neighbours(predictor, x, False, target, rows=present)
+                predicted = _oof_neighbours(predictor, x, False, target, rows=present, interpolate=True)
             check.determination = _r2(x[present], predicted[present])
     elif len(np.unique(x)) > 1:
         check.determination_statistic = ADJUSTED_BALANCED_ACCURACY
@@ -369,13 +369,21 @@ def _oof_table(
 
 
 def _oof_neighbours(
-    x: np.ndarray, y: np.ndarray, classify: bool, target: _Target, rows: np.ndarray | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    classify: bool,
+    target: _Target,
+    rows: np.ndarray | None = None,
+    interpolate: bool = False,
 ) -> np.ndarray:
     """Out-of-fold predictions from the fitted rows nearest by the value of ``x`` (a numeric
     column): those with the same value when there are any, else the :data:`NEIGHBOURS` nearest;
     their majority class, or their mean. It follows any function of ``x`` closely (however the
-    classes interleave) but cannot memorise a single noisy row. A missing ``x`` is predicted from
-    the fitted rows where it is missing too (from all, if it is missing in none)."""
+    classes interleave) but cannot memorise a single noisy row. With ``interpolate`` (a numeric
+    ``y``), a value between fitted values is predicted on the line between the two that bracket
+    it instead: exact for any continuous function of ``x``, however steep its tails, and no
+    better than noise otherwise. A missing ``x`` is predicted from the fitted rows where it is
+    missing too (from all, if it is missing in none)."""
     predicted = np.full(len(y), np.nan)
     for fit, held in _folds(target, rows):
         xf, yf = x[fit], y[fit]
@@ -394,8 +402,11 @@ def _oof_neighbours(
             same = distinct[slot] == values
             if same.any():
                 guess[same] = _lookup(group.ravel(), ys, slot[same], classify)
-            # else the nearest rows
-            if (~same).any():
+            # else the nearest rows, or the line between the two that bracket it
+            if (~same).any() and interpolate:
+                means = np.bincount(group.ravel(), weights=ys) / np.bincount(group.ravel())
+                guess[~same] = np.interp(values[~same], distinct, means)
+            elif (~same).any():
                 guess[~same] = _nearest(xs, ys, values[~same], classify)
             out[query] = guess
         predicted[held] = out
