@@ -241,12 +241,23 @@ def test_a_column_set_to_skip_is_not_checked() -> None:
     assert "leak" not in [c.column for c in report.checked]
 
 
-def test_the_global_action_and_switch() -> None:
+def test_the_global_action_and_switch(caplog: pytest.LogCaptureFixture) -> None:
     frame = numbers()
     frame["leak"] = frame["y"] * 100
-    assert check(frame, "y", "regression", action="warn").summary()["warned_columns"] == ["leak"]
+    with caplog.at_level("WARNING", logger="pipeline.leakage"):
+        assert check(frame, "y", "regression", action="warn").summary()["warned_columns"] == ["leak"]
+    assert any("kept because data.leakage.action is 'warn'" in r.message for r in caplog.records)
     disabled = check(frame, "y", "regression", enabled=False)
     assert disabled.status == "disabled" and disabled.checked == []
+
+
+def test_every_refused_column_is_listed_once_with_its_own_downgrade() -> None:
+    frame = numbers()
+    frame["copy"], frame["band"] = frame["y"], np.where(frame["y"] > frame["y"].median(), "high", "low")
+    error = refused(frame, "y", "regression")
+    assert [f.split(":")[0] for f in error.failures] == ["column 'copy'", "column 'band'"]
+    assert "2 feature(s) give the target 'y' away" in str(error)
+    assert "`--set data.columns.copy.leakage=warn`, `--set data.columns.band.leakage=warn`" in str(error)
 
 
 def test_the_threshold_is_a_setting() -> None:
