@@ -243,10 +243,12 @@ def check_leakage(
             f"column {c.column!r}: {c.evidence(settings)} (rule: {c.rule}: {RULES[c.rule]})" for c in refused
         ]
         how = (
-            "If the relation is legitimate (the column is known when predicting), downgrade "
-            + ("it with " if len(refused) == 1 else "each with ")
+            "If the relation is legitimate (the column is known when predicting), set `leakage: warn` in "
+            + ("its" if len(refused) == 1 else "each one's")
+            + " data.columns entry ("
             + ", ".join(f"`--set data.columns.{c.column}.leakage=warn`" for c in refused)
-            + " (logged and recorded on the run); `data.leakage.enabled=false` turns the check off."
+            + "): it is then kept, with a warning recorded on the run; `data.leakage.enabled=false` "
+            "turns the check off."
         )
         message = (
             f"target leakage in {label}: on the training split ({report.rows} rows), "
@@ -254,7 +256,6 @@ def check_leakage(
             + "\n  - ".join(failures)
             + f"\n{how}"
         )
-        logger.error("leakage check of %s failed: %s", label, "; ".join(failures))
         raise ValidationFailedError(message, failures)
     if report.warned:
         report.status = "warned"
