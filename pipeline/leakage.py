@@ -211,6 +211,12 @@ def check_leakage(
         declared = column in to_check
         kind = _kind(data, column, frame[column])
         check = _check_column(frame[column], kind, target, settings)
+        if kind == "categorical" and _reads_as_numbers(frame[column]):
+            # a category of numbers (a code, a copy of the target as text) is also read as numbers
+            as_numbers = _check_column(frame[column], "numeric", target, settings)
+            as_numbers.kind = "categorical read as numbers"
+            if _strength(as_numbers) > _strength(check):
+                check = as_numbers
         check.column, check.declared = column, declared
         check.action = _action(data, column) if declared else "warn"
         report.checked.append(check)
@@ -569,6 +575,16 @@ def _kind(data: DataSettings, column: str, series: pd.Series) -> str:
         return "numeric" if spec.type in ("float", "int") else "categorical"
     numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
     return "numeric" if numeric else "categorical"
+
+
+def _reads_as_numbers(series: pd.Series) -> bool:
+    """Whether (nearly) every present value of a categorical column is a number."""
+    present = series.dropna()
+    return len(present) > 0 and bool(np.isfinite(_numeric(present)).mean() >= 0.95)
+
+
+def _strength(check: ColumnCheck) -> tuple[bool, float]:
+    return check.rule is not None, max(check.score or -1.0, check.determination or -1.0)
 
 
 def _action(data: DataSettings, column: str) -> str:

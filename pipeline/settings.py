@@ -324,6 +324,12 @@ class DataSettings(_Model):
         for name, spec in self.columns.items():
             if spec.role == "target" and name != self.target:
                 raise ValueError(f"column {name!r} has role 'target' but data.target is {self.target!r}")
+            if spec.leakage is not None and (spec.role != "feature" or name == self.target):
+                what = "the target" if name == self.target else f"a column with role {spec.role!r}"
+                raise ValueError(
+                    f"data.columns.{name}.leakage: the leakage check applies to features only, and "
+                    f"{name!r} is {what}"
+                )
         return self
 
     def feature_columns(self) -> list[str]:

@@ -186,6 +186,14 @@ def test_a_leaky_regression_feature_is_refused_with_its_evidence(case, make, rul
     assert "R²" in message or "Spearman" in message or "balanced accuracy" in message
 
 
+def test_a_copy_of_a_numeric_target_as_text_is_refused() -> None:
+    """Every value unique, like an identifier, but its values read as the target's numbers."""
+    frame = numbers()
+    frame["as_text"] = frame["y"].map(lambda v: f"{v:.4f}")
+    message = str(refused(frame, "y", "regression"))
+    assert "column 'as_text'" in message and f"rule: {PREDICTS}" in message
+
+
 def test_a_function_of_the_target_that_tells_nothing_about_it_is_kept() -> None:
     """Parity of an integer target is a function of it but says nothing of its size: the
     information floor keeps it; without the floor it is refused."""
@@ -258,6 +266,20 @@ def test_every_refused_column_is_listed_once_with_its_own_downgrade() -> None:
     assert [f.split(":")[0] for f in error.failures] == ["column 'copy'", "column 'band'"]
     assert "2 feature(s) give the target 'y' away" in str(error)
     assert "`--set data.columns.copy.leakage=warn`, `--set data.columns.band.leakage=warn`" in str(error)
+
+
+@pytest.mark.parametrize("column", ["y", "row"])
+def test_a_leakage_setting_on_a_column_that_is_no_feature_is_a_configuration_error(column: str) -> None:
+    columns = {
+        "y": {"type": "float", "role": "target"},
+        "x": {"type": "float"},
+        "row": {"type": "int", "role": "id"},
+    }
+    columns[column]["leakage"] = "warn"
+    with pytest.raises(
+        ValueError, match=rf"data\.columns\.{column}\.leakage: the leakage check applies to features only"
+    ):
+        DataSettings(target="y", task="regression", columns=columns)
 
 
 def test_the_threshold_is_a_setting() -> None:
