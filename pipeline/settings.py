@@ -237,6 +237,54 @@ class ColumnSpec(_Model):
         0.0, ge=0, le=1, description="Infinite values allowed in a numeric column."
     )
     unique: bool = False
+    leakage: Literal["fail", "warn", "skip"] | None = Field(
+        None,
+        description="What the target-leakage check does with this feature: 'fail' refuses a column "
+        "that gives the target away, 'warn' keeps it (a logged warning, recorded on the run) when the "
+        "relation is legitimate, 'skip' does not check it; unset: data.leakage.action.",
+    )
+
+
+class LeakageSettings(_Model):
+    """The target-leakage check (pipeline/leakage.py), run by the preprocess step on the training
+    split: each feature alone, scored out of fold, against the target."""
+
+    enabled: bool = Field(True, description="Whether the preprocess step checks features for target leakage.")
+    action: Literal["fail", "warn"] = Field(
+        "fail", description="What a leaky feature does when its column sets no leakage of its own."
+    )
+    max_score: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="Rule predicts-target: refuse a feature whose one-feature model predicts the target "
+        "with this out-of-fold skill or more (R² for regression, balanced accuracy adjusted for "
+        "chance for classification; 1 is perfect, 0 the baseline).",
+    )
+    max_determination: float = Field(
+        0.97,
+        gt=0,
+        le=1,
+        description="Rule function-of-target: refuse a feature that the target predicts with this "
+        "out-of-fold skill or more (a deterministic function of the target, also many-to-one) ...",
+    )
+    min_information: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="... when the feature also carries this share of the target's information "
+        "(Theil's uncertainty coefficient on binned values).",
+    )
+    folds: int = Field(5, ge=2, le=20, description="Folds of the out-of-fold scoring on the training split.")
+    max_rows: int = Field(
+        10_000, ge=100, description="Training rows the check scores (a seeded sample of larger splits)."
+    )
+    max_undeclared_columns: int = Field(
+        100,
+        ge=0,
+        description="Columns outside the contract also checked, for a warning only (the model does not "
+        "use them): a copy of the target there usually means a feature was meant.",
+    )
 
 
 class DataSettings(_Model):
@@ -280,6 +328,7 @@ class DataSettings(_Model):
         "columns (preprocessing drops them); beyond it the data is refused, naming the repeated rows. "
         "1: no limit.",
     )
+    leakage: LeakageSettings = Field(default_factory=LeakageSettings)
 
     @field_validator("name")
     @classmethod
@@ -299,6 +348,12 @@ class DataSettings(_Model):
         for name, spec in self.columns.items():
             if spec.role == "target" and name != self.target:
                 raise ValueError(f"column {name!r} has role 'target' but data.target is {self.target!r}")
+            if spec.leakage is not None and (spec.role != "feature" or name == self.target):
+                what = "the target" if name == self.target else f"a column with role {spec.role!r}"
+                raise ValueError(
+                    f"data.columns.{name}.leakage: the leakage check applies to features only, and "
+                    f"{name!r} is {what}"
+                )
         return self
 
     def feature_columns(self) -> list[str]:
