@@ -457,7 +457,8 @@ def test_experiments_session(user: UserEnv, tmp_path: Path) -> None:
     steps = session_steps("docs/experiments.md")
     output = checks.run_session(steps, folder, user)
     default = user.pipeline_home / "reports" / "penguins.html"
-    assert default.stat().st_size > 100_000, "pipeline report wrote no report under the pipeline home"
+    assert default.is_file(), f"`pipeline report` wrote no {default} (its default, under the pipeline home)"
+    assert default.stat().st_size > 100_000, f"{default} is too small to be the report"
     index = next(i for i, s in enumerate(steps) if s.command.words == "pipeline report")
     assert str(default) in checks.step_output(output, index), "pipeline report did not print its path"
     assert_unchanged_except(folder, set(), {"compare.html"}, "docs/experiments.md")
