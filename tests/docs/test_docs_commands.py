@@ -48,8 +48,6 @@ from tests.docs.doc_commands import (
     untagged_command_blocks,
 )
 
-pytestmark = pytest.mark.slow
-
 
 @dataclass(frozen=True)
 class Rule:
@@ -418,6 +416,7 @@ def source_csv() -> bytes:
     return (Path(palmerpenguins.__file__).parent / "data" / "penguins.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_readme_session(user: UserEnv, tmp_path: Path) -> None:
     """README's quickstart commands, in order, in a folder standing for the checkout: the first
     `make run` made the shared home; nothing but `--dest data` lands in the checkout."""
@@ -430,6 +429,7 @@ def test_readme_session(user: UserEnv, tmp_path: Path) -> None:
     assert_unchanged_except(folder, placed, {"data"}, "README.md")
 
 
+@pytest.mark.slow
 def test_dvc_session(user: UserEnv, tmp_path: Path) -> None:
     """docs/dvc.md: both ways give the bytes that trained the champion; `dvc` works inside the
     fetched folder without nesting one in it; no stray MLflow store in the working folder."""
@@ -449,6 +449,7 @@ def test_dvc_session(user: UserEnv, tmp_path: Path) -> None:
     assert_unchanged_except(folder, set(), {"data", "features", "fetch"}, "docs/dvc.md")
 
 
+@pytest.mark.slow
 def test_experiments_session(user: UserEnv, tmp_path: Path) -> None:
     """docs/experiments.md: the staged sweep (prepare, two workers, finalize) and the report,
     whose default goes to <home>/reports/, not to the working folder."""
@@ -476,6 +477,7 @@ def test_session_steps_are_all_sessions(doc: str) -> None:
 SERVERS = commands_by(("server",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", SERVERS, ids=ids(SERVERS))
 def test_server_answers(command: Command, user: UserEnv, tmp_path: Path) -> None:
     placed = checks.checkout(tmp_path / "checkout")
