@@ -84,6 +84,7 @@ def init_workspace(workspace: Path, remote: str, s3: S3Settings) -> None:
     _quiet_dvc()
     if remote.startswith("s3://"):
         bound_s3_retries(s3)
+    workspace = Path(workspace).resolve()  # every path in the config absolute: DVC reads it from any folder
     workspace.mkdir(parents=True, exist_ok=True)
     Repo.init(str(workspace), no_scm=True, force=True)
     shared, _secret = remote_config(remote, s3)

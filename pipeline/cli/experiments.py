@@ -106,8 +106,14 @@ def report(
     config: ConfigOption = None,
     overrides: SetOption = None,
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="HTML file to write.", dir_okay=False)
-    ] = Path("experiment-report.html"),
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="HTML file to write (default <home>/reports/<experiment>.html).",
+            dir_okay=False,
+        ),
+    ] = None,
     experiments: Annotated[
         list[str] | None,
         typer.Option(
@@ -121,5 +127,15 @@ def report(
 
     with reported("report: "):
         settings = load_settings(config, overrides)
-        path = write_report(settings, output, experiments)
+        path = write_report(settings, output or default_report_path(settings, experiments), experiments)
     typer.echo(str(path.resolve()))
+
+
+def default_report_path(settings, experiments: list[str] | None) -> Path:
+    """<home>/reports/<experiment>[+<experiment>...].html: state goes to the pipeline home, never
+    into the folder the command runs in (which may be the source tree)."""
+    import re
+
+    names = experiments or [settings.resolved_experiment_name]
+    stem = "+".join(re.sub(r"[^A-Za-z0-9._-]+", "_", name) for name in names)
+    return settings.home / "reports" / f"{stem}.html"

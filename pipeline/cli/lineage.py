@@ -68,7 +68,7 @@ def fetch_data(
         settings = load_settings(config, overrides)
         version = resolve_version(settings, model)
         path = fetch_version_data(settings, version, dest, which)
-    typer.echo(str(path))
+    typer.echo(str(path.resolve()))
 
 
 @app.command()
