@@ -46,6 +46,9 @@ diabetes (0.35) and iris (petal width 0.98, the closest a real feature comes);
 ``docs/configuration.md`` keeps the table. A relation that is real and known when predicting is
 downgraded per column with ``data.columns.<name>.leakage: warn`` (checked, logged and recorded
 on the run) or ``skip`` (not checked).
+
+Why one module of this size: it is one algorithm (the two rules, their one-column models, the
+out-of-fold scoring and the report they produce); its helpers mean nothing outside it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""HTTP APIs: one deadline, byte caps, JSON depth bound, credentials only to the origin."""
+"""HTTP APIs: one deadline, byte caps, JSON depth bound, credentials only to the origin.
+
+Why one module of this size: every request of a fetch (pagination, redirects, retries, the
+body's decoding) shares one budget of time and bytes and one rule for where credentials may go;
+split, each part would have to be handed the others' state.
+"""
 
 from __future__ import annotations
 

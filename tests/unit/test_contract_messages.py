@@ -12,14 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.contract import (
-    data_rows,
-    distinct_values,
-    formula_like,
-    header_findings,
-    validate_frame,
-)
+from pipeline.contract import validate_frame
 from pipeline.errors import BadInputError
+from pipeline.findings import data_rows, distinct_values, formula_like, header_findings
 from pipeline.settings import CsvOptions, Settings
 from pipeline.sources import resolve_package_uri
 from pipeline.tabular import (
