@@ -299,6 +299,5 @@ def validate_frame(
         statistics=statistics,
         result=json.loads(json.dumps(validation.to_json_dict(), default=str)),
     )
-    if not outcome.success:
-        logger.error("validation of %s failed: %s", label, "; ".join(failures))
+    # A failure is not logged here: the caller raises it and the CLI prints it once.
     return outcome
