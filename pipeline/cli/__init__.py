@@ -136,7 +136,7 @@ def fail(
     head = f"{context}{kind}"
     lines = [head, *(f"  {line}" for line in details or [])]
     if resume and code == EXIT_RETRYABLE:
-        lines.append(f"  resume with: {resume}")
+        lines.append(f"  Resume with: {resume}")
     for line in lines:
         console.print(redact(line), highlight=False, markup=False, soft_wrap=True)
     # The last line of stderr is always one line: what an alert or a task log shows.
