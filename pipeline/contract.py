@@ -7,11 +7,14 @@ allowed null fraction, so an all-null column cannot pass a range or set check by
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
+import re
 import sys
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,17 +54,281 @@ class ValidationOutcome:
     failures: list[str]
     statistics: dict[str, Any]
     result: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
 
-def build_expectations(data: DataSettings) -> list[Any]:
-    """Translate the declared contract into GX expectations."""
+# --------------------------------------------------------------------------------------------
+# Header findings: missing columns and what looks like them, columns outside the contract
+# --------------------------------------------------------------------------------------------
+
+EXTRA_NAMES_SHOWN = 10
+ROWS_SHOWN = 5
+VALUES_SHOWN = 10
+CHAR_NAMES = {
+    "\u200b": "zero-width space",
+    "\u200c": "zero-width non-joiner",
+    "\u200d": "zero-width joiner",
+    "\u2060": "word joiner",
+    "\ufeff": "byte-order mark (zero-width no-break space)",
+    "\u00a0": "non-breaking space",
+    "\u202f": "narrow non-breaking space",
+    "\u2007": "figure space",
+    "\u00ad": "soft hyphen",
+    " ": "space",
+    "\t": "tab",
+}
+
+
+def visible(text: str, limit: int = 80) -> str:
+    from pipeline.tabular import visible as shown
+
+    return shown(text, limit)
+
+
+def _char(ch: str) -> str:
+    name = CHAR_NAMES.get(ch) or unicodedata.name(ch, "").lower() or "character"
+    return f"{name} (U+{ord(ch):04X})"
+
+
+def _normal(name: str) -> str:
+    """What a name reads as: compatibility forms folded (NBSP is a space, fullwidth letters are
+    letters), invisible format characters dropped, case folded, and spaces and the separators
+    ``_ - .`` left out (``bill length mm`` reads as ``bill_length_mm``)."""
+    text = unicodedata.normalize("NFKC", name)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc"))
+    return re.sub(r"[\s_.\-]+", "", text).casefold()
+
+
+def differences(cell: str, name: str) -> list[str]:
+    """How header ``cell`` differs from contract column ``name``, character by character, with
+    1-based positions in the cell: "a zero-width space (U+200B) at position 8"."""
+    found: list[str] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, cell, name, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        if op == "insert":
+            found.append(f"no {visible(name[j1:j2])} before position {i1 + 1}")
+            continue
+        if op == "delete":
+            for k in range(i1, i2):
+                where = "leading " if k == 0 else "trailing " if k == len(cell) - 1 else ""
+                found.append(f"a {where}{_char(cell[k])} at position {k + 1}")
+            continue
+        old, new = cell[i1:i2], name[j1:j2]
+        if old.casefold() == new.casefold():
+            found.append(f"{visible(old)} where the contract has {visible(new)} (case) at position {i1 + 1}")
+        else:
+            chars = ", ".join(f"a {_char(ch)}" for ch in old)
+            found.append(f"{chars} where the contract has {visible(new)} at position {i1 + 1}")
+    return found
+
+
+def lookalikes(names: list[str], data: DataSettings) -> dict[str, tuple[int, str, list[str]]]:
+    """Contract columns absent from ``names`` that a header cell reads as: column -> (1-based
+    cell position, the cell, how it differs). Nothing is renamed: the user fixes the header."""
+    missing = [c for c in data.columns if c not in names]
+    by_normal: dict[str, list[str]] = {}
+    for column in missing:
+        by_normal.setdefault(_normal(column), []).append(column)
+    found: dict[str, tuple[int, str, list[str]]] = {}
+    for position, cell in enumerate(names, start=1):
+        if cell in data.columns:
+            continue
+        for column in by_normal.get(_normal(cell), []):
+            found.setdefault(column, (position, cell, differences(cell, column)))
+    return found
+
+
+@dataclass
+class HeaderFindings:
+    errors: list[str]
+    warnings: list[str]
+    missing: list[str]
+    extra: list[str]
+
+
+def _names_list(names: list[str], shown: int = EXTRA_NAMES_SHOWN) -> str:
+    listed = ", ".join(visible(n, 60) for n in names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"[{listed}]{more}"
+
+
+def header_findings(names: list[str], data: DataSettings) -> HeaderFindings:
+    """What the contract says of a header alone: each required column missing (with the header
+    cell that looks like it and the character that differs), and the columns outside the contract
+    (a warning; an error under ``data.strict``)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    similar = lookalikes(names, data)
+    missing = [
+        c for c, spec in data.columns.items() if c not in names and (spec.required or c == data.target)
+    ]
+    for column in missing:
+        text = f"column {column!r}: missing (rule: required column present)"
+        if column in similar:
+            position, cell, how = similar[column]
+            text += (
+                f"; header cell {position} {visible(cell)} looks like contract column {column!r}: it has "
+                f"{'; '.join(how)} (fix the header or the contract: columns are never renamed silently)"
+            )
+        errors.append(text)
+    for column, (position, cell, how) in similar.items():
+        if column not in missing:  # an optional column: it would be silently absent
+            warnings.append(
+                f"optional column {column!r} is absent, but header cell {position} {visible(cell)} "
+                f"looks like it: it has {'; '.join(how)}"
+            )
+    matched = {cell for _, cell, _ in similar.values()}
+    extra = [str(n) for n in names if n not in data.columns and n not in matched]
+    if extra and data.columns:
+        if refuses_extra_columns(data):
+            errors.append(
+                f"table: {len(extra)} column(s) outside the contract: {_names_list(extra)} (rule: "
+                "data.strict=true: only the columns declared in data.columns; declare them with role "
+                "'ignore', or set data.strict=false to drop them with a warning)"
+            )
+        else:
+            warnings.append(
+                f"table: {len(extra)} column(s) outside the contract are ignored: {_names_list(extra)} "
+                "(rule: data.strict=false: undeclared columns are dropped before training; declare "
+                "them, or set data.strict=true to refuse them)"
+            )
+    return HeaderFindings(errors=errors, warnings=warnings, missing=missing, extra=extra)
+
+
+def refuses_extra_columns(data: DataSettings) -> bool:
+    """``data.strict``, or its older spelling ``data.allow_extra_columns: false``."""
+    return bool(getattr(data, "strict", False)) or not data.allow_extra_columns
+
+
+# --------------------------------------------------------------------------------------------
+# Row findings the suite does not give precisely: offending values with their rows, formula-like
+# text, duplicate rows
+# --------------------------------------------------------------------------------------------
+
+
+def data_rows(mask: Any, shown: int = ROWS_SHOWN) -> str:
+    """``data rows [4, 9, 12, ...]``: 1-based data rows (the header is not counted; the same
+    numbering as the type checks), the first ``shown`` of them."""
+    import numpy as np
+
+    rows = (np.flatnonzero(np.asarray(mask)) + 1).tolist()
+    listed = ", ".join(str(r) for r in rows[:shown])
+    more = ", ..." if len(rows) > shown else ""
+    return f"data row{'s' if len(rows) > 1 else ''} [{listed}{more}]"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: text quoted with invisible characters escaped, numbers bare."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()  # a NumPy scalar prints as np.float64(...) otherwise
+    return visible(value, limit) if isinstance(value, str) else repr(value)
+
+
+def distinct_values(series: Any, mask: Any, shown: int = VALUES_SHOWN) -> str:
+    """The distinct values of ``series`` where ``mask`` holds, most frequent first, each with its
+    count and first rows: ``'Atlantis' (2 rows: data rows [4, 9]), 'Mars' (1 row: data row [12])``."""
+    import numpy as np
+    import pandas as pd
+
+    mask = np.asarray(mask, dtype=bool)
+    every = np.full(len(series), None, dtype=object)  # only the offending values are rendered
+    every[mask] = [_shown(v) for v in series.to_numpy(dtype=object)[mask]]
+    counts = pd.Series(every[mask]).value_counts(sort=True)
+    parts = []
+    for key, count in counts.head(shown).items():
+        rows = data_rows(mask & (every == key))
+        parts.append(f"{key} ({count} row{'s' if count > 1 else ''}: {rows})")
+    if len(counts) > shown:
+        parts.append(f"and {len(counts) - shown} more distinct value(s)")
+    return ", ".join(parts)
+
+
+FORMULA = re.compile(r"^[=+\-@]\s*\S")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def formula_like(value: Any) -> bool:
+    """A text value that a spreadsheet would run as a formula: ``=``, ``+``, ``-`` or ``@``
+    followed by text (``-3.5`` and ``+1`` are numbers, not formulas)."""
+    return isinstance(value, str) and bool(FORMULA.match(value)) and not _is_number(value.strip())
+
+
+def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
+    """One message per text column of the contract holding formula-like values."""
+    if data.formula_values == "ignore":
+        return []
+    import numpy as np
+    import pandas as pd
+
+    found = []
+    for column, spec in data.columns.items():
+        if spec.type not in ("category", "str") or column not in frame.columns:
+            continue
+        series = frame[column]
+        values = series.to_numpy(dtype=object)
+        mask = np.zeros(len(values), dtype=bool)
+        # A vectorised first pass on the leading character, then the exact test on the few left.
+        first = pd.Series(values).map(lambda v: v[:1] if isinstance(v, str) else "").to_numpy(dtype=object)
+        candidates = np.flatnonzero(np.isin(first, ["=", "+", "-", "@"]))
+        mask[candidates] = [formula_like(values[i]) for i in candidates]
+        if mask.any():
+            found.append(
+                f"column {column!r}: {int(mask.sum())} value(s) start like a spreadsheet formula: "
+                f"{distinct_values(series, mask)} (rule: data.formula_values={data.formula_values}: "
+                "text values starting with =, +, - or @ are reported, as a spreadsheet opening the "
+                "data would run them; set data.formula_values to warn, fail or ignore)"
+            )
+    return found
+
+
+def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[str], int]:
+    """A failure when more than ``data.max_duplicate_fraction`` of the rows repeat an earlier row
+    over the model's columns (what preprocessing de-duplicates on), naming the repeated rows."""
+    columns = [c for c in [*data.feature_columns(), data.target] if c in frame.columns]
+    if not columns or frame.empty:
+        return [], 0
+    subset = frame[columns]
+    repeated = subset.duplicated(keep="first").to_numpy()
+    count = int(repeated.sum())
+    if count == 0 or count / len(frame) <= data.max_duplicate_fraction:
+        return [], count
+    groups = subset[subset.duplicated(keep=False)].astype(str).agg("\x1f".join, axis=1)
+    every = subset.astype(str).agg("\x1f".join, axis=1).to_numpy()
+    examples = []
+    for key, times in groups.value_counts().head(3).items():
+        mask = every == key
+        first = int(mask.argmax())
+        shown = ", ".join(f"{c}={_shown(subset.iloc[first][c], 30)}" for c in columns)
+        examples.append(f"the row {{{shown}}} appears {times} times ({data_rows(mask)})")
+    share = count / len(frame)
+    return [
+        f"table: {count} of {len(frame)} data rows ({share:.1%}) repeat an earlier row over the columns "
+        f"{columns}: {'; '.join(examples)} (rule: at most data.max_duplicate_fraction="
+        f"{data.max_duplicate_fraction} of the rows are duplicates; preprocessing drops them, leaving "
+        f"{len(frame) - count} distinct rows)"
+    ], count
+
+
+def build_expectations(data: DataSettings, present: list[str] | None = None) -> list[Any]:
+    """Translate the declared contract into GX expectations. Under ``data.strict`` the table's
+    columns must be the contract's columns that are ``present`` (a missing one is reported once,
+    by its own check)."""
     import great_expectations.expectations as gxe
 
     expectations: list[Any] = [
         gxe.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_rows),
     ]
-    if not data.allow_extra_columns:
-        expectations.append(gxe.ExpectTableColumnsToMatchSet(column_set=list(data.columns), exact_match=True))
+    if refuses_extra_columns(data):
+        declared = [c for c in data.columns if present is None or c in present]
+        expectations.append(gxe.ExpectTableColumnsToMatchSet(column_set=declared, exact_match=True))
     for name, spec in data.columns.items():
         if not spec.required and name != data.target:
             continue
@@ -125,11 +392,50 @@ def _describe_rule(kind: str, kwargs: dict[str, Any], data: DataSettings) -> str
         text = kind
     if kind == "expect_column_values_to_be_between" and mostly is not None and mostly < 1:
         text += f" (up to {(1 - mostly) * 100:.1f}% exceptions)"
-    return f"{text} [{kind}]"
+    # Not "[kind]": square brackets around a word are console markup, and would vanish.
+    return f"{text}; GX check {kind}"
 
 
-def _describe_observed(kind: str, result: dict[str, Any], frame: pd.DataFrame, column: str | None) -> str:
-    if kind == "expect_column_values_to_be_in_type_list" and column in frame.columns:
+def _describe_observed(
+    kind: str, result: dict[str, Any], frame: pd.DataFrame, column: str | None, kwargs: dict[str, Any]
+) -> str:
+    present = column in frame.columns
+    count = result.get("unexpected_count")
+    total = result.get("element_count")
+    if kind == "expect_column_values_to_be_in_set" and present:
+        series = frame[column]
+        mask = (series.notna() & ~series.isin(list(kwargs.get("value_set") or []))).to_numpy()
+        if mask.any():
+            return (
+                f"{int(mask.sum())} of {len(series)} rows hold values outside the allowed list: "
+                f"{distinct_values(series, mask)}"
+            )
+    if kind == "expect_column_values_to_be_between" and present:
+        import numpy as np
+        import pandas as pd
+
+        numeric = pd.to_numeric(frame[column], errors="coerce")
+        lower = kwargs.get("min_value")
+        upper = kwargs.get("max_value")
+        values = numeric.to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            mask = ~np.isnan(values) & (
+                ~np.isfinite(values)
+                | ((values < lower) if lower is not None else False)
+                | ((values > upper) if upper is not None else False)
+            )
+        if mask.any():
+            percent = result.get("unexpected_percent")
+            share = f" ({percent:.1f}%)" if percent is not None else ""
+            return (
+                f"{int(mask.sum())} of {len(values)} rows violate it{share}: {distinct_values(numeric, mask)}"
+            )
+    if kind == "expect_column_values_to_not_be_null" and present and count:
+        mask = frame[column].isna().to_numpy()
+        percent = result.get("unexpected_percent")
+        share = f" ({percent:.1f}%)" if percent is not None else ""
+        return f"{count} of {total} rows violate it{share}, in {data_rows(mask)}"
+    if kind == "expect_column_values_to_be_in_type_list" and present:
         import pandas as pd
 
         series = frame[column]
@@ -142,9 +448,7 @@ def _describe_observed(kind: str, result: dict[str, Any], frame: pd.DataFrame, c
         return text
     if "observed_value" in result:
         return f"observed {result['observed_value']!r}"
-    count = result.get("unexpected_count")
     if count is not None:
-        total = result.get("element_count")
         percent = result.get("unexpected_percent")
         text = f"{count} of {total} rows violate it"
         if percent is not None:
@@ -225,7 +529,7 @@ def validate_frame(
     asset = source.add_dataframe_asset(data.name)
     batch = asset.add_batch_definition_whole_dataframe("snapshot")
     suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
-    for expectation in build_expectations(data):
+    for expectation in build_expectations(data, [str(c) for c in frame.columns]):
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{data.name}_raw", data=batch, suite=suite)
@@ -259,7 +563,8 @@ def validate_frame(
     result = checkpoint.run(batch_parameters={"dataframe": frame})
     validation = next(iter(result.run_results.values()))
     failed = [item for item in validation.results if not item.success]
-    missing_columns = {
+    header = header_findings([str(c) for c in frame.columns], data)
+    missing_columns = set(header.missing) | {
         item.expectation_config.kwargs.get("column")
         for item in failed
         if item.expectation_config.type == "expect_column_to_exist"
@@ -267,9 +572,19 @@ def validate_frame(
     # A check that could not run (e.g. a range check on a text column) adds nothing when the same
     # column already failed a check that did run: report the cause, not its echoes.
     explained = {item.expectation_config.kwargs.get("column") for item in failed if not _raised(item)}
-    failures: list[str] = [
-        f"column {c!r}: missing (rule: required column present)" for c in sorted(missing_columns)
+    # Every violation found, header first: missing columns (and what looks like them), columns a
+    # strict contract refuses, duplicate rows, formula-like values (data.formula_values=fail),
+    # then each failed check of the suite.
+    failures: list[str] = list(header.errors)
+    failures += [
+        f"column {c!r}: missing (rule: required column present)"
+        for c in sorted(missing_columns - set(header.missing))
     ]
+    warnings: list[str] = list(header.warnings)
+    duplicates, duplicate_rows = duplicate_findings(frame, data)
+    failures += duplicates
+    formulas = formula_findings(frame, data)
+    (failures if data.formula_values == "fail" else warnings).extend(formulas)
     for item in failed:
         config = item.expectation_config
         kind = config.type
@@ -277,6 +592,8 @@ def validate_frame(
         column = kwargs.get("column")
         if column in missing_columns:
             continue  # its other checks cannot run
+        if kind == "expect_table_columns_to_match_set" and header.extra:
+            continue  # reported above, by name
         raised = _raised(item)
         if raised and column in explained:
             continue
@@ -284,7 +601,7 @@ def validate_frame(
         if raised:
             observed = f"check could not run: {raised[:200]}"
         else:
-            observed = _describe_observed(kind, item.result or {}, frame, column)
+            observed = _describe_observed(kind, item.result or {}, frame, column, kwargs)
         where = f"column {column!r}" if column else "table"
         failures.append(f"{where}: {observed} (rule: {rule})")
     stats = validation.statistics
@@ -292,12 +609,17 @@ def validate_frame(
         "evaluated_expectations": int(stats.get("evaluated_expectations", 0)),
         "successful_expectations": int(stats.get("successful_expectations", 0)),
         "unsuccessful_expectations": int(stats.get("unsuccessful_expectations", 0)),
+        "undeclared_columns": len(header.extra),
+        "duplicate_rows": duplicate_rows,
     }
     outcome = ValidationOutcome(
         success=bool(result.success) and not failures,
         failures=failures,
         statistics=statistics,
         result=json.loads(json.dumps(validation.to_json_dict(), default=str)),
+        warnings=warnings,
     )
+    for warning in warnings:
+        logger.warning("%s: %s", label, warning)
     # A failure is not logged here: the caller raises it and the CLI prints it once.
     return outcome

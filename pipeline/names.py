@@ -29,6 +29,17 @@ FEATURE_SET_VERSION_TAG = "feature_set.version"
 FEATURE_SET_HASH_TAG = "feature_set.content_hash"
 DATA_TAG_PREFIXES = ("data.", "feature_set.", "validation.")
 
+# ---- the target-leakage check of the preprocess step (pipeline.leakage), on the train run --------
+LEAKAGE_PARAM_PREFIX = "data.leakage"  # the check's settings, logged as params data.leakage.*
+LEAKAGE_STATUS_TAG = "validation.leakage.status"  # passed | warned | disabled | skipped
+LEAKAGE_WARNED_TAG = "validation.leakage.warned_columns"  # comma-separated; '' when none
+LEAKAGE_DOWNGRADED_TAG = "validation.leakage.downgraded"  # column=warn|skip of the contract
+LEAKAGE_MAX_SCORE_COLUMN_TAG = "validation.leakage.max_score_column"
+LEAKAGE_CHECKED_METRIC = "leakage.checked_columns"
+LEAKAGE_MAX_SCORE_METRIC = "leakage.max_score"
+LEAKAGE_MAX_DETERMINATION_METRIC = "leakage.max_determination"
+LEAKAGE_WARNED_METRIC = "leakage.warned_columns"
+
 # ---- code lineage ---------------------------------------------------------------------------
 GIT_COMMIT_TAG = "code.git_commit"
 IMAGE_DIGEST_TAG = "code.image_digest"

@@ -127,7 +127,10 @@ class HttpOptions(_Model):
         "bodies): a server that drips its answer cannot hold a run longer.",
     )
     max_response_bytes: int = Field(
-        100 * 1024 * 1024, ge=1, description="Largest response body accepted (checked while reading)."
+        100 * 1024 * 1024,
+        ge=1,
+        description="Largest response body accepted (checked while reading, and while decoding or "
+        "decompressing it).",
     )
     max_json_depth: int = Field(
         64, ge=1, description="Deepest nesting of arrays and objects accepted in a JSON body."
@@ -200,8 +203,8 @@ class SourceSettings(_Model):
     max_bytes: int = Field(
         1024 * 1024 * 1024,
         ge=1,
-        description="Largest source accepted, in bytes: a file or object (checked before it is read), "
-        "or all HTTP response bodies together.",
+        description="Largest source accepted, in bytes: a file or object (checked before it is read, "
+        "and again while a compressed one is decompressed), or all HTTP response bodies together.",
     )
     statement_timeout_s: float = Field(
         300.0, gt=0, description="Longest the SQL query may run (kind 'sql'; the server cancels it)."
@@ -234,6 +237,54 @@ class ColumnSpec(_Model):
         0.0, ge=0, le=1, description="Infinite values allowed in a numeric column."
     )
     unique: bool = False
+    leakage: Literal["fail", "warn", "skip"] | None = Field(
+        None,
+        description="What the target-leakage check does with this feature: 'fail' refuses a column "
+        "that gives the target away, 'warn' keeps it (a logged warning, recorded on the run) when the "
+        "relation is legitimate, 'skip' does not check it; unset: data.leakage.action.",
+    )
+
+
+class LeakageSettings(_Model):
+    """The target-leakage check (pipeline/leakage.py), run by the preprocess step on the training
+    split: each feature alone, scored out of fold, against the target."""
+
+    enabled: bool = Field(True, description="Whether the preprocess step checks features for target leakage.")
+    action: Literal["fail", "warn"] = Field(
+        "fail", description="What a leaky feature does when its column sets no leakage of its own."
+    )
+    max_score: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="Rule predicts-target: refuse a feature whose one-feature model predicts the target "
+        "with this out-of-fold skill or more (R² for regression, balanced accuracy adjusted for "
+        "chance for classification; 1 is perfect, 0 the baseline).",
+    )
+    max_determination: float = Field(
+        0.97,
+        gt=0,
+        le=1,
+        description="Rule function-of-target: refuse a feature that the target predicts with this "
+        "out-of-fold skill or more (a deterministic function of the target, also many-to-one) ...",
+    )
+    min_information: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="... when the feature also carries this share of the target's information "
+        "(Theil's uncertainty coefficient on binned values).",
+    )
+    folds: int = Field(5, ge=2, le=20, description="Folds of the out-of-fold scoring on the training split.")
+    max_rows: int = Field(
+        10_000, ge=100, description="Training rows the check scores (a seeded sample of larger splits)."
+    )
+    max_undeclared_columns: int = Field(
+        100,
+        ge=0,
+        description="Columns outside the contract also checked, for a warning only (the model does not "
+        "use them): a copy of the target there usually means a feature was meant.",
+    )
 
 
 class DataSettings(_Model):
@@ -254,8 +305,30 @@ class DataSettings(_Model):
     )
     unique_together: list[list[str]] = Field(default_factory=list)
     allow_extra_columns: bool = Field(
-        True, description="Whether columns outside the contract are tolerated (and ignored)."
+        True,
+        description="Whether columns outside the contract are tolerated (reported as a warning and "
+        "ignored); false is the older spelling of strict: true.",
     )
+    strict: bool = Field(
+        False,
+        description="A strict contract: a column outside data.columns is refused, by name (otherwise "
+        "a warning names them and they are ignored).",
+    )
+    formula_values: Literal["warn", "fail", "ignore"] = Field(
+        "warn",
+        description="Text values of category/str columns starting like a spreadsheet formula (=, +, "
+        "- or @ followed by text; numbers such as -3.5 are not): reported as a warning, refused, or "
+        "ignored.",
+    )
+    max_duplicate_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Largest share of rows that may repeat an earlier row over the feature and target "
+        "columns (preprocessing drops them); beyond it the data is refused, naming the repeated rows. "
+        "1: no limit.",
+    )
+    leakage: LeakageSettings = Field(default_factory=LeakageSettings)
 
     @field_validator("name")
     @classmethod
@@ -275,6 +348,12 @@ class DataSettings(_Model):
         for name, spec in self.columns.items():
             if spec.role == "target" and name != self.target:
                 raise ValueError(f"column {name!r} has role 'target' but data.target is {self.target!r}")
+            if spec.leakage is not None and (spec.role != "feature" or name == self.target):
+                what = "the target" if name == self.target else f"a column with role {spec.role!r}"
+                raise ValueError(
+                    f"data.columns.{name}.leakage: the leakage check applies to features only, and "
+                    f"{name!r} is {what}"
+                )
         return self
 
     def feature_columns(self) -> list[str]:
@@ -314,7 +393,9 @@ class TrainSettings(_Model):
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(15, ge=1, description="Epochs without validation improvement before stopping.")
     min_delta: float = Field(1e-4, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Torch device; 'auto': CUDA when available.", examples=["auto"]
+    )
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default).")
     checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
     log_every_steps: int = Field(0, ge=0, description="Also log batch loss every N steps (0: off).")
@@ -339,10 +420,28 @@ class GateSettings(_Model):
 
 
 class S3Settings(_Model):
-    endpoint_url: str | None = Field(None, description="Any S3-compatible endpoint; unset for AWS.")
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
+    endpoint_url: str | None = Field(
+        None,
+        description="Any S3-compatible endpoint; unset for AWS.",
+        examples=["http://localhost:9000"],
+        json_schema_extra={"chart": "global.s3.endpoint", "chart_default": False},
+    )
+    region: str = Field(
+        "us-east-1",
+        description="Region of the S3 endpoint.",
+        examples=["us-east-1", "eu-west-1"],
+        json_schema_extra={"chart": "global.s3.region"},
+    )
+    access_key_id: str | None = Field(
+        None,
+        description="S3 access key id.",
+        json_schema_extra={"chart": "global.s3.existingSecret", "chart_secret": True},
+    )
+    secret_access_key: SecretStr | None = Field(
+        None,
+        description="S3 secret access key.",
+        json_schema_extra={"chart": "global.s3.existingSecret", "chart_secret": True},
+    )
     max_attempts: int = Field(4, ge=1, description="Bounded retries on 5xx/throttling.")
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
@@ -476,41 +575,92 @@ class Settings(BaseSettings):
     )
 
     # backends ------------------------------------------------------------------------------
-    home: Path = Field(default_factory=default_home, description="Folder for all embedded state.")
-    config_file: Path | None = Field(None, validation_alias=AliasChoices("PIPELINE_CONFIG", "config_file"))
-    artifact_root: str | None = Field(None, description="Local folder or s3://bucket/prefix.")
+    home: Path = Field(
+        default_factory=default_home,
+        description="Folder for all embedded state.",
+        examples=["~/.local/share/ml-pipeline"],
+        json_schema_extra={"chart": "pipeline.home", "chart_default": False},
+    )
+    config_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("PIPELINE_CONFIG", "config_file"),
+        description="The YAML config file (dataset, data contract, hyperparameters); default the "
+        "packaged pipeline/configs/penguins.yaml.",
+        examples=["pipeline/configs/wine.yaml"],
+    )
+    artifact_root: str | None = Field(
+        None,
+        description="Local folder or s3://bucket/prefix.",
+        examples=["s3://ml-pipeline/artifacts"],
+        json_schema_extra={"chart": "pipeline.artifactRoot", "chart_default": False},
+    )
     tracking_uri: str | None = Field(
         None,
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PIPELINE_TRACKING_URI", "tracking_uri"),
         description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.",
+        examples=["http://localhost:5000"],
+        json_schema_extra={"chart": "global.mlflow.trackingUri", "chart_default": False},
     )
-    feature_store_url: str | None = Field(None, description="SQLAlchemy URL of the feature store.")
+    feature_store_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the feature store.",
+        examples=["postgresql+psycopg2://features@localhost:5432/features"],
+        json_schema_extra={"chart": "global.postgresql", "chart_default": False},
+    )
     feature_store_password: SecretStr | None = Field(
-        None, description="Password added to feature_store_url (kept out of the URL in config)."
+        None,
+        description="Password added to feature_store_url (kept out of the URL in config).",
+        json_schema_extra={"chart": "global.postgresql.existingSecret", "chart_secret": True},
     )
-    dvc_remote: str | None = Field(None, description="DVC remote: a local folder or s3://bucket/prefix.")
+    dvc_remote: str | None = Field(
+        None,
+        description="DVC remote: a local folder or s3://bucket/prefix.",
+        examples=["s3://ml-pipeline/dvc"],
+        json_schema_extra={"chart": "pipeline.dvcRemote", "chart_default": False},
+    )
     s3: S3Settings = Field(default_factory=S3Settings)
-    experiment_name: str | None = Field(None, description="MLflow experiment; default the dataset name.")
-    model_name: str | None = Field(None, description="Registered model; default the dataset name.")
+    experiment_name: str | None = Field(
+        None,
+        description="MLflow experiment; default the dataset name.",
+        examples=["penguins"],
+        json_schema_extra={"chart": "pipeline.experimentName", "pattern": SAFE_NAME.pattern},
+    )
+    model_name: str | None = Field(
+        None,
+        description="Registered model; default the dataset name.",
+        examples=["penguins"],
+        json_schema_extra={"chart": "pipeline.modelName", "pattern": SAFE_NAME.pattern},
+    )
     registry_lock_timeout_s: float = 120.0
-    mlflow_http_timeout_s: int = Field(30, ge=1, description="Per-request timeout to a tracking server.")
-    mlflow_http_max_retries: int = Field(3, ge=0, description="Bounded retries to a tracking server.")
+    mlflow_http_timeout_s: int = Field(
+        30, ge=1, description="Per-request timeout to a tracking server.", examples=[30]
+    )
+    mlflow_http_max_retries: int = Field(
+        3, ge=0, description="Bounded retries to a tracking server.", examples=[3]
+    )
     mlflow_artifacts_destination: str | None = Field(
         None,
         description="Where the tracking server stores artifacts (its --artifacts-destination); "
         "`pipeline doctor` checks that a probe artifact lands there. Default: "
         "s3://<bucket of the DVC remote>/mlflow, the chart's layout.",
     )
-    require_gpu: bool = Field(False, description="Fail (and doctor complains) when no CUDA device.")
+    require_gpu: bool = Field(
+        False, description="Fail (and doctor complains) when no CUDA device.", examples=[False]
+    )
 
     # provenance, set by the image and the pod ----------------------------------------------
     git_commit: str | None = Field(None, description="Code commit; read from git when unset.")
     image_digest: str | None = Field(None, description="Image digest of the running pod.")
 
     # behaviour -----------------------------------------------------------------------------
-    seed: int = 42
+    seed: int = Field(
+        42, description="Random seed of the split, the training and the evaluation.", examples=[42]
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="Log level of the pipeline's own loggers (PIPELINE_LOG_LEVEL)."
+        "INFO",
+        description="Log level of the pipeline's own loggers (PIPELINE_LOG_LEVEL).",
+        examples=["INFO", "DEBUG"],
+        json_schema_extra={"chart": "pipeline.logLevel"},
     )
     secret_settings: list[str] = Field(
         default_factory=list,

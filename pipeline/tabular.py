@@ -7,8 +7,10 @@ of those silently changes the data a model learns from.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+MAX_COLUMN_NAME_CHARS = 1024  # a longer header cell is not a name (and would flood every message)
+DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+SNIFF_BYTES = 64 * 1024
+SNIFF_LINES = 50
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,19 @@ class TableLimits:
     def of(cls, data: DataSettings) -> TableLimits:
         return cls(max_rows=data.max_rows, max_columns=data.max_columns)
 
-    def check_columns(self, count: int, label: str) -> None:
+    def columns_problem(self, count: int) -> str | None:
         if self.max_columns is not None and count > self.max_columns:
-            raise BadInputError(
-                f"{label}: {count} columns, more than data.max_columns={self.max_columns} "
-                "(rule: a source has at most data.max_columns columns; raise it if the data is right)"
+            return (
+                f"{count} columns, more than data.max_columns={self.max_columns} "
+                "(rule: a source has at most data.max_columns columns, checked from its header before "
+                "any row is parsed; raise it if the data is right)"
             )
+        return None
+
+    def check_columns(self, count: int, label: str) -> None:
+        problem = self.columns_problem(count)
+        if problem:
+            raise BadInputError(f"{label}: {problem}")
 
     def check_rows(self, count: int, label: str, so_far: bool = False) -> None:
         if self.max_rows is not None and count > self.max_rows:
@@ -58,16 +71,163 @@ class TableLimits:
 NO_LIMITS = TableLimits()
 
 
+def visible(text: str, limit: int = 80) -> str:
+    """``text`` quoted, with every invisible or control character written as its escape
+    (``'species\\u200b'``), cut to ``limit`` characters: safe to print, and shows what differs."""
+    shown = "".join(
+        ch if ch.isprintable() else f"\\u{ord(ch):04x}" if ord(ch) > 0xFF else f"\\x{ord(ch):02x}"
+        for ch in text[:limit]
+    )
+    more = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return f"'{shown}'{more}"
+
+
+def name_problems(names: list[str], limits: TableLimits = NO_LIMITS) -> list[str]:
+    """Every problem of a header that makes the table unreadable as a table, each with its rule:
+    too many columns, duplicated or blank names, over-long names, control characters."""
+    problems: list[str] = []
+    width = limits.columns_problem(len(names))
+    if width:
+        problems.append(width)
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicated:
+        shown = ", ".join(visible(str(name)) for name in duplicated[:10])
+        more = f" and {len(duplicated) - 10} more" if len(duplicated) > 10 else ""
+        problems.append(f"duplicated column names [{shown}]{more} (rule: every column name must be unique)")
+    blank = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
+    if blank:
+        problems.append(f"column(s) at position {blank[:20]} have no name (rule: header names required)")
+    for i, name in enumerate(names):
+        name = str(name)
+        if len(name) > MAX_COLUMN_NAME_CHARS:
+            problems.append(
+                f"header cell {i + 1} {visible(name, 40)} is a name of {len(name)} characters (rule: a "
+                f"column name has at most {MAX_COLUMN_NAME_CHARS} characters)"
+            )
+        control = [(j, ch) for j, ch in enumerate(name) if unicodedata.category(ch) == "Cc"]
+        if control:
+            j, ch = control[0]
+            problems.append(
+                f"header cell {i + 1} {visible(name, 40)} has a control character (U+{ord(ch):04X}) at "
+                f"position {j + 1} (rule: column names hold no control characters such as newlines, "
+                "tabs or terminal escapes)"
+            )
+    return problems
+
+
+def _several(label: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{label}: {problems[0]}"
+    return f"{label}: {len(problems)} problems with its header:\n  - " + "\n  - ".join(problems)
+
+
+def _text_reader(data: bytes, options: CsvOptions, delimiter: str):
+    encoding = options.encoding
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"
+    text = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors="replace", newline="")
+    return csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=False)
+
+
+class HeaderCellTooLongError(Exception):
+    """A header cell longer than the csv module reads (far beyond any column name)."""
+
+
+def csv_header(data: bytes, options: CsvOptions, delimiter: str | None = None) -> list[str] | None:
+    """The column names of CSV ``data``, read from its header alone (the rows are not parsed); the
+    configured names when it has no header. None when the header cannot be read this way."""
+    if not options.header and options.column_names:
+        return list(options.column_names)
+    try:
+        reader = _text_reader(data, options, delimiter or options.delimiter)
+        for _ in range(options.skip_rows):
+            next(reader)
+        first = next(reader)
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # a cell over csv.field_size_limit() (131,072 characters)
+            raise HeaderCellTooLongError(csv.field_size_limit()) from None
+        return None
+    except (StopIteration, LookupError, ValueError):
+        return None
+    if not options.header:
+        return [f"f{i}" for i in range(len(first))]
+    return first
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else delimiter
+
+
+def sniff_delimiter(data: bytes, options: CsvOptions) -> tuple[str, int, int] | None:
+    """Another delimiter that splits the first lines of ``data`` consistently into more fields than
+    the configured one: ``(delimiter, fields, lines)``, or None. Each candidate (``, ; tab |``) must
+    give every sampled line (a quoted value may span lines) the same count of at least 2 fields."""
+    sample = data[:SNIFF_BYTES]
+    if len(data) > SNIFF_BYTES and b"\n" in sample:
+        sample = sample[: sample.rindex(b"\n") + 1]  # whole lines only
+
+    def counts(delimiter: str) -> list[int]:
+        found: list[int] = []
+        try:
+            reader = _text_reader(sample, options, delimiter)
+            for _ in range(options.skip_rows):
+                next(reader, None)
+            for row in reader:
+                if row:
+                    found.append(len(row))
+                if len(found) >= SNIFF_LINES:
+                    break
+        except (csv.Error, LookupError, ValueError):
+            return []
+        return found
+
+    current = counts(options.delimiter)
+    current_consistent = bool(current) and current[0] >= 2 and len(set(current)) == 1
+    best: tuple[str, int, int] | None = None
+    for candidate in DELIMITER_CANDIDATES:
+        if candidate == options.delimiter:
+            continue
+        found = counts(candidate)
+        if len(found) < 2 or found[0] < 2 or len(set(found)) != 1:
+            continue
+        if current_consistent and found[0] <= current[0]:
+            continue
+        if best is None or found[0] > best[1]:
+            best = (candidate, found[0], len(found))
+    return best
+
+
+def delimiter_hint(data: bytes, label: str, options: CsvOptions) -> str | None:
+    """What to say when the configured delimiter seems wrong: "the file looks ;-delimited ..."."""
+    sniffed = sniff_delimiter(data, options)
+    if sniffed is None:
+        return None
+    delimiter, fields, lines = sniffed
+    try:
+        current = csv_header(data, options) or []
+    except HeaderCellTooLongError:
+        current = []
+    return (
+        f"the file {label} looks {_delimiter_name(delimiter)}-delimited: its first {lines} lines each "
+        f"split into {fields} fields on {delimiter!r}, its header into {len(current)} on the configured "
+        f"{options.delimiter!r}: set data.source.csv.delimiter={delimiter!r}"
+    )
+
+
 def detect_format(name: str, declared: str = "auto") -> str:
+    """The format a file's name says; a compression suffix is looked through (``a.csv.gz``: csv)."""
+    from pipeline.compression import strip_suffix
+
     if declared != "auto":
         return declared
-    lowered = name.lower().split("?", 1)[0]
+    lowered = strip_suffix(name).lower()
     if lowered.endswith(PARQUET_SUFFIXES):
         return "parquet"
     if lowered.endswith(CSV_SUFFIXES):
         return "csv"
     raise BadInputError(
-        f"cannot tell the format of {name!r} from its name: set data.source.format to 'csv' or 'parquet'"
+        f"cannot tell the format of {name!r} from its name: set data.source.format to 'csv' or 'parquet' "
+        "(a compressed file is named like data.csv.gz, .bz2, .xz or .zst)"
     )
 
 
@@ -141,10 +301,59 @@ def _check_csv_size(data: bytes, label: str, options: CsvOptions, read_options, 
         return  # the strict read reports it, with its line
 
 
+def _check_header(
+    names: list[str] | None, label: str, limits: TableLimits, contract: DataSettings | None
+) -> None:
+    """Refuse a header that cannot make a table (too wide, duplicated, blank or over-long names,
+    control characters) before any row is parsed, listing every problem found, with the contract's
+    own header findings (missing columns and what looks like them, columns a strict contract
+    refuses) alongside: one error says all that is wrong with the header."""
+    if names is None:
+        return
+    problems = name_problems([str(n) for n in names], limits)
+    if not problems:
+        return
+    if contract is not None:
+        from pipeline.contract import header_findings
+
+        problems += header_findings([str(n) for n in names], contract).errors
+    raise BadInputError(_several(label, problems))
+
+
+def _check_delimiter(data: bytes, names: list[str] | None, label: str, options: CsvOptions, contract) -> None:
+    """Refuse a CSV file whose contract columns appear only when it is split on another delimiter
+    (a ;-delimited file read as ,-delimited is one column named 'species;island;...')."""
+    if contract is None or not contract.columns or names is None or not options.header:
+        return
+    missing = [c for c in contract.columns if c not in names]
+    if not missing:
+        return
+    found = len(contract.columns) - len(missing)
+    sniffed = sniff_delimiter(data, options)
+    if sniffed is None:
+        return
+    try:
+        other = csv_header(data, options, sniffed[0]) or []
+    except HeaderCellTooLongError:
+        return
+    if sum(name in contract.columns for name in other) > found:
+        hint = delimiter_hint(data, label, options)
+        raise BadInputError(
+            f"{hint} (rule: the file's delimiter is data.source.csv.delimiter; read with "
+            f"{options.delimiter!r}, the contract's columns {missing[:10]} are missing)"
+        )
+
+
 def read_csv_bytes(
-    data: bytes, label: str, options: CsvOptions, limits: TableLimits = NO_LIMITS
+    data: bytes,
+    label: str,
+    options: CsvOptions,
+    limits: TableLimits = NO_LIMITS,
+    contract: DataSettings | None = None,
 ) -> pd.DataFrame:
-    """Parse CSV bytes strictly into a DataFrame (refused before parsing when over ``limits``)."""
+    """Parse CSV bytes strictly into a DataFrame. The header is checked first, from its own line
+    (refused when over ``limits``, with every problem it has, and, given the ``contract``, when the
+    contract's columns appear only under another delimiter); then the rows are parsed."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -152,6 +361,16 @@ def read_csv_bytes(
         raise BadInputError(f"{label}: the file is empty (rule: a header and at least one data row)")
     encoding = options.encoding.lower().replace("_", "-")
     _check_utf8(data, label, options.encoding)
+    # The names the table will have: the configured ones replace the file's header.
+    try:
+        names = list(options.column_names) if options.column_names else csv_header(data, options)
+    except HeaderCellTooLongError as exc:
+        raise BadInputError(
+            f"{label}: a header cell is longer than {exc.args[0]} characters (rule: a column name has at "
+            f"most {MAX_COLUMN_NAME_CHARS} characters)"
+        ) from None
+    _check_delimiter(data, names, label, options, contract)
+    _check_header(names, label, limits, contract)
 
     bad_rows: list[str] = []
 
@@ -182,9 +401,11 @@ def read_csv_bytes(
             ),
         )
     except pa.ArrowInvalid as exc:
+        hint = delimiter_hint(data, label, options)
+        suffix = f"; {hint}" if hint else ""
         if bad_rows:
-            raise BadInputError(bad_rows[0]) from None
-        raise BadInputError(f"{label}: cannot be parsed as CSV: {exc}") from None
+            raise BadInputError(bad_rows[0] + suffix) from None
+        raise BadInputError(f"{label}: cannot be parsed as CSV: {exc}{suffix}") from None
     names = list(table.column_names)
     _check_columns(names, label)
     if options.header and options.column_names:
@@ -203,7 +424,9 @@ def read_csv_bytes(
     return table.to_pandas()
 
 
-def read_parquet_bytes(data: bytes, label: str, limits: TableLimits = NO_LIMITS) -> pd.DataFrame:
+def read_parquet_bytes(
+    data: bytes, label: str, limits: TableLimits = NO_LIMITS, contract: DataSettings | None = None
+) -> pd.DataFrame:
     """Read Parquet bytes; the row and column counts in the footer are checked against ``limits``
     before any row is decoded (a few KiB of run-length-encoded data can hold billions of rows)."""
     import pyarrow as pa
@@ -213,7 +436,7 @@ def read_parquet_bytes(data: bytes, label: str, limits: TableLimits = NO_LIMITS)
         raise BadInputError(f"{label}: the file is empty (rule: a Parquet file with at least one row)")
     try:
         parquet = pq.ParquetFile(io.BytesIO(data))
-        limits.check_columns(len(parquet.schema_arrow.names), label)
+        _check_header(list(parquet.schema_arrow.names), label, limits, contract)
         limits.check_rows(parquet.metadata.num_rows, label)
         table = parquet.read()
     except (pa.ArrowInvalid, OSError) as exc:
@@ -225,11 +448,18 @@ def read_parquet_bytes(data: bytes, label: str, limits: TableLimits = NO_LIMITS)
 
 
 def read_table_bytes(
-    data: bytes, label: str, fmt: str, options: CsvOptions, limits: TableLimits = NO_LIMITS
+    data: bytes,
+    label: str,
+    fmt: str,
+    options: CsvOptions,
+    limits: TableLimits = NO_LIMITS,
+    contract: DataSettings | None = None,
 ) -> pd.DataFrame:
+    """Read a CSV or Parquet source strictly; with ``contract``, its header problems are refused
+    together, before the rows are read (see :func:`read_csv_bytes`)."""
     if fmt == "parquet":
-        return read_parquet_bytes(data, label, limits)
-    return read_csv_bytes(data, label, options, limits)
+        return read_parquet_bytes(data, label, limits, contract)
+    return read_csv_bytes(data, label, options, limits, contract)
 
 
 def read_table_file(path: Path, label: str, fmt: str, options: CsvOptions) -> pd.DataFrame:

@@ -53,6 +53,8 @@ _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_*]+(\.[A-Za-z0-9_*]+)*$")
 # A Kubernetes name (DNS-1123 subdomain) for ConfigMaps, Secrets and service accounts.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
+_RUNTIME_CLASS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_EXTENDED_RESOURCE = re.compile(r"^[a-z0-9.-]+/[A-Za-z0-9_.-]+$")
 
 
 def _env(env: Mapping[str, str], name: str, default: str) -> str:
@@ -202,22 +204,50 @@ def _schedule(
 Parser = Callable[[Mapping[str, str], str, Any, tuple[str, ...]], Any]
 
 
+def accepts(schema: dict[str, Any]) -> Callable[[Parser], Parser]:
+    """Declare, on a parser, the JSON schema of the values it accepts, in the form the Helm chart's
+    values hold them (a list where the variable is comma-separated, an object where it is JSON).
+    charts/ml-pipeline/hack/generate_schema.py writes it into values.schema.json for the chart value
+    of each setting the chart renders verbatim (``Setting.chart_default``)."""
+
+    def mark(parser: Parser) -> Parser:
+        parser.json_schema = schema  # type: ignore[attr-defined]
+        return parser
+
+    return mark
+
+
+_NAME_SCHEMA = {"type": "string", "pattern": _K8S_NAME.pattern}
+_QUANTITIES = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "integer", "number"], "pattern": _QUANTITY.pattern},
+}
+
+
 def integer(minimum: int = 0) -> Parser:
-    return lambda env, name, default, steps: _int(env, name, default, minimum=minimum)
+    return accepts({"type": "integer", "minimum": minimum})(
+        lambda env, name, default, steps: _int(env, name, default, minimum=minimum)
+    )
 
 
+@accepts({"type": "boolean"})
 def boolean(env: Mapping[str, str], name: str, default: bool, steps: tuple[str, ...]) -> bool:
     return _bool(env, name, default)
 
 
 def choice(choices: Iterable[str]) -> Parser:
-    return lambda env, name, default, steps: _choice(env, name, default, tuple(choices))
+    choices = tuple(choices)
+    return accepts({"enum": list(choices)})(
+        lambda env, name, default, steps: _choice(env, name, default, choices)
+    )
 
 
+@accepts(_NAME_SCHEMA)
 def k8s_name(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str:
     return _k8s_name(env, name, default)
 
 
+@accepts({"type": "array", "items": _NAME_SCHEMA})
 def names(
     env: Mapping[str, str], name: str, default: tuple[str, ...], steps: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -238,22 +268,25 @@ def image_ref(env: Mapping[str, str], name: str, default: str | None, steps: tup
     return value or None
 
 
+@accepts({"type": "string", "pattern": "^$|" + _RUNTIME_CLASS.pattern})
 def runtime_class(
     env: Mapping[str, str], name: str, default: str | None, steps: tuple[str, ...]
 ) -> str | None:
     value = _env(env, name, default or "").strip()
-    if value and not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value):
+    if value and not _RUNTIME_CLASS.match(value):
         raise ValueError(f"{name}={value!r} is not a RuntimeClass name")
     return value or None
 
 
+@accepts({"type": "string", "pattern": _EXTENDED_RESOURCE.pattern})
 def extended_resource(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str:
     value = _env(env, name, default)
-    if not re.match(r"^[a-z0-9.-]+/[A-Za-z0-9_.-]+$", value):
+    if not _EXTENDED_RESOURCE.match(value):
         raise ValueError(f"{name}={value!r} is not an extended resource name")
     return value
 
 
+@accepts({"type": "object", "additionalProperties": {"type": "string"}})
 def node_selector(env: Mapping[str, str], name: str, default: dict, steps: tuple[str, ...]) -> dict[str, str]:
     value = _json(env, name, dict(default), dict)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
@@ -270,18 +303,38 @@ def tolerations(
     return tuple(value)
 
 
+@accepts({"type": "string", "minLength": 1})
 def cron(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str | None:
     return _schedule(env, name, default)
 
 
+@accepts(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"requests": _QUANTITIES, "limits": _QUANTITIES},
+        },
+    }
+)
 def resource_spec(env: Mapping[str, str], name: str, default: Any, steps: tuple[str, ...]) -> dict:
     return _resources(env, steps)
 
 
+@accepts(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+        ]
+    }
+)
 def step_timeouts(env: Mapping[str, str], name: str, default: int, steps: tuple[str, ...]) -> dict[str, int]:
     return _step_timeouts(env, steps, default)
 
 
+@accepts({"type": "array", "items": {"type": "string", "pattern": _KEY_PATTERN.pattern}, "uniqueItems": True})
 def key_patterns(
     env: Mapping[str, str], name: str, default: tuple[str, ...], steps: tuple[str, ...]
 ) -> tuple:

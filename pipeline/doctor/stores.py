@@ -24,13 +24,29 @@ def _remove_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def _bucket_usable(report: Report, name: str, location: str, buckets: dict[str, bool]) -> bool:
+    """Whether to probe ``location``: not when it lies in a bucket the S3 check found unusable
+    (then a SKIPPED line points at that check's)."""
+    if location.startswith("s3://") and not buckets.get(split_s3(location)[0], False):
+        report.add(name, SKIPPED, f"{redact_url(location)}: see the S3 line above")
+        return False
+    return True
+
+
+def _read_back(report: Report, name: str, location: str, back: bytes, data: bytes) -> bool:
+    """Whether the probe read back is the one written (else a PROBLEM line)."""
+    if back != data:
+        report.add(name, PROBLEM, f"{location}: a probe read back different bytes than were written")
+        return False
+    return True
+
+
 def check_artifact_root(settings: Settings, report: Report, buckets: dict[str, bool]) -> None:
     from pipeline.storage import filesystem_for
 
     root = settings.resolved_artifact_root.rstrip("/")
     name = "artifact root"
-    if root.startswith("s3://") and not buckets.get(split_s3(root)[0], False):
-        report.add(name, SKIPPED, f"{root}: see the S3 line above")
+    if not _bucket_usable(report, name, root, buckets):
         return
     token, data = probe_bytes()
     try:
@@ -53,8 +69,7 @@ def check_artifact_root(settings: Settings, report: Report, buckets: dict[str, b
             )
         report.add(name, status, message)
         return
-    if back != data:
-        report.add(name, PROBLEM, f"{root}: a probe read back different bytes than were written")
+    if not _read_back(report, name, root, back, data):
         return
     report.add(name, OK, f"{root}: writable (probe written, read back, removed)")
 
@@ -64,8 +79,7 @@ def check_dvc_remote(settings: Settings, report: Report, buckets: dict[str, bool
 
     remote = settings.resolved_dvc_remote.rstrip("/")
     name = "dvc remote"
-    if remote.startswith("s3://") and not buckets.get(split_s3(remote)[0], False):
-        report.add(name, SKIPPED, f"{redact_url(remote)}: see the S3 line above")
+    if not _bucket_usable(report, name, remote, buckets):
         return
     token, data = probe_bytes()
     with tempfile.TemporaryDirectory(prefix="mlp-doctor-dvc-") as folder:
@@ -105,8 +119,7 @@ def check_dvc_remote(settings: Settings, report: Report, buckets: dict[str, bool
                 status, message = PROBLEM, f"{remote}: not writable by DVC: {exc} (set PIPELINE_DVC_REMOTE)"
             report.add(name, status, message)
             return
-    if back != data:
-        report.add(name, PROBLEM, f"{remote}: a probe read back different bytes than were written")
+    if not _read_back(report, name, remote, back, data):
         return
     how = f"with {key_label(settings.s3)}" if remote.startswith("s3://") else "local folder"
     report.add(name, OK, f"{redact_url(remote)}: reachable and writable through DVC ({how})")

@@ -1,14 +1,16 @@
 """Data sources for the ingest step: files (local, ``pkg://``, ``s3://``), HTTP APIs and SQL queries.
 
 Each source returns a :class:`RawData`: the exact bytes to snapshot and the format to read them
-with. A file is snapshotted byte for byte as received; an API or a query is materialised as
+with. A file is snapshotted byte for byte as received (a gzip, bz2, xz or zstd file as its
+decompressed bytes, see :mod:`pipeline.compression`); an API or a query is materialised as
 Parquet (typed, compact, deterministic for the same rows).
 
 Every source is bounded: a file or object over ``data.source.max_bytes`` is refused before it is
-read; an HTTP fetch has one deadline for all of it (``http.deadline_s``), a byte cap per body and
-in total, a nesting bound on JSON, follows redirects itself and sends its configured headers and
-credentials to the URI's origin only (and, with ``http.allowed_hosts``, contacts no other host); a
-query is one statement, run read-only under a statement timeout, fetched in batches up to
+read, a compressed one again as soon as its decompressed data passes the cap; an HTTP fetch has
+one deadline for all of it (``http.deadline_s``), a byte cap per body and in total (decoded), a
+nesting bound on JSON, follows redirects itself and sends its configured headers and credentials
+to the URI's origin only (and, with ``http.allowed_hosts``, contacts no other host); a query is
+one statement, run read-only under a statement timeout, fetched in batches up to
 ``data.max_rows``. What the input or the configuration causes is bad input (exit 65); only
 transient faults (unreachable, timed out, 5xx) are retryable (75).
 """

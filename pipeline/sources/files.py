@@ -1,4 +1,5 @@
-"""Files: local paths, ``pkg://`` (a file shipped in an installed package) and ``s3://``, byte for byte."""
+"""Files: local paths, ``pkg://`` (a file shipped in an installed package) and ``s3://``, byte for
+byte, or, when compressed (gzip, bz2, xz, zstd), as their decompressed bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from pipeline.compression import codec_from_name, read_decompressed, refuse_unsupported, sniff
 from pipeline.errors import BadInputError, ConfigError, RetryableError
 from pipeline.sources.base import FILE_SCHEMES, RawData, too_big
 from pipeline.tabular import detect_format
@@ -76,6 +78,27 @@ def _fetch_sklearn(uri: str, cap: int) -> RawData:
     return RawData(data, "parquet", uri, {"uri": uri, "loader": f"sklearn.datasets.{loader}"})
 
 
+def _read_file(handle, label: str, name: str, cap: int, details: dict) -> bytes:
+    """The file's bytes, decompressed when its first bytes (or, failing that, its name) say it is
+    compressed: the cap bounds what is read and, again, what comes out of the decompressor."""
+    codec = sniff(handle) or codec_from_name(name)
+    if codec is None:
+        data = _read_capped(handle, label, cap)
+        refuse_unsupported(data[:512], label)
+        return data
+
+    def compressed_cap(read: int) -> None:
+        if read > cap:
+            raise too_big(label, read, cap, "data.source.max_bytes")
+
+    data = read_decompressed(handle, codec, label, cap, "data.source.max_bytes", on_read=compressed_cap)
+    refuse_unsupported(data[:512], f"{label} (decompressed)")
+    details["compression"] = codec
+    details["compressed_bytes"] = handle.tell()
+    logger.info("%s: %s-compressed, %d bytes, %d decompressed", label, codec, handle.tell(), len(data))
+    return data
+
+
 def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
     uri = source.uri
     scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
@@ -94,18 +117,19 @@ def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
 
         fs, path = filesystem_for(uri, s3)
         try:
+            details = {"uri": uri}
             with fs.open(path, "rb") as handle:
                 size = getattr(handle, "size", None)
                 if size is not None and size > cap:
                     raise too_big(uri, size, cap, "data.source.max_bytes")
-                data = _read_capped(handle, uri, cap)
+                data = _read_file(handle, uri, path, cap, details)
         except FileNotFoundError:
             raise BadInputError(f"source {uri}: no such object") from None
         except PermissionError as exc:
             raise BadInputError(f"source {uri}: access denied ({exc})") from None
         except OSError as exc:
             raise RetryableError(f"source {uri}: cannot read from S3: {exc}") from exc
-        return RawData(data, fmt, uri, {"uri": uri})
+        return RawData(data, fmt, uri, details)
     if uri.startswith("pkg://"):
         path = resolve_package_uri(uri)
     else:
@@ -115,6 +139,7 @@ def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
     size = path.stat().st_size
     if size > cap:
         raise too_big(str(path), size, cap, "data.source.max_bytes")
+    details = {"uri": uri, "path": str(path)}
     with path.open("rb") as handle:
-        data = _read_capped(handle, str(path), cap)
-    return RawData(data, fmt, str(path), {"uri": uri, "path": str(path)})
+        data = _read_file(handle, str(path), path.name, cap, details)
+    return RawData(data, fmt, str(path), details)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -10,10 +11,21 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit
 
+from pipeline.compression import (
+    ACCEPT_ENCODING,
+    CONTENT_ENCODINGS,
+    MAGIC_BYTES,
+    codec_from_content_type,
+    codec_from_magic,
+    decompressed_too_big,
+    read_decompressed,
+    refuse_unsupported,
+    strip_suffix,
+)
 from pipeline.errors import BadInputError, ConfigError, RetryableError
 from pipeline.settings import redact_url
 from pipeline.sources.base import HTTP_SCHEMES, READ_CHUNK, RETRYABLE_STATUS, RawData, to_parquet, too_big
-from pipeline.tabular import NO_LIMITS, TableLimits, read_table_bytes
+from pipeline.tabular import CSV_SUFFIXES, NO_LIMITS, TableLimits, read_table_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -125,9 +137,16 @@ class _Budget:
         return max(0.01, min(timeout_s, self.remaining()))
 
 
+def _content_encodings(response) -> list[str]:
+    codings = [c.strip() for c in response.headers.get("Content-Encoding", "").lower().split(",")]
+    return [c for c in codings if c and c != "identity"]
+
+
 def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> bytes:
     """The body, read in pieces against the byte caps and the deadline (a server that drips its
-    answer is cut off at the deadline, one that sends too much at the cap)."""
+    answer is cut off at the deadline, one that sends too much at the cap), then decoded from
+    its Content-Encoding here, under the same caps (not by urllib3, which would hand a truncated
+    stream on as if it were whole)."""
     per_response = options.max_response_bytes
 
     def check(size: int) -> None:
@@ -146,14 +165,63 @@ def _read_body(response, url: str, options: HttpOptions, budget: _Budget) -> byt
     total = 0
     while True:
         budget.check(url)
-        chunk = response.raw.read1(READ_CHUNK, decode_content=True)
+        chunk = response.raw.read1(READ_CHUNK, decode_content=False)
         if not chunk:
             break
         total += len(chunk)
         check(total)
         chunks.append(chunk)
-    budget.bytes_left -= total
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    for coding in reversed(_content_encodings(response)):  # the last one applied is undone first
+        codec = CONTENT_ENCODINGS.get(coding)
+        if codec is None:
+            raise BadInputError(
+                f"source {safe_url(url)}: Content-Encoding {coding!r} is not supported (rule: the "
+                f"server answers in one of {sorted(CONTENT_ENCODINGS)}, as the request asked)"
+            )
+        body = _decompress(body, codec, f"{safe_url(url)} (Content-Encoding {coding})", options, budget)
+    budget.bytes_left -= len(body)
+    return body
+
+
+def _decompress(content: bytes, codec: str, label: str, options: HttpOptions, budget: _Budget) -> bytes:
+    """``content`` decompressed, refused once it passes the caps a body has (the response's and
+    what is left of the fetch's)."""
+
+    def left(size: int) -> None:
+        if size > budget.bytes_left:
+            raise decompressed_too_big(
+                f"{label} (all pages)", codec, budget.max_bytes, "data.source.max_bytes"
+            )
+
+    return read_decompressed(
+        io.BytesIO(content),
+        codec,
+        label,
+        options.max_response_bytes,
+        "data.source.http.max_response_bytes",
+        on_output=left,
+    )
+
+
+def _unpack(
+    content: bytes, response, url: str, options: HttpOptions, budget: _Budget
+) -> tuple[bytes, str | None]:
+    """A body that is a compressed file (a .csv.gz served as it is, or Content-Type
+    application/gzip and the like), decompressed; its codec, or None. What the body starts with
+    decides; the Content-Type only when no Content-Encoding was decoded (a server that serves a
+    .gz file with both headers means one compression, not two)."""
+    codec = codec_from_magic(content[:MAGIC_BYTES])
+    if codec is None and not _content_encodings(response):
+        codec = codec_from_content_type(response.headers.get("Content-Type", ""))
+    if codec is None:
+        refuse_unsupported(content[:512], safe_url(url))
+        return content, None
+    budget.bytes_left += len(content)  # counted again, decompressed
+    data = _decompress(content, codec, safe_url(url), options, budget)
+    budget.bytes_left -= len(data)
+    refuse_unsupported(data[:512], f"{safe_url(url)} (decompressed)")
+    return data, codec
 
 
 def _connection_problem(exc: Exception) -> str:
@@ -277,12 +345,16 @@ def _dig(body: Any, dotted: str | None) -> Any:
     return body
 
 
-def _body_format(declared: str, url: str, response) -> str:
+def _body_format(declared: str, url: str, response, content: bytes, compressed: bool) -> str:
     if declared != "auto":
         return declared
     content_type = response.headers.get("Content-Type", "").lower()
-    if "csv" in content_type or urlparse(url).path.lower().endswith(".csv"):
+    path = strip_suffix(urlparse(url).path.lower())
+    if "csv" in content_type or path.endswith(CSV_SUFFIXES):
         return "csv"
+    if compressed and "json" not in content_type and not path.endswith(".json"):
+        # the Content-Type named the compressed file, not what it holds: look at what it holds
+        return "json" if content.lstrip()[:1] in (b"[", b"{") else "csv"
     return "json"
 
 
@@ -301,7 +373,10 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
     url: str | None = source.uri
     page = options.first_page
     pages = 0
+    codecs: set[str] = set()
+    encodings: set[str] = set()
     with requests.Session() as session:
+        session.headers["Accept-Encoding"] = ACCEPT_ENCODING
         while url is not None:
             if pages >= options.max_pages:
                 raise BadInputError(
@@ -318,7 +393,12 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
             )
             pages += 1
             label = f"{safe_url(final_url)} (page {pages})"
-            body_format = _body_format(options.format, final_url, response)
+            content, codec = _unpack(content, response, final_url, options, budget)
+            encodings.update(_content_encodings(response))
+            if codec:
+                codecs.add(codec)
+            packed = codec is not None or codec_from_content_type(response.headers.get("Content-Type", ""))
+            body_format = _body_format(options.format, final_url, response, content, bool(packed))
             if body_format == "csv":
                 frame = (
                     read_table_bytes(content, label, "csv", source.csv, limits) if content.strip() else None
@@ -359,5 +439,9 @@ def _fetch_http(source: SourceSettings, limits: TableLimits = NO_LIMITS) -> RawD
         raise BadInputError(f"source {shown}: the API returned no records (rule: at least one row)")
     frame = pd.concat(frames, ignore_index=True)
     limits.check_columns(frame.shape[1], f"source {shown}")
-    details = {"uri": redact_url(source.uri), "pages": pages, "rows": len(frame)}
+    details: dict[str, Any] = {"uri": redact_url(source.uri), "pages": pages, "rows": len(frame)}
+    if codecs:
+        details["compression"] = ",".join(sorted(codecs))
+    if encodings:
+        details["content_encoding"] = ",".join(sorted(encodings))
     return RawData(to_parquet(frame), "parquet", shown, details)

@@ -74,7 +74,7 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec(
         "preprocess",
         "pipeline.steps.preprocess",
-        "De-duplicate, impute, encode, scale and split; save the fitted transformer.",
+        "De-duplicate, split, refuse target leakage, impute, encode and scale; save the fitted transformer.",
         inputs=("ingest.raw", "validate"),
         outputs=("features", "test_raw", "transformer"),
     ),

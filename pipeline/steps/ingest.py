@@ -22,8 +22,11 @@ def run(ctx: StepContext) -> StepResult:
     limits = TableLimits.of(settings.data)
     raw = fetch(settings.data.source, settings.s3, limits)
     # Parse once, strictly, so that a snapshot that cannot be read is never published; the row and
-    # column ceilings are checked while reading, before the table is built.
-    frame = read_table_bytes(raw.data, raw.label, raw.format, settings.data.source.csv, limits)
+    # column ceilings are checked while reading, before the table is built, and a header that cannot
+    # make a table is refused with every problem it has (the contract's header findings included).
+    frame = read_table_bytes(
+        raw.data, raw.label, raw.format, settings.data.source.csv, limits, contract=settings.data
+    )
     name = snapshot_name(settings.data.name, raw.format)
     (ctx.staging / name).write_bytes(raw.data)
     sha256 = hashlib.sha256(raw.data).hexdigest()

@@ -1,5 +1,10 @@
-"""Step 3, preprocess: de-duplicate, split (seeded, stratified for classification), fit the
-transform on the training split only, and save it with the processed data.
+"""Step 3, preprocess: de-duplicate, split (seeded, stratified for classification), check the
+features for target leakage on the training split (:mod:`pipeline.leakage`), fit the transform on
+the training split only, and save it with the processed data.
+
+A leaky feature stops the step with the bad-input exit code before anything is written; the
+check's evidence is in the step summary (``leakage``) either way, and the train step records it
+on the MLflow run.
 
 Outputs:
 * ``features.parquet`` — model-ready columns (``num__*``, ``cat__*``, ``target``), ``split`` and
@@ -18,6 +23,7 @@ import numpy as np
 
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import BadInputError
+from pipeline.leakage import check_leakage
 from pipeline.tabular import read_table_file
 from pipeline.transform import TabularTransformer
 
@@ -57,8 +63,10 @@ def run(ctx: StepContext) -> StepResult:
     ingest = ctx.upstream("ingest")
     ctx.upstream("validate")  # refuses to run unless validation succeeded
     raw_path = ctx.input_path("ingest", "raw")
-    frame = read_table_file(raw_path, str(raw_path), ingest.summary["format"], data.source.csv)
-    frame = frame.reset_index(drop=True)
+    label = f"{data.source.uri} (snapshot {raw_path.name})"
+    raw = read_table_file(raw_path, str(raw_path), ingest.summary["format"], data.source.csv)
+    raw = raw.reset_index(drop=True)
+    frame = raw.copy(deep=False)
     frame["__row_id"] = np.arange(len(frame))
 
     columns = [*data.feature_columns(), data.target]
@@ -85,6 +93,7 @@ def run(ctx: StepContext) -> StepResult:
         settings.preprocess.val_fraction,
         settings.seed,
     )
+    leakage = leakage_check(raw, frame.iloc[splits["train"]], settings, label)
     transformer = TabularTransformer.fit(frame.iloc[splits["train"]], data, settings.preprocess)
     processed = transformer.processed_frame(frame)
     split = np.empty(len(frame), dtype=object)
@@ -106,6 +115,7 @@ def run(ctx: StepContext) -> StepResult:
         "numeric_features": transformer.numeric,
         "categorical_features": transformer.categorical,
         "classes": transformer.classes,
+        "leakage": leakage,
     }
     logger.info(
         "preprocessed %d rows (train %d, val %d, test %d); dropped %d duplicates, %d without target",
@@ -126,7 +136,25 @@ def run(ctx: StepContext) -> StepResult:
     )
 
 
+def leakage_check(raw, train, settings, label: str) -> dict[str, Any]:
+    """Run the leakage check on the training rows: the declared features, and (for a warning)
+    the first columns of the raw snapshot outside the contract. Returns its summary."""
+    data = settings.data
+    undeclared = [c for c in raw.columns if c not in data.columns]
+    checked = undeclared[: data.leakage.max_undeclared_columns]
+    rows = train[[*data.feature_columns(), data.target]].reset_index(drop=True)
+    if checked:
+        extra = raw.iloc[train["__row_id"].to_numpy()][checked].reset_index(drop=True)
+        rows = rows.join(extra)
+    report = check_leakage(rows, data, label, settings.seed, undeclared=undeclared)
+    return report.summary()
+
+
 def describe(summary: dict[str, Any]) -> str:
     """One line for the progress display of ``pipeline run``."""
     splits = summary.get("rows_per_split", {})
-    return f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"
+    text = f"train {splits.get('train')} / val {splits.get('val')} / test {splits.get('test')}"
+    leakage = summary.get("leakage") or {}
+    if leakage.get("status") in ("passed", "warned"):
+        text += f"; leakage check {leakage['status']} (highest score {leakage.get('max_score')})"
+    return text

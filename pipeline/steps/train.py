@@ -44,6 +44,15 @@ from pipeline.names import (
     GATE_MARGIN_PARAM,
     GIT_COMMIT_TAG,
     IMAGE_DIGEST_TAG,
+    LEAKAGE_CHECKED_METRIC,
+    LEAKAGE_DOWNGRADED_TAG,
+    LEAKAGE_MAX_DETERMINATION_METRIC,
+    LEAKAGE_MAX_SCORE_COLUMN_TAG,
+    LEAKAGE_MAX_SCORE_METRIC,
+    LEAKAGE_PARAM_PREFIX,
+    LEAKAGE_STATUS_TAG,
+    LEAKAGE_WARNED_METRIC,
+    LEAKAGE_WARNED_TAG,
     MODEL_ID_TAG,
     PRIMARY_METRIC_TAG,
     PROCESSED_DVC_MD5_TAG,
@@ -131,9 +140,37 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     mlflow.log_dict(manifests, "lineage/upstream_steps.json")
 
 
+def leakage_record(settings, summary: dict[str, Any]) -> tuple[dict[str, str], dict[str, float]]:
+    """Tags and metrics recording the preprocess step's leakage check (its ``leakage`` summary)."""
+    downgraded = [
+        f"{name}={spec.leakage}"
+        for name, spec in settings.data.columns.items()
+        if spec.leakage in ("warn", "skip")
+    ]
+    tags = {
+        LEAKAGE_STATUS_TAG: str(summary.get("status", "unknown")),
+        LEAKAGE_WARNED_TAG: ",".join(summary.get("warned_columns") or []),
+        LEAKAGE_DOWNGRADED_TAG: ",".join(downgraded),
+    }
+    if summary.get("max_score_column"):
+        tags[LEAKAGE_MAX_SCORE_COLUMN_TAG] = str(summary["max_score_column"])
+    metrics = {
+        LEAKAGE_CHECKED_METRIC: float(summary.get("checked_columns") or 0),
+        LEAKAGE_WARNED_METRIC: float(len(summary.get("warned_columns") or [])),
+    }
+    for metric, key in (
+        (LEAKAGE_MAX_SCORE_METRIC, "max_score"),
+        (LEAKAGE_MAX_DETERMINATION_METRIC, "max_determination"),
+    ):
+        if summary.get(key) is not None:
+            metrics[metric] = float(summary[key])
+    return tags, metrics
+
+
 def params_for(settings) -> dict[str, Any]:
     params = flatten("train", settings.train.model_dump())
     params.update(flatten("preprocess", settings.preprocess.model_dump()))
+    params.update(flatten(LEAKAGE_PARAM_PREFIX, settings.data.leakage.model_dump()))
     params.update(
         {
             "data.name": settings.data.name,
@@ -213,6 +250,12 @@ def run(ctx: StepContext) -> StepResult:
             mlflow.set_tags(lineage_tags(ctx))
             mlflow.set_tag(DEVICE_TAG, str(device))
             mlflow.log_params(params_for(settings))
+            leakage = ctx.upstream("preprocess").summary.get("leakage") or {}
+            leakage_tags, leakage_metrics = leakage_record(settings, leakage)
+            mlflow.set_tags(leakage_tags)
+            mlflow.log_metrics(leakage_metrics)
+            if leakage:
+                mlflow.log_dict(leakage, "validation/leakage.json")
             log_lineage_artifacts(ctx, mlflow)
         else:
             mlflow.set_tag(RESUMED_FROM_TAG, str(state.epoch))

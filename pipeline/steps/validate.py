@@ -2,7 +2,9 @@
 
 The JSON result and the HTML Data Docs are published as this step's outputs whether the data
 passes or not, so a failure can be inspected. A failure ends the step with the bad-input exit code
-and a message naming each column, rule and observed value; nothing downstream runs.
+and a message naming each column, rule and observed value; nothing downstream runs. Warnings
+(columns outside a non-strict contract, formula-like values under data.formula_values=warn) are
+logged and recorded in the report and the step's summary.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def run(ctx: StepContext) -> StepResult:
     report = {
         "success": outcome.success,
         "failures": outcome.failures,
+        "warnings": outcome.warnings,
         "statistics": outcome.statistics,
         "snapshot_sha256": ingest.summary["sha256"],
         "result": outcome.result,
@@ -38,6 +41,7 @@ def run(ctx: StepContext) -> StepResult:
     summary = {
         "success": outcome.success,
         "failures": outcome.failures[:20],
+        "warnings": outcome.warnings[:20],
         **outcome.statistics,
     }
     outputs = {"report": "validation.json", "data_docs": "data_docs"}
@@ -58,4 +62,5 @@ def run(ctx: StepContext) -> StepResult:
 def describe(summary: dict[str, Any]) -> str:
     """One line for the progress display of ``pipeline run``."""
     passed, evaluated = summary.get("successful_expectations"), summary.get("evaluated_expectations")
-    return f"{passed}/{evaluated} expectations passed"
+    warnings = len(summary.get("warnings") or [])
+    return f"{passed}/{evaluated} expectations passed" + (f", {warnings} warning(s)" if warnings else "")

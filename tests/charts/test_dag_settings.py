@@ -1,13 +1,19 @@
 """The DAG's pod settings (MLP_DAG_*), the KubernetesExecutor's pod template and the DAG's own
-step pods all agree with the chart's values: image, namespace, service account, GPU."""
+step pods all agree with the chart's values: image, namespace, service account, GPU. The chart's
+values and the settings they mirror (DagSettings, and the pipeline's backend settings the step pods
+get through the pipeline ConfigMap and Secret) agree, and a setting declared once is all the
+generated schema needs."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+from dataclasses import dataclass
 
 import pytest
+from pydantic import Field, SecretStr
 
 from tests.charts.chart_utils import (
     GPU_VALUES,
@@ -160,6 +166,226 @@ def test_every_declared_dag_setting_has_a_row_in_the_docs():
     # the table is generated (scripts/generate_config_docs.py; tests/unit/test_config_docs.py checks it)
     for spec in _declared().values():
         assert f"| `{spec.env}` |" in CONTRACT, spec.env
+
+
+# --- the values and the settings they mirror (charts/ml-pipeline/hack/generate_schema.py) -------------
+
+
+def _gen():
+    from tests.charts.test_schema import generator
+
+    return generator()
+
+
+def _values():
+    from tests.charts.test_schema import merged_values
+
+    return copy.deepcopy(merged_values())
+
+
+def test_the_values_and_the_settings_agree():
+    assert _gen().drift(_values(), _gen().declared_settings()) == []
+
+
+def test_a_drifted_default_a_missing_value_and_an_undeclared_value_are_each_reported():
+    gen = _gen()
+    values = _values()
+    values["airflow"]["dag"]["gpu"]["startupTimeoutSeconds"] = 1199  # MLP_DAG_GPU_STARTUP_TIMEOUT_S: 1200
+    values["pipeline"]["logLevel"] = "DEBUG"  # PIPELINE_LOG_LEVEL: INFO
+    del values["airflow"]["dag"]["sweepSlots"]
+    values["airflow"]["dag"]["sweepParallelism"] = 2
+    problems = "\n".join(gen.drift(values, gen.declared_settings()))
+    assert "airflow.dag.gpu.startupTimeoutSeconds: values.yaml has 1199" in problems
+    assert "MLP_DAG_GPU_STARTUP_TIMEOUT_S declares the default 1200" in problems
+    assert 'pipeline.logLevel: values.yaml has "DEBUG"' in problems
+    assert "MLP_DAG_SWEEP_SLOTS: the chart has no value airflow.dag.sweepSlots" in problems
+    assert "airflow.dag.sweepParallelism: a chart value that no setting declares" in problems
+    assert len(problems.splitlines()) == 4, problems
+
+
+def test_the_generator_refuses_to_write_a_schema_the_settings_disagree_with(monkeypatch):
+    gen = _gen()
+    values, docs = gen.merged()
+    values["pipeline"]["logLevel"] = "WARNING"
+    monkeypatch.setattr(gen, "merged", lambda: (values, docs))
+    with pytest.raises(SystemExit, match=r"pipeline\.logLevel: values\.yaml has"):
+        gen.schema()
+
+
+def _with_chart_value(gen, monkeypatch, path: str, value, comment: str | None = None):
+    values, docs = gen.merged()
+    node = values
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    if comment:
+        docs[tuple(path.split("."))] = comment
+    monkeypatch.setattr(gen, "merged", lambda: (values, docs))
+    return values
+
+
+def test_a_throwaway_pipeline_setting_needs_only_its_declaration_and_its_chart_value(monkeypatch):
+    """Declared once (type, bound, default, description, chart path), the value's schema is derived;
+    the chart value itself (values.yaml) is the one other edit, and without it the check fails."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    gen = _gen()
+
+    class Throwaway(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_nested_delimiter="__")
+        widget_limit: int = Field(
+            7,
+            ge=2,
+            le=99,
+            description="How many widgets.",
+            json_schema_extra={"chart": "pipeline.widgetLimit"},
+        )
+        widget_token: SecretStr | None = Field(
+            None, json_schema_extra={"chart": "global.pipeline.existingSecret", "chart_secret": True}
+        )
+
+    settings = [*gen.declared_settings(), *gen.pipeline_settings(Throwaway)]
+    assert gen.drift(_values(), settings) == [
+        "PIPELINE_WIDGET_LIMIT: the chart has no value pipeline.widgetLimit (its declared chart value)"
+    ]
+    _with_chart_value(gen, monkeypatch, "pipeline.widgetLimit", 7)  # no comment: the field's description
+    document = gen.schema(settings)
+    assert document["properties"]["pipeline"]["properties"]["widgetLimit"] == {
+        "description": "How many widgets. Sets `PIPELINE_WIDGET_LIMIT`.",
+        "type": "integer",
+        "minimum": 2,
+        "maximum": 99,
+        "default": 7,
+    }
+    described = document["properties"]["global"]["properties"]["pipeline"]["properties"]["existingSecret"]
+    assert "`PIPELINE_WIDGET_TOKEN`" in described["description"]
+    # its ConfigMap line is generated too (a Secret's line is not: the chart makes the value)
+    lines = gen.env_lines(gen.pipeline_settings(Throwaway))
+    assert lines == "  PIPELINE_WIDGET_LIMIT: {{ .Values.pipeline.widgetLimit | toString | quote }}\n"
+    _with_chart_value(gen, monkeypatch, "pipeline.widgetLimit", 8)
+    with pytest.raises(SystemExit, match="PIPELINE_WIDGET_LIMIT declares the default 7"):
+        gen.schema(settings)
+
+
+def test_a_throwaway_dag_setting_takes_its_parsers_schema(monkeypatch):
+    module = _dag_settings_module()
+    gen = _gen()
+
+    @dataclass(frozen=True)
+    class WithWidgets(module.DagSettings):
+        widget_slots: int = module.setting(
+            "MLP_DAG_WIDGET_SLOTS",
+            module.integer(minimum=3),
+            5,
+            "widget slots",
+            chart="airflow.dag.widgetSlots",
+        )
+
+    settings = [*gen.pipeline_settings(), *gen.dag_settings(WithWidgets)]
+    assert gen.drift(_values(), settings) == [
+        "MLP_DAG_WIDGET_SLOTS: the chart has no value airflow.dag.widgetSlots (its declared chart value)"
+    ]
+    _with_chart_value(gen, monkeypatch, "airflow.dag.widgetSlots", 5)
+    slots = gen.schema(settings)["properties"]["airflow"]["properties"]["dag"]["properties"]["widgetSlots"]
+    assert slots == {
+        "description": "widget slots Sets `MLP_DAG_WIDGET_SLOTS`.",
+        "type": "integer",
+        "minimum": 3,
+        "default": 5,
+    }
+
+
+# --- the pipeline's settings in the step pods' ConfigMap and Secret -----------------------------------
+
+# Read by MLflow's client, not by the pipeline's settings: the bundled MLflow's pipeline user.
+MLFLOW_CLIENT_VARIABLES = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+
+
+# What check-values asks for next to a value that points at an external service.
+EXTERNAL = {
+    "global.mlflow.trackingUri": {"mlflow": {"enabled": False}},
+    "global.s3.endpoint": {
+        "minio": {"enabled": False},
+        "global": {"s3": {"existingSecret": "s3-keys"}, "pipeline": {"existingSecret": "pipeline-env"}},
+    },
+}
+
+
+def _pipeline_settings():
+    return list(_gen().pipeline_settings())
+
+
+def _sample(setting):
+    """A value for the setting's chart value other than its default: the field's first other example."""
+    from pipeline.settings import Settings
+
+    examples = [
+        example
+        for where, info in _gen()._config_docs().leaves(Settings)
+        if _gen()._config_docs().env_names(where, info)[0] == setting.env
+        for example in info.examples or []
+    ]
+    current = _gen()._lookup(_values(), setting.path)
+    other = next((example for example in examples if example != current), None)
+    if other is None:
+        pytest.fail(
+            f"{setting.env}: give its field examples=[...] with a value other than the chart's default"
+        )
+    return other
+
+
+def test_the_step_pods_environment_is_exactly_the_declared_settings():
+    values = {"pipeline": {"experimentName": "wine", "modelName": "wine"}}  # rendered only when set
+    objects = render_chart(values)
+    config = set(get(objects, "ConfigMap", "mlp-pipeline-env")["data"])
+    secret = set(get(objects, "Secret", "mlp-pipeline")["data"])
+    declared = _pipeline_settings()
+    assert config == {s.env for s in declared if not s.secret}
+    assert secret == {s.env for s in declared if s.secret} | MLFLOW_CLIENT_VARIABLES
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        s
+        for s in _gen().pipeline_settings()
+        if not s.secret and not isinstance(_gen()._lookup(_values(), s.path), dict)
+    ],
+    ids=lambda s: s.env,
+)
+def test_each_chart_value_reaches_the_variable_it_declares(setting):
+    sample = _sample(setting)
+    values = copy.deepcopy(EXTERNAL.get(setting.path, {}))
+    node = values
+    *parents, last = setting.path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = sample
+    assert get(render_chart(values), "ConfigMap", "mlp-pipeline-env")["data"][setting.env] == str(sample)
+
+
+def test_the_configmaps_generated_lines_are_checked(tmp_path, monkeypatch):
+    gen = _gen()
+    text = gen.ENV_CONFIGMAP.read_text()
+    assert gen.render_env_configmap(text, gen.pipeline_settings()) == text
+    line = "  PIPELINE_LOG_LEVEL: {{ .Values.pipeline.logLevel | toString | quote }}\n"
+    assert line in text
+    monkeypatch.setattr(gen, "ENV_CONFIGMAP", tmp_path / "pipeline-env-configmap.yaml")
+    gen.ENV_CONFIGMAP.write_text(text.replace(line, ""))
+    monkeypatch.setattr(gen, "SCHEMA_FILE", tmp_path / "values.schema.json")
+    gen.SCHEMA_FILE.write_text((gen.CHART / "values.schema.json").read_text())
+    assert gen.main(["--check"]) == 1
+    assert gen.main([]) == 0
+    assert gen.ENV_CONFIGMAP.read_text() == text
+
+
+def test_the_existing_secrets_description_lists_every_secret_variable():
+    from tests.charts.test_schema import SCHEMA
+
+    described = SCHEMA["properties"]["global"]["properties"]["pipeline"]["properties"]["existingSecret"]
+    for name in {s.env for s in _pipeline_settings() if s.secret} | MLFLOW_CLIENT_VARIABLES:
+        assert name in described["description"], name
 
 
 def test_trigger_allow_list_reaches_the_dag_and_defaults_agree():

@@ -1,13 +1,16 @@
 """values.schema.json documents every value, matches the values files, and refuses bad values
-with a message naming the key."""
+with a message naming the key; the values that mirror a setting take the setting's schema."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator
 from functools import cache
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -48,6 +51,17 @@ def merged_values() -> dict[str, Any]:
         sub = yaml.safe_load((CHART / "charts" / name / "values.yaml").read_text())
         values[name] = {**sub, **values.get(name, {})}
     return values
+
+
+@cache
+def generator() -> ModuleType:
+    """charts/ml-pipeline/hack/generate_schema.py, imported."""
+    spec = importlib.util.spec_from_file_location("generate_schema", CHART / "hack" / "generate_schema.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def lookup(values: dict[str, Any], path: str) -> Any:
@@ -115,6 +129,40 @@ def test_schema_file_is_what_the_generator_writes():
     assert result.returncode == 0, result.stderr
 
 
+def test_a_value_that_mirrors_a_setting_has_the_settings_schema():
+    """Read back from the file: the enum, bounds and pattern are the declarations' own."""
+    from pipeline.settings import SAFE_NAME, Settings
+
+    gen = generator()
+    dag = gen._config_docs()._dag_settings_module()
+    levels = typing.get_args(Settings.model_fields["log_level"].annotation)
+    assert gen.schema_at(SCHEMA, "pipeline.logLevel")["enum"] == list(levels)
+    assert gen.schema_at(SCHEMA, "airflow.dag.taskRunner")["enum"] == list(dag.TASK_RUNNERS)
+    assert gen.schema_at(SCHEMA, "airflow.dag.onFinishAction")["enum"] == list(dag.ON_FINISH_ACTIONS)
+    assert gen.schema_at(SCHEMA, "global.images.pipeline.pullPolicy")["enum"] == list(dag.PULL_POLICIES)
+    assert gen.schema_at(SCHEMA, "airflow.dag.retryDelaySeconds")["minimum"] == 1
+    assert gen.schema_at(SCHEMA, "airflow.dag.retries")["minimum"] == 0
+    assert gen.schema_at(SCHEMA, "pipeline.modelName")["pattern"] == "^$|" + SAFE_NAME.pattern
+    # every derived setting, wherever its value's schema lives (a shared definition included)
+    assert gen.misplaced(SCHEMA, gen.declared_settings()) == []
+
+
+def test_a_values_description_names_the_variable_it_sets():
+    for setting in generator().declared_settings():
+        node = SCHEMA
+        for key in setting.path.split("."):
+            node = node.get("properties", {}).get(key, {})
+        if node:  # a key inside a shared definition (pullPolicy) has no description of its own
+            assert setting.env in node["description"], setting.path
+
+
+def test_every_level_the_pipeline_accepts_the_chart_accepts():
+    # the chart's own list of levels had left out CRITICAL, which the pipeline accepts
+    objects = render_chart({"pipeline": {"logLevel": "CRITICAL"}})
+    env = next(o for o in objects if o["metadata"]["name"] == "mlp-pipeline-env")
+    assert env["data"]["PIPELINE_LOG_LEVEL"] == "CRITICAL"
+
+
 REFUSED = [
     ({"airflow": {"executor": "LocalExecutor"}}, "/airflow/executor"),
     ({"airflow": {"dag": {"onFinishAction": "explode"}}}, "/airflow/dag/onFinishAction"),
@@ -131,6 +179,16 @@ REFUSED = [
     ({"postgresql": {"bogus": True}}, "bogus"),
     ({"mlflow": {"replicas": 0}}, "/mlflow/replicas"),
     ({"pipeline": {"logLevel": "LOUD"}}, "/pipeline/logLevel"),
+    ({"pipeline": {"modelName": "../other"}}, "/pipeline/modelName"),
+    ({"airflow": {"dag": {"retryDelaySeconds": 0}}}, "/airflow/dag/retryDelaySeconds"),
+    (
+        {"airflow": {"dag": {"gpu": {"runtimeClassName": "Nvidia Runtime"}}}},
+        "/airflow/dag/gpu/runtimeClassName",
+    ),
+    (
+        {"airflow": {"dag": {"resources": {"train": {"limits": {"memory": "lots"}}}}}},
+        "/airflow/dag/resources",
+    ),
     ({"pipeline": {"model": {"version": "v7"}}}, "/pipeline/model/version"),
     ({"unknownTopLevel": 1}, "unknownTopLevel"),
     (

@@ -51,6 +51,43 @@ def with_raw_line(line_number: int, raw: bytes) -> bytes:
     return b"\n".join(lines)
 
 
+def to_delimited(delimiter: str) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="\n").writerows(rows())
+    return out.getvalue().encode()
+
+
+def with_header(old: str, new: str) -> bytes:
+    header, rest = PENGUINS.split(b"\n", 1)
+    cells = [new if cell == old else cell for cell in header.decode().split(",")]
+    return ",".join(cells).encode() + b"\n" + rest
+
+
+def several_header_problems() -> bytes:
+    """No target column, a 2000-character name, and one column more than --set data.max_columns=7."""
+    table = rows()
+    index = table[0].index("species")
+    table = [[v for j, v in enumerate(row) if j != index] for row in table]
+    table[0].append("x" * 2000)
+    for row in table[1:]:
+        row.append("1")
+    return to_csv(table)
+
+
+def all_identical_rows() -> bytes:
+    table = rows()
+    return to_csv([table[0]] + [table[1]] * (len(table) - 1))
+
+
+def wide(extra: int) -> bytes:
+    """The penguins with ``extra`` undeclared columns."""
+    table = rows()
+    table[0] += [f"u{i}" for i in range(extra)]
+    for row in table[1:]:
+        row += ["0"] * extra
+    return to_csv(table)
+
+
 DUPLICATED_HEADER = b"species,island,island\n" + b"\n".join(
     b",".join(line.split(b",")[:3]) for line in PENGUINS.split(b"\n")[1:] if line
 )
@@ -108,6 +145,62 @@ CASES = [
         "infinity-beyond-allowed-fraction",
         set_column("flipper_length_mm", lambda i, v: "inf" if i % 50 == 0 else v),
         ("column 'flipper_length_mm'", "inf", "finite values within"),
+    ),
+    # issue 13: errors that say the real cause
+    Case(
+        "semicolon-delimited", to_delimited(";"), ("looks ;-delimited", "set data.source.csv.delimiter=';'")
+    ),
+    Case(
+        "zero-width-space-in-header",
+        with_header("species", "species\u200b"),
+        (
+            "column 'species': missing",
+            r"header cell 1 'species\u200b' looks like contract column 'species'",
+            "zero-width space (U+200B) at position 8",
+        ),
+    ),
+    Case(
+        "several-header-problems-at-once",
+        several_header_problems(),
+        (
+            "3 problems with its header",
+            "8 columns, more than data.max_columns=7",
+            "checked from its header before any row is parsed",
+            "header cell 8 'xxxxxxxx",
+            "a name of 2000 characters",
+            "column 'species': missing",
+        ),
+        ("--set", "data.max_columns=7"),
+    ),
+    Case(
+        "allowed-list-distinct-values-with-rows",
+        set_column("island", lambda i, v: "Atlantis" if i in (3, 8) else "Mars" if i == 11 else v),
+        (
+            "column 'island': 3 of 344 rows hold values outside the allowed list",
+            "'Atlantis' (2 rows: data rows [4, 9]), 'Mars' (1 row: data row [12])",
+        ),
+    ),
+    Case(
+        "formula-values-refused",
+        set_column("sex", lambda i, v: "@SUM(A1)" if i == 20 else v),
+        (
+            "column 'sex'",
+            "spreadsheet formula",
+            "'@SUM(A1)' (1 row: data row [21])",
+            "data.formula_values=fail",
+        ),
+        ("--set", "data.formula_values=fail", "--set", "data.columns.sex.allowed=null"),
+    ),
+    Case(
+        "all-identical-rows",
+        all_identical_rows(),
+        ("343 of 344 data rows (99.7%) repeat an earlier row", "appears 344 times", "max_duplicate_fraction"),
+    ),
+    Case(
+        "strict-contract-refuses-undeclared-columns",
+        wide(9990),
+        ("9990 column(s) outside the contract: ['u0', 'u1',", "and 9980 more", "data.strict=true"),
+        ("--set", "data.strict=true"),
     ),
     Case("path-traversal-run-id", None, ("run id", "'../../etc'", "no '..'"), ("--run-id", "../../etc")),
     Case(
@@ -200,6 +293,44 @@ def test_step_command_uses_the_same_exit_code(with_champion: Path, tmp_path: Pat
     assert downstream.returncode == EXIT_BAD_INPUT
     assert "validate" in downstream.stderr and "failed" in downstream.stderr
     assert not os.path.exists(with_champion / "artifacts" / "runs" / "bad-1" / "preprocess")
+
+
+def test_undeclared_columns_and_formula_values_are_warnings_recorded_by_validate(
+    with_champion: Path, tmp_path: Path
+) -> None:
+    """Columns outside a non-strict contract and formula-like text pass (exit 0), each named in a
+    warning on stderr and recorded in the validate step's summary and report."""
+    import json
+
+    source = tmp_path / "input.csv"
+    table = list(csv.reader(io.StringIO(wide(9990).decode())))
+    table[21][table[0].index("sex")] = '=HYPERLINK("http://example.invalid")'
+    source.write_bytes(to_csv(table))
+    args = [
+        "--run-id",
+        "warn-1",
+        "--set",
+        f"data.source.uri={source}",
+        "--set",
+        "data.columns.sex.allowed=null",
+    ]
+    assert run_cli(["step", "ingest", *args], with_champion).returncode == 0
+    result = run_cli(["step", "validate", *args], with_champion)
+    assert result.returncode == 0, result.stderr[-3000:]
+    undeclared = "9990 column(s) outside the contract are ignored: ['u0', 'u1',"
+    formula = "column 'sex': 1 value(s) start like a spreadsheet formula"
+    for text in (undeclared, "and 9980 more", formula, "(1 row: data row [21])"):
+        assert text in result.stderr, f"{text!r} not in:\n{result.stderr[-3000:]}"
+    step = with_champion / "artifacts" / "runs" / "warn-1" / "validate"
+    manifest = json.loads((step / "manifest.json").read_text())
+    summary = manifest["summary"]
+    assert summary["undeclared_columns"] == 9990
+    assert any(undeclared in w for w in summary["warnings"]) and any(
+        formula in w for w in summary["warnings"]
+    )
+    uri = manifest["outputs"]["report"]["uri"]
+    report = json.loads(Path(uri.removeprefix("file://")).read_text())
+    assert report["success"] is True and len(report["warnings"]) == 2
 
 
 # Bounded sources (issue 12): each bound a source breaks is bad input (65), refused before the

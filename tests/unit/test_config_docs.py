@@ -1,16 +1,19 @@
-"""docs/configuration.md's variable tables are generated from the settings declarations
-(scripts/generate_config_docs.py) and the docs and .env.example name only real variables."""
+"""docs/configuration.md's variable tables and .env.example's variables are generated from the
+settings declarations (scripts/generate_config_docs.py) and name only real variables; a backend
+setting declared once is documented, exampled and redacted with no other edit."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
 from functools import cache
 from types import ModuleType
+from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.settings import Settings
@@ -56,6 +59,19 @@ def test_check_mode_fails_on_a_drifted_table(tmp_path, monkeypatch):
     assert gen.DOCS.read_text() == DOCS.read_text()
 
 
+def test_env_example_is_generated_and_check_mode_fails_when_it_drifts(tmp_path, monkeypatch):
+    gen = generator()
+    text = ENV_EXAMPLE.read_text()
+    assert gen.render_env_example(text) == text, ".env.example is out of date"
+    drifted = text.replace("# PIPELINE_SEED=42", "# PIPELINE_SEED=43")
+    assert drifted != text
+    monkeypatch.setattr(gen, "ENV_EXAMPLE", tmp_path / ".env.example")
+    gen.ENV_EXAMPLE.write_text(drifted)
+    assert gen.main(["--check"]) == 1
+    assert gen.main([]) == 0
+    assert gen.ENV_EXAMPLE.read_text() == text
+
+
 def test_the_check_command_runs_from_a_checkout():
     done = subprocess.run(
         [sys.executable, "scripts/generate_config_docs.py", "--check"],
@@ -80,6 +96,47 @@ def test_a_field_becomes_a_row_with_its_variable_default_and_description():
     assert "| `PIPELINE_HOME_DIR` | `/x` | Where \\| things live. |" in table
     assert "| `OTHER_URL` or `PIPELINE_URL` | — |  |" in table
     assert "| `PIPELINE_INNER__MAX_TRIES` | `3` | How often. |" in table
+
+
+def test_a_throwaway_backend_setting_is_documented_exampled_and_redacted_from_its_one_declaration(
+    monkeypatch, tmp_path
+):
+    """One field (type, default, description, example, chart metadata) is the whole declaration
+    for the docs row, the .env.example lines and redaction; tests/charts/test_dag_settings.py adds
+    the chart's side (its values schema, its ConfigMap or Secret line)."""
+    from pipeline import redaction
+
+    class Throwaway(Settings):
+        vendor_url: str | None = Field(
+            None, description="The vendor's API.", examples=["https://vendor.example.com/api"]
+        )
+        vendor_mode: Literal["fast", "safe"] = Field("safe", description="How.", examples=["safe"])
+        vendor_region: str = Field("eu", description="Where.", json_schema_extra={"chart": "x.region"})
+        vendor_retries: int = Field(2, description="Not in .env.example: no example, no chart value.")
+        vendor_key: SecretStr | None = Field(
+            None,
+            description="The vendor's key.",
+            json_schema_extra={"chart": "global.pipeline.existingSecret", "chart_secret": True},
+        )
+
+    gen = generator()
+    table = gen.pipeline_table(Throwaway)
+    assert "| `PIPELINE_VENDOR_URL` | — | The vendor's API. |" in table
+    assert "| `PIPELINE_VENDOR_KEY` | — | The vendor's key. |" in table
+    example = gen.env_example(Throwaway)
+    assert "# The vendor's API.\n# PIPELINE_VENDOR_URL=https://vendor.example.com/api\n" in example
+    assert "# How. One of: fast, safe.\n# PIPELINE_VENDOR_MODE=safe\n" in example
+    assert "\n# PIPELINE_VENDOR_KEY=\n" in example  # a secret: shown, never with a value
+    assert "# Where.\n# PIPELINE_VENDOR_REGION=eu\n" in example  # set by the chart: its default
+    assert "PIPELINE_VENDOR_RETRIES" not in example and "PIPELINE_VENDOR_RETRIES" in table
+    assert example.startswith(gen.env_example(Settings).split("\n\n")[0])  # the real ones too
+
+    secret = "vendor-key-" + "q7" * 8
+    monkeypatch.chdir(tmp_path)  # no .env of the caller's
+    loaded = Throwaway.load(vendor_key=secret, vendor_url="https://vendor.example.com/api")
+    assert secret not in json.dumps(loaded.redacted())
+    assert secret not in redaction.redact(f"the vendor refused {secret}")
+    assert loaded.redacted()["vendor_url"] == "https://vendor.example.com/api"
 
 
 def test_every_variable_a_generated_row_names_is_read_by_the_settings(monkeypatch):
