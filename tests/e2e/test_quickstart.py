@@ -64,4 +64,4 @@ def test_readme_gate_demo_promotes_then_rejects_as_documented(tmp_path: Path) ->
 
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    assert client.get_model_version_by_alias("penguins_demo", "champion").version == "2"
+    assert str(client.get_model_version_by_alias("penguins_demo", "champion").version) == "2"

@@ -34,7 +34,7 @@ def test_diabetes_regression_is_registered_and_gated_lower_is_better(tmp_path: P
     uri = f"sqlite:///{home / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = [client.get_model_version("diabetes", r["version"]) for r in runs]
-    assert [v.version for v in versions] == ["1", "2", "3"]
+    assert [str(v.version) for v in versions] == ["1", "2", "3"]
     for version in versions:
         run = client.get_run(version.run_id)
         assert run.data.params["data.task"] == "regression"
@@ -57,4 +57,15 @@ def test_diabetes_regression_is_registered_and_gated_lower_is_better(tmp_path: P
     assert third[CHAMPION_VERSION] == "2"
     assert float(third[GATE_SCORE]) > float(third[CHAMPION_SCORE]), third
     assert "does not beat champion v2" in runs[2]["reason"], runs[2]["reason"]
-    assert client.get_model_version_by_alias("diabetes", "champion").version == "2"
+    assert str(client.get_model_version_by_alias("diabetes", "champion").version) == "2"
+
+
+def test_unknown_sklearn_dataset_is_a_configuration_error_naming_the_bundled_ones() -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.settings import S3Settings, SourceSettings
+    from pipeline.sources.files import _fetch_file
+
+    with pytest.raises(ConfigError) as raised:
+        _fetch_file(SourceSettings(uri="sklearn://boston"), S3Settings())
+    assert "unknown scikit-learn dataset 'boston'" in str(raised.value)
+    assert "sklearn://diabetes" in str(raised.value)
