@@ -367,6 +367,5 @@ def validate_frame(
     )
     for warning in warnings:
         logger.warning("%s: %s", label, warning)
-    if not outcome.success:
-        logger.error("validation of %s failed: %s", label, "; ".join(failures))
+    # A failure is not logged here: the caller raises it and the CLI prints it once.
     return outcome

@@ -27,8 +27,21 @@ NOISY = (
 )
 
 
+class _QuietLibraries(logging.Filter):
+    """Drops what the libraries in :data:`NOISY` log below WARNING, even where a library sets its
+    own loggers' levels when it is imported (Great Expectations announces every temporary docs
+    folder at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        name = record.name
+        return not any(name == noisy or name.startswith(noisy + ".") for noisy in NOISY)
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_QuietLibraries())
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

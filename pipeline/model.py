@@ -340,9 +340,15 @@ class Training:
 
 
 def model_input_frame(frame, columns: list[str]):
-    """Raw feature columns in the schema the model is logged with (text as object dtype)."""
+    """Raw feature columns in the schema the model is logged with: text as object dtype, integers
+    as float64. An integer column can hold a missing value at inference time (it then arrives as
+    floats), so the signature declares it double, as MLflow advises; the transformer reads both
+    the same way (numbers as float64, category keys with ``1.0`` read as ``1``)."""
     out = frame[columns].copy()
     for column in out.columns:
-        if out[column].dtype.kind not in "biuf":
+        kind = out[column].dtype.kind
+        if kind in "iu":
+            out[column] = out[column].astype("float64")
+        elif kind not in "bf":
             out[column] = out[column].astype(object)
     return out.reset_index(drop=True)

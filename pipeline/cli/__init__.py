@@ -110,8 +110,17 @@ def _prepare(level: str | None = None) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def fail(exc: BaseException, context: str = "") -> typer.Exit:
-    """Print a clear error and map it to the exit-code contract."""
+def fail(
+    exc: BaseException, context: str = "", details: list[str] | None = None, resume: str | None = None
+) -> typer.Exit:
+    """Print the error once, as one block, and map it to the exit-code contract.
+
+    The block is a head line (what failed, whether a retry can help), then ``details`` (e.g.
+    where the failed step saved its report) and, for a retryable failure, the ``resume``
+    command; its last line is the message itself, on one line after ``pipeline: error:``: what
+    an alert or a task log shows (dags/ml_pipeline_support/operators.py reads it). The message
+    is printed verbatim (never read as console markup) and only there.
+    """
     code = exit_code_for(exc)
     if isinstance(exc, KeyboardInterrupt):
         message = f"interrupted ({exc or 'Ctrl-C'})"
@@ -120,32 +129,63 @@ def fail(exc: BaseException, context: str = "") -> typer.Exit:
     else:
         logger.error("unexpected error", exc_info=exc)
         message = f"{type(exc).__name__}: {exc}"
-    kind = "bad input" if code == EXIT_BAD_INPUT else "failed (retryable)"
-    message = redact(message)
-    console.print(f"[bold red]{context}{kind}:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    if code == EXIT_BAD_INPUT:
+        kind = f"bad input (exit {code}: a retry cannot help)"
+    else:
+        kind = f"failed (exit {code}: retryable)"
+    head = f"{context}{kind}"
+    lines = [head, *(f"  {line}" for line in details or [])]
+    if resume and code == EXIT_RETRYABLE:
+        lines.append(f"  Resume with: {resume}")
+    for line in lines:
+        console.print(redact(line), highlight=False, markup=False, soft_wrap=True)
     # The last line of stderr is always one line: what an alert or a task log shows.
-    print(
-        f"pipeline: error: {context}{one_line(message)}",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"pipeline: error: {context}{one_line(redact(message))}", file=sys.stderr, flush=True)
     return typer.Exit(code)
 
 
+def saved_outputs(settings: Any, run_id: str, step: str, since: str) -> list[str]:
+    """Where a step that failed at or after ``since`` (:func:`pipeline.storage.utcnow`) published
+    what it saved for inspection (the validate step's report and Data Docs), as its manifest
+    records them: one ``name: location`` line each. Nothing when the step published nothing in
+    this attempt (an older attempt's outputs would describe other data)."""
+    from pipeline.runner import make_store
+
+    try:
+        manifest = make_store(settings).read_manifest(run_id, step)
+    except Exception as exc:  # the error being reported matters more than its details
+        logger.debug("could not read the manifest of %s/%s: %s", run_id, step, exc)
+        return []
+    if manifest is None or manifest.status != "failed" or manifest.started_at < since:
+        return []
+    lines = []
+    # files first (the report), then folders (the Data Docs)
+    for name, entry in sorted(manifest.outputs.items(), key=lambda item: "sha256" not in item[1]):
+        uri = entry["uri"]
+        if "sha256" not in entry:  # a folder: name its entry page when it has one
+            index = f"{uri.rstrip('/')}/index.html"
+            if uri.startswith("s3://") or Path(index).is_file():
+                uri = index
+        lines.append(f"{name.replace('_', ' ')}: {uri}")
+    return lines
+
+
 @contextlib.contextmanager
-def reported(context: str = "", resume: Callable[[], str | None] | None = None) -> Iterator[None]:
+def reported(
+    context: str = "",
+    resume: Callable[[], str | None] | None = None,
+    details: Callable[[], list[str]] | None = None,
+) -> Iterator[None]:
     """Every command's error path: any failure inside is printed once, redacted, and mapped to the
     exit-code contract by :func:`fail`; ``resume`` names the command that resumes the work when
-    the failure is worth a retry."""
+    the failure is worth a retry, ``details`` what else the user should see (saved reports)."""
     try:
         yield
     except typer.Exit:
         raise
     except (Exception, KeyboardInterrupt) as exc:
         hint = resume() if resume is not None else None
-        if hint and exit_code_for(exc) == EXIT_RETRYABLE:
-            console.print(f"Resume with: [bold]{hint}[/]")
-        raise fail(exc, context) from None
+        raise fail(exc, context, details() if details is not None else None, hint) from None
 
 
 # The commands, registered on `app` in this order (`pipeline --help` lists them so).

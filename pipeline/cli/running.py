@@ -21,6 +21,7 @@ from pipeline.cli import (
     fail,
     load_settings,
     reported,
+    saved_outputs,
 )
 from pipeline.steps import STEP_NAMES, describe
 
@@ -42,61 +43,111 @@ def run(
 ) -> None:
     """Run every step on this machine, resuming a run id where it stopped."""
     _prepare()
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from pipeline.runner import new_run_id, run_pipeline
+    from pipeline.storage import utcnow
 
     run_id = run_id or new_run_id()
     with reported():
         settings = load_settings(config, overrides)
-    console.print(f"[bold]Run[/] {run_id}  dataset [bold]{settings.data.name}[/]  home {settings.home}")
-    current = {"step": None}
-    started = time.monotonic()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        tasks = {
-            s.name: progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False)
-            for s in registry.STEPS
-        }
-
-        def on_step(name: str, event: str, manifest) -> None:
-            task = tasks[name]
-            if event == "started":
-                current["step"] = name
-                progress.start_task(task)
-                progress.update(task, description=f"[cyan]{name:<11}[/] running")
-            elif event == "kept":
-                progress.update(task, description=f"[green]{name:<11}[/] already done (kept)", completed=1)
-            else:
-                progress.update(
-                    task,
-                    description=f"[green]{name:<11}[/] {describe(name, manifest.summary)}",
-                    completed=1,
-                )
-                progress.stop_task(task)
-
-        error: BaseException | None = None
+    console.print(
+        f"Run {run_id}  dataset {settings.data.name}  home {settings.home}", highlight=False, markup=False
+    )
+    started, since = time.monotonic(), utcnow()
+    with _step_display() as display:
         try:
-            manifests = run_pipeline(settings, run_id, force=force, on_step=on_step)
+            manifests = run_pipeline(settings, run_id, force=force, on_step=display.on_step)
+            error = None
         except (Exception, KeyboardInterrupt) as exc:
             error = exc
-            failed = current["step"]
-            for name, task in tasks.items():
-                if name == failed:
-                    progress.update(task, description=f"[red]{name:<11}[/] failed")
-                elif not progress.tasks[task].finished:
-                    progress.update(task, description=f"[dim]{name:<11}[/] not run", completed=1)
-                progress.stop_task(task)
+            display.failed()
     if error is not None:
-        step = current["step"]
-        console.print(f"Resume with: [bold]pipeline run --run-id {run_id}[/]")
-        raise fail(error, f"step {step}: " if step else "") from None
+        step = display.current
+        raise fail(
+            error,
+            f"step {step}: " if step else "",
+            details=saved_outputs(settings, run_id, step, since) if step else None,
+            resume=f"pipeline run --run-id {run_id}",
+        ) from None
     _closing_summary(settings, run_id, manifests, time.monotonic() - started)
+
+
+class _StepDisplay:
+    """What ``pipeline run`` shows of its steps. On a terminal: a live list with spinners. Anywhere
+    else (a file, a pipe, a pod's log): one plain line per step as it ends, no control character
+    (no cursor movement, no colour, no spinner glyph)."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.live = console.is_terminal
+        self.started: dict[str, float] = {}
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _StepDisplay:
+        if self.live:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            )
+            self.progress.__enter__()
+            self.tasks = {
+                s.name: self.progress.add_task(f"[dim]{s.name:<11}[/] waiting", total=1, start=False)
+                for s in registry.STEPS
+            }
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc_info)
+
+    def _line(self, name: str, text: str) -> None:
+        took = time.monotonic() - self.started.get(name, time.monotonic())
+        console.print(f"  {name:<11} {text} ({took:.0f}s)", highlight=False, markup=False, soft_wrap=True)
+
+    def on_step(self, name: str, event: str, manifest) -> None:
+        if event == "started":
+            self.current = name
+            self.started[name] = time.monotonic()
+        if self.progress is None:
+            if event == "kept":
+                console.print(f"  {name:<11} already done (kept)", highlight=False, markup=False)
+            elif event != "started":
+                self._line(name, describe(name, manifest.summary))
+            return
+        from rich.markup import escape
+
+        task, progress = self.tasks[name], self.progress
+        if event == "started":
+            progress.start_task(task)
+            progress.update(task, description=f"[cyan]{name:<11}[/] running")
+        elif event == "kept":
+            progress.update(task, description=f"[green]{name:<11}[/] already done (kept)", completed=1)
+        else:
+            summary = escape(describe(name, manifest.summary))
+            progress.update(task, description=f"[green]{name:<11}[/] {summary}", completed=1)
+            progress.stop_task(task)
+
+    def failed(self) -> None:
+        """The current step failed: it is marked so, and every step after it as not run."""
+        names = [s.name for s in registry.STEPS]
+        rest = names[names.index(self.current) + 1 :] if self.current in names else []
+        if self.progress is None:
+            if self.current is not None:
+                self._line(self.current, "failed")
+            if rest:
+                console.print(f"  not run: {', '.join(rest)}", highlight=False, markup=False)
+            return
+        for name, task in self.tasks.items():
+            if name == self.current:
+                self.progress.update(task, description=f"[red]{name:<11}[/] failed")
+            elif not self.progress.tasks[task].finished:
+                self.progress.update(task, description=f"[dim]{name:<11}[/] not run", completed=1)
+            self.progress.stop_task(task)
+
+
+def _step_display() -> _StepDisplay:
+    return _StepDisplay()
 
 
 def _closing_summary(settings, run_id: str, manifests, elapsed: float) -> None:
@@ -164,11 +215,18 @@ def step(
     _prepare()
     from pipeline.errors import ConfigError
     from pipeline.runner import emit_summary, execute_step, step_summary
+    from pipeline.storage import utcnow
 
-    with reported(f"step {name}: "):
+    since, loaded = utcnow(), {}
+
+    def details() -> list[str]:
+        settings = loaded.get("settings")
+        return saved_outputs(settings, run_id, name, since) if settings is not None else []
+
+    with reported(f"step {name}: ", details=details):
         if name not in registry.STEP_NAMES:
             raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(registry.STEP_NAMES)}")
-        settings = load_settings(config, overrides)
+        loaded["settings"] = settings = load_settings(config, overrides)
         manifest = execute_step(settings, run_id, name)
     emit_summary(step_summary(manifest))
 

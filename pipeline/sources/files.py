@@ -47,6 +47,37 @@ def _read_capped(handle, label: str, cap: int) -> bytes:
     return data
 
 
+# The datasets scikit-learn ships inside its package (read offline, nothing downloaded), by the
+# name ``sklearn://<name>`` gives, with the loader's options: raw (unscaled) values.
+SKLEARN_DATASETS: dict[str, tuple[str, dict[str, object]]] = {
+    "diabetes": ("load_diabetes", {"scaled": False}),
+    "wine": ("load_wine", {}),
+    "iris": ("load_iris", {}),
+    "breast_cancer": ("load_breast_cancer", {}),
+}
+
+
+def _fetch_sklearn(uri: str, cap: int) -> RawData:
+    """``sklearn://<name>``: one of scikit-learn's bundled datasets, its features and its
+    ``target`` column as one table, snapshotted as Parquet (the loader joins what the package
+    keeps in separate compressed files)."""
+    name = uri[len("sklearn://") :].strip("/")
+    if name not in SKLEARN_DATASETS:
+        raise ConfigError(
+            f"data.source.uri {uri!r}: unknown scikit-learn dataset {name!r}; bundled ones: "
+            + ", ".join(f"sklearn://{n}" for n in sorted(SKLEARN_DATASETS))
+        )
+    import sklearn.datasets
+
+    from pipeline.sources.base import to_parquet
+
+    loader, options = SKLEARN_DATASETS[name]
+    data = to_parquet(getattr(sklearn.datasets, loader)(as_frame=True, **options).frame)
+    if len(data) > cap:
+        raise too_big(uri, len(data), cap, "data.source.max_bytes")
+    return RawData(data, "parquet", uri, {"uri": uri, "loader": f"sklearn.datasets.{loader}"})
+
+
 def _read_file(handle, label: str, name: str, cap: int, details: dict) -> bytes:
     """The file's bytes, decompressed when its first bytes (or, failing that, its name) say it is
     compressed: the cap bounds what is read and, again, what comes out of the decompressor."""
@@ -71,10 +102,13 @@ def _read_file(handle, label: str, name: str, cap: int, details: dict) -> bytes:
 def _fetch_file(source: SourceSettings, s3: S3Settings) -> RawData:
     uri = source.uri
     scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
+    if scheme == "sklearn":
+        return _fetch_sklearn(uri, source.max_bytes)
     if scheme and scheme not in FILE_SCHEMES:
         raise ConfigError(
             f"data.source.uri: scheme {scheme!r} is not supported for a file source (use a local path, "
-            "file://, s3:// or pkg://; http(s):// URLs are fetched with data.source.kind 'http' or 'auto')"
+            "file://, s3://, pkg:// or sklearn://; http(s):// URLs are fetched with data.source.kind "
+            "'http' or 'auto')"
         )
     fmt = detect_format(uri, source.format)
     cap = source.max_bytes
