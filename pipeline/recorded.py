@@ -214,7 +214,12 @@ def settings_for_resume(
             f"({', '.join(masked)}): resume it with the same configuration given again "
             "(--config/--set or the environment)"
         )
-    logger.info("run %s resumes with its recorded configuration", run_id)
+    logger.info(
+        "run %s resumes with its recorded configuration (%s), not the current one (%s)",
+        run_id,
+        store.to_uri(_record_path(store, run_id)),
+        shown,
+    )
     return rebuild(recorded, current)
 
 
