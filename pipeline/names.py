@@ -49,6 +49,9 @@ CODE_TAG_PREFIX = "code."
 DEVICE_TAG = "train.device"
 RESUMED_FROM_TAG = "train.resumed_from_epoch"
 PRIMARY_METRIC_TAG = "evaluate.primary_metric"
+RESOLVED_CONFIG_ARTIFACT = "config/resolved_config.yaml"  # the run's resolved settings, secrets masked
+UPSTREAM_STEPS_ARTIFACT = "lineage/upstream_steps.json"  # the data steps' summaries, on the train run
+RUN_SETTINGS_FILE = "settings.yaml"  # the same, in the artifact store: runs/<run id>/settings.yaml
 TRAIN_PARAM_PREFIX = "train."  # training settings logged as params
 OBJECTIVE = "best_val_loss"  # the metric a sweep minimises: validation loss of the best epoch
 

@@ -3,7 +3,9 @@
 Both go through :func:`execute_step`, which gives the step a private staging folder, publishes
 its outputs atomically and returns the manifest. ``run_pipeline`` resumes a run: steps that
 already succeeded for the run id are kept, and everything from the first step that has not is
-executed again.
+executed again. The first step a run id executes records the run's resolved configuration
+(secrets masked) under ``runs/<run id>/settings.yaml``; ``pipeline run --run-id`` resumes with it
+(:func:`pipeline.recorded.settings_for_resume`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from pipeline import steps
 from pipeline.context import StepContext, StepContractError, StepResult, check_run_id
+from pipeline.recorded import record_run
 from pipeline.settings import Settings
 from pipeline.steps import StepSpec, get_step, load_step
 from pipeline.storage import ArtifactStore, Manifest, utcnow
@@ -44,6 +47,7 @@ def execute_step(settings: Settings, run_id: str, name: str, store: ArtifactStor
     check_run_id(run_id)
     spec = get_step(name)
     store = store or make_store(settings)
+    record_run(store, run_id, settings)  # the first step of a run records its configuration
     function = load_step(name)
     started = utcnow()
     with store.workdir(run_id, name) as workdir:

@@ -121,7 +121,8 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Write a self-contained HTML dashboard of an experiment (opens from the file, no server)."""
+    """Write a self-contained HTML dashboard of an experiment (opens from the file, no server). Its
+    model, task and metrics come from the configuration its runs recorded."""
     _prepare("WARNING")
     from pipeline.report import write_report
 

@@ -79,7 +79,9 @@ def reproduce(
     overrides: SetOption = None,
 ) -> None:
     """Fetch a version's data through DVC, retrain it with its recorded configuration in a scratch
-    sandbox, and say whether the test metrics match (exit 0 if they do, 1 if not)."""
+    sandbox, and say whether the test metrics match (exit 0 if they do, 1 if not). The dataset,
+    contract and training settings come from the version's record alone: --config/--set only say
+    where the stores are."""
     _prepare("WARNING")
     from pipeline.lineage import resolve_version
     from pipeline.reproduce import reproduce as run_reproduction

@@ -40,15 +40,35 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Re-run every step, even those already done.")
     ] = False,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="Resume a run id with a configuration other than the one it recorded.",
+        ),
+    ] = False,
 ) -> None:
-    """Run every step on this machine, resuming a run id where it stopped."""
+    """Run every step on this machine, resuming a run id where it stopped (with the configuration
+    it recorded: a different --config/--set is refused without --allow-config-change)."""
     _prepare()
-    from pipeline.runner import new_run_id, run_pipeline
+    from pipeline.runner import make_store, new_run_id, run_pipeline
     from pipeline.storage import utcnow
 
+    resuming = run_id is not None
     run_id = run_id or new_run_id()
     with reported():
         settings = load_settings(config, overrides)
+        if resuming:
+            from pipeline.context import check_run_id
+            from pipeline.recorded import settings_for_resume
+
+            settings = settings_for_resume(
+                make_store(settings),
+                check_run_id(run_id),
+                settings,
+                explicit=config is not None or bool(overrides),
+                allow_change=allow_config_change,
+            )
     console.print(
         f"Run {run_id}  dataset {settings.data.name}  home {settings.home}", highlight=False, markup=False
     )

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from pipeline.names import (
     BEST_TRIAL_TAG,
     CHAMPION_SCORE,
@@ -23,6 +25,7 @@ from pipeline.names import (
     RAW_DVC_MD5_TAG,
     REASON,
     REGISTRY_VERSION_TAG,
+    RESOLVED_CONFIG_ARTIFACT,
     ROLE_TAG,
     RUN_TAG,
     STUDY_TAG,
@@ -30,6 +33,7 @@ from pipeline.names import (
     TRAIN_PARAM_PREFIX,
     TRIAL_NUMBER_TAG,
 )
+from pipeline.settings import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -57,6 +61,13 @@ class ReportData:
     confusions: list[dict[str, Any]] = field(default_factory=list)
     versions: pd.DataFrame | None = None  # registry history
     generated_at: str = ""
+    task: str = "classification"
+    metrics: list[str] = field(default_factory=list)  # the task's test metrics shown, primary first
+
+    def higher_is_better(self, metric: str) -> bool:
+        from pipeline.metrics import higher_is_better
+
+        return higher_is_better(metric)
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +99,12 @@ def collect(
     confusions: int = 4,
     max_runs: int = 2000,
 ) -> ReportData:
-    """Read the runs of ``experiments`` (default: the configured one) and the model's registry."""
+    """Read the runs of ``experiments`` (default: the configured one) and the model's registry.
+
+    What the runs are (task, primary metric, registered model, search space) comes from the
+    configuration recorded on the newest pipeline run of the first experiment, so that a report of
+    any experiment shows its own model and metrics; ``settings`` supplies the backends, and
+    everything when no run recorded a configuration."""
     import os
 
     import pandas as pd
@@ -107,7 +123,12 @@ def collect(
         raise ConfigError(f"no MLflow experiment named {', '.join(missing)} (experiments: {known})")
     ids = {exp.experiment_id: name for name, exp in found.items()}
     runs = client.search_runs(list(ids), max_results=max_runs, order_by=["attributes.start_time ASC"])
+    settings = _recorded_settings(client, settings, runs, found[names[0]].experiment_id) or settings
     primary = settings.primary_metric
+    task_metrics = sorted(
+        CLASSIFICATION_METRICS if settings.data.task == "classification" else REGRESSION_METRICS
+    )
+    others = [m for m in task_metrics if m != primary]
     rows, sweeps = [], []
     for run in runs:
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
@@ -145,6 +166,7 @@ def collect(
             f"val_{primary}": _number(metrics.get(f"best_val_{primary}")),
             f"test_{primary}": _number(metrics.get(f"test_{primary}")),
             f"baseline_{primary}": _number(metrics.get(f"baseline_{primary}")),
+            **{f"test_{m}": _number(metrics.get(f"test_{m}")) for m in others},
             "epochs": _number(metrics.get("epochs_trained")),
             "version": tags.get(REGISTRY_VERSION_TAG, ""),
             "decision": tags.get(DECISION, ""),
@@ -174,6 +196,7 @@ def collect(
         )
         frame = frame.sort_values(OBJECTIVE, na_position="last", kind="stable").reset_index(drop=True)
         frame.insert(0, "rank", range(1, len(frame) + 1))
+    shown = [primary] + [m for m in others if len(frame) and frame[f"test_{m}"].notna().any()]
     data = ReportData(
         experiments=names,
         primary_metric=primary,
@@ -183,6 +206,8 @@ def collect(
         log_params=log_params,
         sweeps=pd.DataFrame(sweeps),
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        task=settings.data.task,
+        metrics=shown,
     )
     if len(frame):
         ranked = frame[frame[OBJECTIVE].notna()]
@@ -193,6 +218,28 @@ def collect(
         data.confusions = _confusions(client, ranked, confusions)
     data.versions = _versions(client, settings.resolved_model_name)
     return data
+
+
+def _recorded_settings(client: MlflowClient, settings: Settings, runs, experiment_id: str, tries: int = 5):
+    """Settings rebuilt from the resolved configuration recorded on the newest pipeline run of
+    ``experiment_id`` (None when none of its newest runs recorded one)."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.errors import ConfigError
+    from pipeline.recorded import rebuild
+
+    candidates = [
+        r for r in reversed(runs) if r.info.experiment_id == experiment_id and RUN_TAG in r.data.tags
+    ]
+    with tempfile.TemporaryDirectory(prefix="mlp-report-") as tmp:
+        for run in candidates[:tries]:
+            try:
+                local = client.download_artifacts(run.info.run_id, RESOLVED_CONFIG_ARTIFACT, tmp)
+                recorded = yaml.safe_load(Path(local).read_text())
+                return rebuild(recorded, settings)
+            except (MlflowException, OSError, ValueError, AttributeError, yaml.YAMLError, ConfigError) as exc:
+                logger.debug("run %s: no usable recorded configuration (%s)", run.info.run_id, exc)
+    return None
 
 
 def _history(client: MlflowClient, run_id: str):

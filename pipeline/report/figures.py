@@ -83,9 +83,8 @@ def figure_parallel(data: ReportData) -> go.Figure:
     dimensions.append({"label": "val loss", "values": runs[OBJECTIVE]})
     metric = f"val_{data.primary_metric}"
     if runs[metric].notna().any():
-        dimensions.append(
-            {"label": f"val {data.primary_metric}", "values": runs[metric].fillna(runs[metric].min())}
-        )
+        worst = runs[metric].min() if data.higher_is_better(data.primary_metric) else runs[metric].max()
+        dimensions.append({"label": f"val {data.primary_metric}", "values": runs[metric].fillna(worst)})
     fig = go.Figure(
         go.Parcoords(
             line={

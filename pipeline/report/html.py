@@ -87,6 +87,7 @@ def leaderboard_columns(data: ReportData) -> list[tuple[str, str]]:
         (OBJECTIVE, "val loss"),
         (f"val_{primary}", f"val {primary}"),
         (f"test_{primary}", f"test {primary}"),
+        *[(f"test_{m}", f"test {m}") for m in data.metrics if m != primary],
         ("epochs", "epochs"),
         ("version", "model version"),
         ("decision", "gate"),
@@ -166,8 +167,10 @@ def render_html(data: ReportData) -> str:
             1, f"<section><h2>Sweeps</h2>{_table(data.sweeps, columns, 'sweeps-table')}</section>"
         )
     title = f"Experiment report: {', '.join(data.experiments)}"
+    direction = "higher" if data.higher_is_better(data.primary_metric) else "lower"
     meta = (
-        f"Model {html.escape(data.model_name)} · primary metric {html.escape(data.primary_metric)} · "
+        f"Model {html.escape(data.model_name)} · {html.escape(data.task)} · primary metric "
+        f"{html.escape(data.primary_metric)} ({direction} is better) · "
         f"{len(data.runs)} runs · generated {html.escape(data.generated_at)}"
     )
     return (

@@ -64,6 +64,7 @@ from pipeline.names import (
     RESUMED_FROM_TAG,
     RUN_TAG,
     TASK_TAG,
+    UPSTREAM_STEPS_ARTIFACT,
 )
 from pipeline.settings import redact_url
 from pipeline.tracking import (
@@ -127,7 +128,8 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     settings = ctx.settings
     work = ctx.scratch / "lineage"
     work.mkdir(parents=True, exist_ok=True)
-    (work / "resolved_config.yaml").write_text(yaml.safe_dump(settings.redacted(), sort_keys=True))
+    # In declaration order: the order of data.columns is the order of the model's inputs.
+    (work / "resolved_config.yaml").write_text(yaml.safe_dump(settings.redacted(), sort_keys=False))
     (work / "requirements.lock.txt").write_text(environment_listing())
     mlflow.log_artifact(str(work / "resolved_config.yaml"), "config")
     mlflow.log_artifact(str(work / "requirements.lock.txt"), "environment")
@@ -137,7 +139,7 @@ def log_lineage_artifacts(ctx: StepContext, mlflow) -> None:
     mlflow.log_artifacts(str(ctx.input_path("validate", "data_docs")), "validation/data_docs")
     mlflow.log_artifact(str(ctx.input_path("preprocess", "transformer")), "preprocessing")
     manifests = {step: ctx.upstream(step).summary for step in steps.DATA_STEPS}
-    mlflow.log_dict(manifests, "lineage/upstream_steps.json")
+    mlflow.log_dict(manifests, UPSTREAM_STEPS_ARTIFACT)
 
 
 def leakage_record(settings, summary: dict[str, Any]) -> tuple[dict[str, str], dict[str, float]]:

@@ -3,6 +3,7 @@ its last checkpoint, and no later step ever sees partial output."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE
-from tests.conftest import clean_env, run_cli
+from tests.conftest import FAST, clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +109,49 @@ def test_killed_training_resumes_and_nothing_partial_is_visible(tmp_path: Path) 
     assert {m.step for m in history} == set(range(1, 61)), "every epoch logged once resumed"
     assert not checkpoint.parent.exists(), "checkpoints are removed once the outputs are published"
     assert done.json["version"] == "1"
+
+
+HINTED = "hinted-1"
+
+
+def test_the_resume_hint_resumes_with_the_recorded_configuration(tmp_path: Path) -> None:
+    """A run whose --set source is not there yet fails; its "Resume with" hint, followed literally
+    (no --set), resumes with the recorded source and settings. A resume with another configuration
+    is refused with the difference, and proceeds with --allow-config-change."""
+    from mlflow import MlflowClient
+
+    from pipeline.sources import resolve_package_uri
+
+    home = tmp_path / "home"
+    source = tmp_path / "incoming" / "birds.csv"
+    given = ["--set", f"data.source.uri={source}", *FAST]
+    first = run_cli(["run", "--run-id", HINTED, *given], home)
+    assert first.returncode == EXIT_BAD_INPUT, first.stderr[-3000:]
+    assert str(source) in first.stderr, "the error names the configured source"
+    hint = re.search(r"Resume with: (pipeline run .*)", first.stderr)
+    assert hint, first.stderr[-3000:]
+    command = hint.group(1).strip().split()
+    assert command == ["pipeline", "run", "--run-id", HINTED]
+
+    changed = run_cli(["run", "--run-id", HINTED, *given, "--set", "train.max_epochs=13"], home)
+    assert changed.returncode == EXIT_BAD_INPUT, changed.stderr[-3000:]
+    assert "train.max_epochs: 12 -> 13" in changed.stderr
+    assert "--allow-config-change" in changed.stderr
+    assert not (home / "artifacts" / "runs" / HINTED / "ingest" / "manifest.json").exists()
+
+    source.parent.mkdir()
+    source.write_bytes(resolve_package_uri("pkg://palmerpenguins/data/penguins.csv").read_bytes())
+    resumed = run_cli(command[1:], home)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.get_run(resumed.json["mlflow_run_id"])
+    assert run.data.tags["data.source"] == str(source)
+    assert run.data.params["train.max_epochs"] == "12"
+
+    allowed = run_cli(
+        ["run", "--run-id", HINTED, "--set", "train.max_epochs=13", "--allow-config-change"], home
+    )
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert "changed configuration" in allowed.stderr and "train.max_epochs: 12 -> 13" in allowed.stderr
+    assert allowed.json["version"] == resumed.json["version"], "every step was kept"
