@@ -82,6 +82,14 @@ RULES: list[Rule] = [
         "the whole suite (this test is part of it): `make -n test` "
         "expands to .venv-test/bin/python -m pytest",
     ),
+    Rule(
+        "README.md",
+        r"make run ARGS=",
+        "make",
+        "the quickstart's gate demo: tests/e2e/test_quickstart.py runs these exact lines as "
+        "`pipeline run $(ARGS)` and checks each promoted/rejected outcome the README states; here "
+        "`make -n` expands to `.venv/bin/pipeline run $(ARGS)` and `pipeline config $(ARGS)` resolves",
+    ),
     Rule("README.md", r"(\.venv/bin/)?pipeline ui$", "server"),
     Rule(
         "README.md",
