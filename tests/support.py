@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -38,3 +41,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Server:
+    """An HTTP server on ``host`` that records every request's path and headers."""
+
+    def __init__(self, host: str, routes: dict[str, Route]):
+        self.routes = routes
+        self.requests: list[dict] = []
+        self.finished = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                owner.requests.append({"path": self.path, "headers": dict(self.headers)})
+                route = owner.routes.get(self.path.split("?", 1)[0])
+                try:
+                    if route is None:
+                        self.send_response(404)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    else:
+                        route(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (what a cap or a deadline does)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

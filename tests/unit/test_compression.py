@@ -7,16 +7,14 @@ is bad input naming the source and the codec."""
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import io
 import json
 import lzma
-import threading
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +25,7 @@ from pipeline.errors import EXIT_BAD_INPUT, BadInputError
 from pipeline.settings import CsvOptions, HttpOptions, S3Settings, SourceSettings
 from pipeline.sources import fetch, resolve_package_uri
 from pipeline.tabular import TableLimits, detect_format, read_table_bytes
+from tests.support import Route, Server
 
 PENGUINS = resolve_package_uri("pkg://palmerpenguins/data/penguins.csv").read_bytes()
 PLAIN = pd.read_csv(io.BytesIO(PENGUINS))
@@ -213,40 +212,18 @@ def test_an_archive_is_refused_as_what_it_is_not_as_an_encoding_problem(tmp_path
 # --------------------------------------------------------------------------------------------
 
 
-class Server:
-    """Answers each path with its (headers, body); records each request's headers."""
+def answer(headers: dict[str, str], body: bytes) -> Route:
+    """A route that answers with ``headers`` and ``body`` (the client may stop reading: a cap)."""
 
-    def __init__(self, routes: dict[str, tuple[dict[str, str], bytes]]):
-        self.requests: list[dict[str, str]] = []
-        owner = self
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                owner.requests.append(dict(self.headers))
-                headers, body = routes.get(self.path.split("?", 1)[0], ({}, b""))
-                self.send_response(200 if self.path.split("?", 1)[0] in routes else 404)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a cap stopped the client
-                    self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+    return route
 
 
 @pytest.fixture
@@ -254,7 +231,7 @@ def serve() -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def start(routes: dict[str, tuple[dict[str, str], bytes]]) -> Server:
-        started.append(Server(routes))
+        started.append(Server("127.0.0.1", {path: answer(*reply) for path, reply in routes.items()}))
         return started[-1]
 
     yield start
@@ -327,7 +304,7 @@ def test_http_content_encoding_is_decoded(coding: str, serve) -> None:
     raw = fetch(http(f"{server.url}/api"), S3Settings())
     assert parquet_frame(raw).to_dict("records") == RECORDS
     assert raw.details["content_encoding"] == coding
-    assert coding in server.requests[0]["Accept-Encoding"], "the request offers the coding"
+    assert coding in server.requests[0]["headers"]["Accept-Encoding"], "the request offers the coding"
 
 
 def test_http_a_truncated_content_encoding_is_bad_input_not_a_short_table(serve) -> None:

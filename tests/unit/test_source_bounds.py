@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -26,52 +26,11 @@ from pipeline.errors import EXIT_BAD_INPUT, BadInputError, ConfigError, Retryabl
 from pipeline.settings import CsvOptions, DataSettings, HttpOptions, SourceSettings
 from pipeline.sources import fetch, json_depth, resolve_package_uri
 from pipeline.tabular import TableLimits, read_table_bytes
+from tests.support import Route, Server
 
 # --------------------------------------------------------------------------------------------
 # A real HTTP server whose answers each test scripts
 # --------------------------------------------------------------------------------------------
-
-Route = Callable[[BaseHTTPRequestHandler], None]
-
-
-class Server:
-    """An HTTP server on ``host`` that records every request's path and headers."""
-
-    def __init__(self, host: str, routes: dict[str, Route]):
-        self.routes = routes
-        self.requests: list[dict] = []
-        self.finished = threading.Event()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                owner.requests.append({"path": self.path, "headers": dict(self.headers)})
-                route = owner.routes.get(self.path.split("?", 1)[0])
-                try:
-                    if route is None:
-                        self.send_response(404)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                    else:
-                        route(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (what a cap or a deadline does)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def send_json(body: object, status: int = 200, **headers: str) -> Route:
