@@ -153,6 +153,7 @@ def reported(context: str = "", resume: Callable[[], str | None] | None = None) 
 from pipeline.cli import running  # noqa: E402, F401
 from pipeline.cli import lineage  # noqa: E402, F401
 from pipeline.cli import experiments  # noqa: E402, F401
+from pipeline.cli import serving  # noqa: E402, F401
 # isort: on
 
 
