@@ -70,6 +70,13 @@ def to_json(record: dict[str, Any]) -> str:
     return json.dumps({str(k): _plain(v) for k, v in record.items()}, sort_keys=True, default=str)
 
 
+def json_rows(frame: Any) -> list[str]:
+    """Each row of a DataFrame as a JSON object (pandas' C encoder: missing values are null)."""
+    if frame.empty:
+        return []
+    return frame.to_json(orient="records", lines=True, double_precision=15).rstrip("\n").split("\n")
+
+
 def create_engine(url: str) -> sa.Engine:
     from pipeline.featurestore import BACKENDS
 
@@ -92,8 +99,8 @@ class Entry:
     logged_at: datetime
     model_name: str
     model_version: str
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
+    inputs: list[dict[str, Any]] | list[str]  # one object per row, or its JSON text
+    outputs: list[dict[str, Any]] | list[str]
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -103,8 +110,8 @@ class Entry:
                 "logged_at": self.logged_at,
                 "model_name": self.model_name,
                 "model_version": self.model_version,
-                "inputs": to_json(x),
-                "outputs": to_json(y),
+                "inputs": x if isinstance(x, str) else to_json(x),
+                "outputs": y if isinstance(y, str) else to_json(y),
             }
             for i, (x, y) in enumerate(zip(self.inputs, self.outputs, strict=True))
         ]

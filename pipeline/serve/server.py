@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.serve.predlog import Entry, PredictionLogger, now
+from pipeline.serve.predlog import Entry, PredictionLogger, json_rows, now
 
 logger = logging.getLogger("pipeline.serve")
 
@@ -314,12 +314,11 @@ class Handler(BaseHTTPRequestHandler):
             logger.exception("prediction failed (request %s)", request_id)
             self._error(500, f"prediction failed: {type(exc).__name__}", headers)
             return
-        outputs = records(result)
-        if self.server.log is not None:
+        if self.server.log is not None:  # the rows' JSON, encoded by pandas, not per value in Python
             self.server.log.submit(
-                Entry(request_id, now(), served.name, served.version, records(frame), outputs)
+                Entry(request_id, now(), served.name, served.version, json_rows(frame), json_rows(result))
             )
-        self._send(200, {"predictions": outputs}, headers)
+        self._send(200, {"predictions": records(result)}, headers)
 
     def _drain(self, length: int) -> None:
         if 0 < length <= self.server.max_bytes:
