@@ -563,6 +563,29 @@ class SweepSettings(_Model):
 # --------------------------------------------------------------------------------------------
 
 
+class ServeSettings(_Model):
+    host: str = Field("127.0.0.1", description="Address `pipeline serve` listens on (0.0.0.0 in a pod).")
+    port: int = Field(5001, ge=0, le=65535, description="Port of `pipeline serve` (0: any free port).")
+    alias: str = Field("champion", description="Alias served when `pipeline serve` names only a model.")
+    poll_interval_s: float = Field(
+        10.0, gt=0, description="How often the server resolves the alias it follows."
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest request body accepted (413 beyond)."
+    )
+    log_predictions: bool = Field(True, description="Log every prediction to the prediction log.")
+    log_queue_max: int = Field(
+        10000,
+        ge=1,
+        description="Requests waiting in memory for the prediction log; beyond, counted as dropped.",
+    )
+    log_batch_rows: int = Field(500, ge=1, description="Rows the prediction log writes per batch.")
+    log_flush_s: float = Field(1.0, gt=0, description="Longest wait before queued predictions are written.")
+    shutdown_flush_s: float = Field(
+        30.0, ge=0, description="How long a stopping server spends writing what is still queued."
+    )
+
+
 class Settings(BaseSettings):
     """Everything the pipeline needs to know, resolved once per process."""
 
@@ -676,6 +699,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     sweep: SweepSettings = Field(default_factory=SweepSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
