@@ -116,10 +116,11 @@ def fail(
     """Print the error once, as one block, and map it to the exit-code contract.
 
     The block is a head line (what failed, whether a retry can help), then ``details`` (e.g.
-    where the failed step saved its report) and, for a retryable failure, the ``resume``
-    command; its last line is the message itself, on one line after ``pipeline: error:``: what
-    an alert or a task log shows (dags/ml_pipeline_support/operators.py reads it). The message
-    is printed verbatim (never read as console markup) and only there.
+    where the failed step saved its report) and the ``resume`` command when the caller gives
+    one (a command that can help: see ``pipeline run``); its last line is the message itself, on
+    one line after ``pipeline: error:``: what an alert or a task log shows
+    (dags/ml_pipeline_support/operators.py reads it). The message is printed verbatim (never
+    read as console markup) and only there.
     """
     code = exit_code_for(exc)
     if isinstance(exc, KeyboardInterrupt):
@@ -135,7 +136,7 @@ def fail(
         kind = f"failed (exit {code}: retryable)"
     head = f"{context}{kind}"
     lines = [head, *(f"  {line}" for line in details or [])]
-    if resume and code == EXIT_RETRYABLE:
+    if resume:
         lines.append(f"  Resume with: {resume}")
     for line in lines:
         console.print(redact(line), highlight=False, markup=False, soft_wrap=True)
@@ -184,7 +185,7 @@ def reported(
     except typer.Exit:
         raise
     except (Exception, KeyboardInterrupt) as exc:
-        hint = resume() if resume is not None else None
+        hint = resume() if resume is not None and exit_code_for(exc) == EXIT_RETRYABLE else None
         raise fail(exc, context, details() if details is not None else None, hint) from None
 
 

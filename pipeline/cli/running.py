@@ -23,6 +23,7 @@ from pipeline.cli import (
     reported,
     saved_outputs,
 )
+from pipeline.errors import EXIT_BAD_INPUT, exit_code_for
 from pipeline.steps import STEP_NAMES, describe
 
 # --------------------------------------------------------------------------------------------
@@ -86,9 +87,19 @@ def run(
             error,
             f"step {step}: " if step else "",
             details=saved_outputs(settings, run_id, step, since) if step else None,
-            resume=f"pipeline run --run-id {run_id}",
+            resume=f"pipeline run --run-id {run_id}" if _resume_can_help(error, step) else None,
         ) from None
     _closing_summary(settings, run_id, manifests, time.monotonic() - started)
+
+
+def _resume_can_help(error: BaseException, step: str | None) -> bool:
+    """A resume re-runs the failed step on what the steps before it kept: it helps after a
+    retryable failure, and after bad input only in the first step, which reads the source again
+    (a source fixed in place, a file that was not there yet); a later step would see the same
+    kept snapshot and fail the same way."""
+    if exit_code_for(error) != EXIT_BAD_INPUT:
+        return True
+    return step is not None and step == registry.STEPS[0].name
 
 
 class _StepDisplay:
