@@ -114,6 +114,16 @@ RULES: list[Rule] = [
         r"(pipeline |dvc |mkdir |cd |mv |export MLFLOW_TRACKING_URI=|run_id=|mlflow artifacts )",
         "run",
     ),
+    # ---- docs/serving.md ----
+    Rule(
+        "docs/serving.md",
+        r"pipeline (serve|feedback)( |$)",
+        "options",
+        "a server that runs until stopped, and labels for the requests it served: "
+        "tests/e2e/test_serve.py starts `pipeline serve` on a trained model, sends requests, moves "
+        "the alias and runs `pipeline feedback` on the logged request ids; here every option exists "
+        "in the command's `--help`",
+    ),
     # ---- docs/mlflow.md ----
     Rule("docs/mlflow.md", r"pipeline ui$", "server"),
     Rule(
