@@ -137,7 +137,9 @@ def describe_error(exc: BaseException) -> str:
         code = response.get("Error", {}).get("Code", "")
         status = meta.get("HTTPStatusCode", "")
         attempts = int(meta.get("RetryAttempts", 0)) + 1
-        line += f" (S3 answered {status} {code} after {attempts} attempt(s))"
+        # A HEAD's error has no body: botocore then reports the status as the code.
+        answer = f"{status} {code}" if code and code != str(status) else f"{status}"
+        line += f" (S3 answered {answer} after {attempts} attempt(s))"
     return line
 
 

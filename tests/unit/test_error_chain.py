@@ -48,6 +48,16 @@ def test_describe_error_reports_what_s3_answered() -> None:
     assert "S3 answered" not in describe_error(client_error()), "only for a wrapped error"
 
 
+def test_an_answer_without_a_body_names_the_status_once() -> None:
+    # A HEAD's error carries no body, so botocore gives the status as the code.
+    response = {
+        "Error": {"Code": "500", "Message": ""},
+        "ResponseMetadata": {"HTTPStatusCode": 500, "RetryAttempts": 1},
+    }
+    line = describe_error(wrapped(bexc.ClientError(response, "HeadObject"), explicit=True))
+    assert line.endswith("(S3 answered 500 after 2 attempt(s))"), line
+
+
 def test_a_cycle_of_causes_ends() -> None:
     first, second = ValueError("a"), ValueError("b")
     first.__cause__, second.__cause__ = second, first
