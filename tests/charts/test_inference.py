@@ -288,12 +288,14 @@ def test_each_serve_value_reaches_its_variable_and_parses_back():
     )
 
 
-def test_extra_env_wins_and_is_not_secret():
-    env = {
-        e["name"]: e.get("value")
-        for e in container({"inference": {"env": {"PIPELINE_LOG_LEVEL": "DEBUG"}}})["env"]
-    }
-    assert env["PIPELINE_LOG_LEVEL"] == "DEBUG"
+def test_extra_env_is_set_on_the_container_over_the_step_pods_configmap():
+    values = merged(ON, {"inference": {"env": {"PIPELINE_LOG_LEVEL": "DEBUG"}}})
+    env = {e["name"]: e.get("value") for e in container(values)["env"]}
+    assert env["PIPELINE_LOG_LEVEL"] == "DEBUG"  # a container's env wins over its envFrom
+    assert (
+        get(render_chart(values), "ConfigMap", f"{RELEASE}-pipeline-env")["data"]["PIPELINE_LOG_LEVEL"]
+        == "INFO"
+    )
 
 
 # --- replicas, PDB, HPA --------------------------------------------------------------------------------
