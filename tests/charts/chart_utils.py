@@ -241,6 +241,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     "task-namespace": TASK_NAMESPACE_VALUES,
     "high-availability": HA_VALUES,
     "kind": KIND_VALUES,
+    # the inference server beside the step pods in their own namespace, with a PDB
+    "inference-replicas-task-namespace": {
+        "inference": {"enabled": True, "replicas": 2},
+        "global": {"pipeline": {"namespace": "ml-steps"}},
+    },
     "git-sync-remote-logs": {
         "airflow": {
             "gitSync": {"enabled": True, "repo": "https://git.example.com/team/dags.git"},

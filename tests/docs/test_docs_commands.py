@@ -270,6 +270,21 @@ RULES: list[Rule] = [
     ),
     Rule(
         "docs/kubernetes.md",
+        r"kubectl -n \S+ port-forward svc/",
+        "kubectl",
+        NO_CLUSTER + ": the Service exists in the rendered chart (values-kind.yaml) and exposes the "
+        "forwarded port",
+    ),
+    Rule(
+        "docs/kubernetes.md",
+        r"curl -s http://localhost:5001/",
+        "repo",
+        NO_CLUSTER + " (through the port-forward above): the path is one `pipeline serve` answers "
+        "and the body is a scoring-protocol request; tests/charts/test_inference.py sends the same "
+        "requests to the rendered container run locally",
+    ),
+    Rule(
+        "docs/kubernetes.md",
         r"kubectl ",
         "kubectl",
         NO_CLUSTER + ": each object, container and "
@@ -644,6 +659,14 @@ def check_kubectl(command: Command, tmp_path: Path) -> None:
     rest = rest[: rest.index("--")] if "--" in rest else rest  # what follows runs in the container
     while rest and rest[0] == "-n":
         rest = rest[2:]
+    if rest and rest[0] == "port-forward":  # port-forward svc/<name> <local>:<port>
+        kind, name = rest[1].split("/", 1)
+        service = find(kind_objects(), KINDS[kind], name, command)
+        port = int(rest[2].rsplit(":", 1)[-1])
+        assert port in [p["port"] for p in service["spec"]["ports"]], (
+            f"{command.where()}\nService {name} exposes no port {port}"
+        )
+        return
     if not rest or rest[0] not in ("get", "describe", "exec", "patch", "delete"):
         assert created, f"{command.where()}\nno check for this kubectl verb"
         return
@@ -786,6 +809,15 @@ def check_repo(command: Command, tmp_path: Path) -> None:
             assert (REPO / path).exists(), f"{command.where()}\nno {path}"
         used = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "-m" and words[i + 1] != "pytest"]
         assert set(used) <= checks.markers(), f"{command.where()}\nunknown marker in {used}"
+    elif text.startswith("curl "):
+        server = (REPO / "pipeline" / "serve" / "server.py").read_text()
+        path = re.search(r"http://localhost:\d+(/\w+)", text)[1]
+        assert f'"{path}"' in server, f"{command.where()}\n`pipeline serve` has no endpoint {path}"
+        if " -d " in command.text:
+            body = json.loads(words[words.index("-d") + 1])
+            assert path == "/invocations" and set(body) <= {"dataframe_records", "dataframe_split"}, (
+                f"{command.where()}\nnot a scoring-protocol request: {body}"
+            )
     elif "generate_schema.py" in text:
         import subprocess
 

@@ -16,7 +16,9 @@ doc, naming the variable it sets; and the generator refuses to write (``drift``)
 the settings disagree: a setting's chart value that does not exist, a default that differs from the
 declared one, or a key under ``SETTINGS_SUBTREES`` that no setting declares and ``CHART_ONLY`` does
 not name. It also writes the step pods' ConfigMap lines of the pipeline settings the chart passes
-verbatim (``templates/pipeline/pipeline-env-configmap.yaml``, between its markers).
+verbatim (``templates/pipeline/pipeline-env-configmap.yaml``, between its markers), and the
+inference container's ``PIPELINE_SERVE__*`` entries of the ``serve.*`` settings named in
+``SERVE_VALUES`` (``templates/inference/inference-deployment.yaml``, between its markers).
 
     python charts/ml-pipeline/hack/generate_schema.py          # rewrite the schema and those lines
     python charts/ml-pipeline/hack/generate_schema.py --check  # exit 1 if either is out of date
@@ -174,6 +176,35 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "additionalProperties": {"type": ["string", "number", "boolean"]},
     },
     "pipeline.serviceAccount.annotations": STRING_MAP,
+    "inference.model.name": {"type": "string", "pattern": r"^$|^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+    "inference.model.alias": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+    "inference.port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "inference.replicas": {"type": "integer", "minimum": 1},
+    "inference.autoscaling.minReplicas": {"type": "integer", "minimum": 1},
+    "inference.autoscaling.maxReplicas": {"type": "integer", "minimum": 1},
+    "inference.autoscaling.targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
+    "inference.startupTimeoutSeconds": {"type": "integer", "minimum": 30},
+    "inference.env": {
+        "type": "object",
+        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "additionalProperties": {"type": ["string", "number", "boolean"]},
+    },
+    "inference.serviceAccount.name": K8S_NAME,
+    "inference.serviceAccount.annotations": STRING_MAP,
+    "inference.networkPolicy.clientPodLabels": STRING_MAP,
+    "inference.networkPolicy.ingressFrom": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "namespaceSelector": {"type": "object"},
+                "podSelector": {"type": "object"},
+                "ipBlock": {"type": "object", "required": ["cidr"]},
+            },
+        },
+    },
     "pipeline.config": {"type": "string", "minLength": 1},
     "pipeline.model.version": {"type": "string", "pattern": r"^$|^[0-9]+$"},
     "pipeline.artifactRoot": {"type": "string", "pattern": r"^$|^(s3|gs|file)://\S+$"},
@@ -391,8 +422,41 @@ def pipeline_settings(model: Any = None) -> Iterator[ChartSetting]:
         yield ChartSetting(meta["chart"], env, doc, verbatim, _values_form(default), schema, secret)
 
 
+# The inference server's values that set a `serve.*` setting of the pipeline (values key -> field of
+# ServeSettings). Its host, port and alias are the Deployment's command line instead (`--host`,
+# `inference.port`, `inference.model.alias`).
+SERVE_VALUES = {
+    "inference.serve.pollIntervalSeconds": "poll_interval_s",
+    "inference.serve.maxRequestBytes": "max_request_bytes",
+    "inference.serve.logPredictions": "log_predictions",
+    "inference.serve.logQueueMax": "log_queue_max",
+    "inference.serve.logBatchRows": "log_batch_rows",
+    "inference.serve.logFlushSeconds": "log_flush_s",
+    "inference.serve.shutdownFlushSeconds": "shutdown_flush_s",
+}
+
+
+def serve_settings(model: Any = None) -> Iterator[ChartSetting]:
+    """The inference server's chart values (:data:`SERVE_VALUES`): each passed verbatim as the
+    setting's variable (``PIPELINE_SERVE__*``) on the inference container, its schema, default and
+    doc the setting's."""
+    docs = _config_docs()
+    if model is None:
+        from pipeline.settings import Settings as model  # noqa: N813
+    root = model.model_json_schema()
+    fields = {where[1]: (where, info) for where, info in docs.leaves(model) if where[0] == "serve"}
+    for path, name in SERVE_VALUES.items():
+        if name not in fields:
+            raise SystemExit(f"{path}: the pipeline has no setting serve.{name} (SERVE_VALUES)")
+        where, info = fields[name]
+        schema = value_schema(_field_schema(root, where), ".".join(where))
+        env = docs.env_names(where, info)[0]
+        doc = docs.one_line(info.description)
+        yield ChartSetting(path, env, doc, True, _values_form(info.default), schema)
+
+
 def declared_settings(model: Any = None, dag_settings_cls: Any = None) -> list[ChartSetting]:
-    return [*pipeline_settings(model), *dag_settings(dag_settings_cls)]
+    return [*pipeline_settings(model), *dag_settings(dag_settings_cls), *serve_settings(model)]
 
 
 def _lookup(values: dict[str, Any], path: str) -> Any:
@@ -441,6 +505,13 @@ def drift(values: dict[str, Any], settings: list[ChartSetting]) -> list[str]:
                     f"{path}: a chart value that no setting declares (give the setting a chart path, "
                     "or name the key in CHART_ONLY of generate_schema.py with the reason)"
                 )
+    try:
+        serve_values = _lookup(values, "inference.serve")
+    except KeyError:
+        serve_values = {}
+    for path in _keys(serve_values, "inference.serve"):
+        if path not in SERVE_VALUES:
+            problems.append(f"{path}: a serve value that SERVE_VALUES of generate_schema.py does not map")
     for path in CHART_ONLY:
         if _under(path, declared):
             problems.append(f"{path}: named in CHART_ONLY, but a setting declares it")
@@ -615,6 +686,10 @@ SCHEMA_FILE = CHART / "values.schema.json"
 ENV_CONFIGMAP = CHART / "templates" / "pipeline" / "pipeline-env-configmap.yaml"
 ENV_BEGIN = "  {{- /* BEGIN generated by hack/generate_schema.py: settings passed verbatim */}}"
 ENV_END = "  {{- /* END generated */}}"
+# The inference Deployment's `serve.*` variables, generated the same way (serve_settings).
+INFERENCE_DEPLOYMENT = CHART / "templates" / "inference" / "inference-deployment.yaml"
+SERVE_BEGIN = "            {{- /* BEGIN generated by hack/generate_schema.py: serve settings */}}"
+SERVE_END = "            {{- /* END generated */}}"
 
 
 def env_lines(settings: Iterable[ChartSetting]) -> str:
@@ -643,6 +718,27 @@ def render_env_configmap(text: str, settings: Iterable[ChartSetting]) -> str:
     return head + ENV_BEGIN + "\n" + env_lines(settings) + rest[rest.index(ENV_END) :]
 
 
+def serve_env_lines(settings: Iterable[ChartSetting]) -> str:
+    """The inference container's env entries of the serve settings the chart passes verbatim."""
+    lines = []
+    for setting in settings:
+        # Helm holds every number as a float: an integer would print as 1.6777216e+07
+        integer = (setting.schema or {}).get("type") == "integer"
+        cast = " | int64" if integer else ""
+        lines += [
+            f"            - name: {setting.env}",
+            f"              value: {{{{ .Values.{setting.path}{cast} | toString | quote }}}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_inference_deployment(text: str, settings: Iterable[ChartSetting]) -> str:
+    head, found, rest = text.partition(SERVE_BEGIN + "\n")
+    if not found or SERVE_END not in rest:
+        raise SystemExit(f"{INFERENCE_DEPLOYMENT}: the markers {SERVE_BEGIN!r} ... {SERVE_END!r} are missing")
+    return head + SERVE_BEGIN + "\n" + serve_env_lines(settings) + rest[rest.index(SERVE_END) :]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if a generated file is out of date")
@@ -651,6 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = {
         SCHEMA_FILE: json.dumps(schema(settings), indent=2) + "\n",
         ENV_CONFIGMAP: render_env_configmap(ENV_CONFIGMAP.read_text(), pipeline_settings()),
+        INFERENCE_DEPLOYMENT: render_inference_deployment(INFERENCE_DEPLOYMENT.read_text(), serve_settings()),
     }
     stale = [target for target, text in outputs.items() if target.read_text() != text]
     if args.check:

@@ -80,6 +80,18 @@ when steps run inside the worker (airflow.dag.taskRunner=local), the executor's 
 {{- end }}
 {{- end -}}
 
+{{/* LabelSelector of the inference server's pods (templates/inference/). */}}
+{{- define "mlp.np.inferenceSelector" -}}
+{{- include "mlp.np.selector" (dict "ctx" . "name" "pipeline" "component" "inference") -}}
+{{- end -}}
+
+{{/* Peers: the inference server's pods (pipeline namespace), when inference.enabled; empty otherwise. */}}
+{{- define "mlp.np.inferencePeers" -}}
+{{- if .Values.inference.enabled }}
+{{ include "mlp.np.peer" (dict "namespace" (include "mlp.pipeline.namespace" .) "selector" (include "mlp.np.inferenceSelector" . | fromYaml)) }}
+{{- end }}
+{{- end -}}
+
 {{/* Peers: Airflow's components (release namespace). */}}
 {{- define "mlp.np.airflowComponentPeers" -}}
 {{- include "mlp.np.peer" (dict "namespace" .Release.Namespace "selector" (include "mlp.np.airflowComponentsSelector" . | fromYaml)) -}}
@@ -218,7 +230,7 @@ and ingress.<ui>.host). Empty when there are none.
 {{- end }}
 {{- end -}}
 
-{{/* Peers: every client of the release's PostgreSQL: Airflow's components and migration Job (metadata), MLflow's server and migration Job (backend store), the pipeline's pods (feature store). */}}
+{{/* Peers: every client of the release's PostgreSQL: Airflow's components and migration Job (metadata), MLflow's server and migration Job (backend store), the pipeline's pods (feature store) and the inference server (its prediction log, in the feature store's database). */}}
 {{- define "mlp.np.databaseClientPeers" -}}
 {{- if .Values.airflow.enabled }}
 {{ include "mlp.np.airflowComponentPeers" . }}
@@ -227,4 +239,5 @@ and ingress.<ui>.host). Empty when there are none.
 {{ include "mlp.np.componentPeer" (dict "ctx" . "name" "mlflow") }}
 {{- end }}
 {{- include "mlp.np.pipelinePeers" . }}
+{{- include "mlp.np.inferencePeers" . }}
 {{- end -}}
