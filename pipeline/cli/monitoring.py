@@ -58,6 +58,10 @@ def monitor(
 
     with reported("monitor: "):
         settings = load_settings(config, overrides)
+        if current is not None and not current.is_file():
+            from pipeline.errors import BadInputError
+
+            raise BadInputError(f"--current {str(current)!r} does not exist")
         summary, retrain_settings = run_check(
             settings,
             current_file=current,
