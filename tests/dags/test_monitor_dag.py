@@ -161,3 +161,55 @@ def test_a_scheduled_or_manual_run_records_schedule_or_manual(mlp_env):
     dag = dags()[DAG_ID]
     manual = _step_env(dag, "register", dag_run=types.SimpleNamespace(run_type="manual"))
     assert manual["PIPELINE_TRIGGER__CAUSE"] == "manual"
+
+
+# --------------------------------------------------------------------------------------------
+# For real: `airflow dags test ml_pipeline_monitor` (one-machine mode) on a trained champion
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_dags_test_runs_the_monitor_alerts_once_and_emits_the_retrain_event(sqlite_airflow, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from palmerpenguins import load_penguins
+
+    from tests.conftest import FAST, run_cli
+    from tests.dags.conftest import airflow_env, run_airflow
+    from tests.dags.test_dag_runs import query
+    from tests.e2e.test_monitor import log_predictions
+
+    home, db_url = sqlite_airflow
+    pipeline_home = tmp_path / "pipeline-home"
+    trained = run_cli(["run", *FAST], pipeline_home)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    drifted = load_penguins().sample(150, random_state=2).copy()
+    drifted["bill_length_mm"] += 8.0
+    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
+    log_predictions(pipeline_home, drifted, datetime.now(UTC) - timedelta(minutes=30))
+
+    with WebhookReceiver() as hook:
+        env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, PIPELINE_HOME=str(pipeline_home))
+        run_airflow(["dags", "test", MONITOR_DAG], env, cwd=tmp_path, timeout=600)
+    (message,) = hook.messages()  # one alert: the drift episode opened
+    assert "Data drift on penguins v1: bill_length_mm" in message["text"]
+    (run_id,) = query(db_url, "SELECT run_id FROM dag_run WHERE dag_id = :d", d=MONITOR_DAG)[0]
+    states = dict(
+        query(
+            db_url,
+            "SELECT task_id, state FROM task_instance WHERE dag_id = :d AND run_id = :r",
+            d=MONITOR_DAG,
+            r=run_id,
+        )
+    )
+    assert states == {"monitor": "success", "alerts": "success", "retrain": "success"}
+    (extra,) = query(
+        db_url,
+        "SELECT extra FROM asset_event WHERE source_dag_id = :d AND source_run_id = :r",
+        d=MONITOR_DAG,
+        r=run_id,
+    )[0]
+    extra = extra if isinstance(extra, dict) else json.loads(extra)
+    assert extra["cause"] == "drift" and set(extra["drifted_columns"]) == {"bill_length_mm", "island"}
+    assert extra["window"]["rows"] == 150 and extra["monitor_run_id"]
