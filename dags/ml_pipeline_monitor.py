@@ -2,7 +2,7 @@
 
 Wiring only, beside ``ml_pipeline.py`` and built from the same helpers (pods, settings, alerts):
 
-* ``monitor``: ``python -m pipeline monitor`` in a pod of the pipeline image (the evaluate step's
+* ``monitor``: ``python -m pipeline monitor --trigger`` in a pod of the pipeline image (the evaluate step's
   resources; ``MLP_DAG_TASK_RUNNER=local``: a local subprocess). It compares the prediction log's
   last ``monitor.window_hours`` with the champion's reference data and writes its JSON summary as the
   task's XCom (``/airflow/xcom/return.json``, read by the XCom sidecar). Exit 65 (no champion, bad
@@ -42,6 +42,8 @@ DAG_ID = "ml_pipeline_monitor"
 MONITOR_TASK_ID = "monitor"
 SCHEDULE = "@hourly"  # the check is cheap; the window it judges is monitor.window_hours
 MONITOR_TIMEOUT_S = 1800
+# --trigger: this DAG acts on a triggered retrain (the asset event below), so the cool-down starts.
+MONITOR_ARGUMENTS = [MONITOR_TASK_ID, "--trigger"]
 RESOURCES_OF = "evaluate"  # the monitor loads the model and scores the reference, like evaluate
 
 settings = DagSettings.from_env(STEP_NAMES)
@@ -63,7 +65,7 @@ with DAG(
             task_id=MONITOR_TASK_ID,
             step=MONITOR_TASK_ID,
             doc_md="pipeline monitor: drift and live metric of the champion.",
-            arguments=[MONITOR_TASK_ID],
+            arguments=MONITOR_ARGUMENTS,
             execution_timeout=timedelta(seconds=MONITOR_TIMEOUT_S),
         )
     else:
@@ -71,7 +73,7 @@ with DAG(
             get_step(RESOURCES_OF),
             settings,
             task_id=MONITOR_TASK_ID,
-            arguments=[MONITOR_TASK_ID],
+            arguments=MONITOR_ARGUMENTS,
             timeout_s=MONITOR_TIMEOUT_S,
         )
         kwargs["doc_md"] = "pipeline monitor: drift and live metric of the champion."

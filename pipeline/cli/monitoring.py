@@ -46,12 +46,21 @@ def monitor(
         bool,
         typer.Option("--retrain", help="Run the training pipeline here when the check triggers a retrain."),
     ] = False,
+    trigger: Annotated[
+        bool,
+        typer.Option(
+            "--trigger",
+            help="The caller acts on a triggered retrain elsewhere (the monitor DAG emits the retrain "
+            "asset): start the cool-down as --retrain does, without training here.",
+        ),
+    ] = False,
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
     """Compare the current window with the champion's reference data: per-column drift, prediction
     drift and the live metric on late labels. Prints one JSON summary; exits 0 whether or not drift
-    was found (65 bad input, e.g. no champion; 75 a store unreachable)."""
+    was found (65 bad input, e.g. no champion; 75 a store unreachable). Without --retrain or
+    --trigger the check only reports whether a retrain is warranted (the cool-down does not start)."""
     _prepare()
     from pipeline.monitor.check import run_check
     from pipeline.runner import emit_summary
@@ -67,6 +76,7 @@ def monitor(
             current_file=current,
             since=parse_time(since, "--since"),
             until=parse_time(until, "--until"),
+            act=retrain or trigger,
         )
     error = None
     if retrain and retrain_settings is not None:

@@ -82,9 +82,11 @@ def run_check(
     since: datetime | None = None,
     until: datetime | None = None,
     now: datetime | None = None,
+    act: bool = False,
 ) -> tuple[dict[str, Any], Settings | None]:
     """Run one check. Returns the summary and, when a retrain is triggered, the settings a
-    retraining run takes (its ``trigger`` section filled in)."""
+    retraining run takes (its ``trigger`` section filled in). ``act``: the caller acts on a
+    triggered retrain (see :func:`pipeline.monitor.episodes.decide`)."""
     from mlflow.exceptions import MlflowException
 
     from pipeline.registry import champion
@@ -116,7 +118,7 @@ def run_check(
     status = "FAILED"
     try:
         summary, retrain_settings = _check(
-            settings, client, version, champion_run, state, run_id, current_file, since, until, now
+            settings, client, version, champion_run, state, run_id, current_file, since, until, now, act
         )
         summary["report"] = {
             "path": str(save_report(settings, summary)),
@@ -134,7 +136,7 @@ def run_check(
             logger.warning("could not end the monitoring run %s", run_id)
 
 
-def _check(settings, client, version, champion_run, state, run_id, current_file, since, until, now):
+def _check(settings, client, version, champion_run, state, run_id, current_file, since, until, now, act):
     monitor = settings.monitor
     rules = DriftRules.of(monitor)
     predictor = d.load_predictor(client, version.name, str(version.version))
@@ -181,6 +183,7 @@ def _check(settings, client, version, champion_run, state, run_id, current_file,
         now=now,
         cooldown_hours=monitor.cooldown_hours,
         run_id=run_id,
+        act=act,
     )
     drifted = dict(drift.drifted)
     reasons = [r for r in (drift.reason, None if live["judged"] else live.get("reason")) if r]
@@ -204,6 +207,7 @@ def _check(settings, client, version, champion_run, state, run_id, current_file,
         "retrain_triggered": decision.retrain_triggered,
         "retrain_cause": decision.cause if decision.retrain_triggered else None,
         "retrain_skipped": decision.retrain_skipped,
+        "retrain_acted_on": decision.retrain_triggered and act,
         "episodes": {
             "opened": decision.opened,
             "closed": decision.closed,

@@ -6,9 +6,11 @@ An episode is a stretch of consecutive judged checks that found a problem of one
 stays open while the problem persists (no new alert), and closes on the first judged check that
 finds it gone. A window too small to judge changes nothing.
 
-The cool-down: a retrain the monitor triggers is refused while the last one is younger than
-``monitor.cooldown_hours``; a current window that fails the data contract never triggers a
-retrain (a retrain on data the pipeline would refuse would only fail, or loop).
+The cool-down: a retrain the monitor triggers is refused while the last one acted on (run with
+``--retrain``, or handed to the training DAG with ``--trigger``) is younger than
+``monitor.cooldown_hours``; a failed retrain counts (no retry loop); a current window that fails
+the data contract never triggers a retrain (a retrain on data the pipeline would refuse would only
+fail, or loop).
 """
 
 from __future__ import annotations
@@ -64,12 +66,15 @@ def decide(
     now: datetime,
     cooldown_hours: float,
     run_id: str,
+    act: bool = True,
 ) -> Decision:
     """The episodes and the retrain verdict of one check.
 
     ``problems`` maps ``drift`` and ``degradation`` to whether this check found them; ``valid``
     is whether the current window passed the data contract (checked only when a retrain is
-    warranted). Degradation is the stronger cause when both are found.
+    warranted). Degradation is the stronger cause when both are found. ``act``: the caller acts on
+    a triggered retrain (``--retrain``, or the DAG's asset event), so the cool-down starts; a check
+    that only looks reports the decision and leaves the cool-down alone.
     """
     if not judged:
         return Decision(previous, [], [], False, None, None)
@@ -103,7 +108,8 @@ def decide(
                 f"cool-down: the last retrain was triggered at {state.last_retrain_at}; "
                 f"the next may be from {until.isoformat()} (monitor.cooldown_hours={cooldown_hours:g})",
             )
-    state.last_retrain_at = now.isoformat()
+    if act:
+        state.last_retrain_at = now.isoformat()
     return Decision(state, opened, closed, True, cause, None)
 
 

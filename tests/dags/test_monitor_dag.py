@@ -59,7 +59,7 @@ def test_the_monitor_dag_runs_the_monitor_then_alerts_and_the_retrain_asset(mlp_
     assert dag.get_task("retrain").outlets == [RETRAIN_ASSET]
     assert dag.timetable.can_be_scheduled and dag.catchup is False and dag.max_active_runs == 1
     monitor = dag.get_task("monitor")
-    assert monitor.arguments == ["monitor"] and monitor.do_xcom_push is True
+    assert monitor.arguments == ["monitor", "--trigger"] and monitor.do_xcom_push is True
     assert monitor.on_failure_callback  # the failure alert of every step
 
 
@@ -85,7 +85,7 @@ def test_the_monitor_pod_validates_strictly_and_runs_pipeline_monitor(mlp_env):
     pod = ApiClient().sanitize_for_serialization(task.build_pod_request_obj(ctx, dry_run=True))
     validate(pod)
     container = base_container(pod)
-    assert container["args"] == ["monitor"] and not container.get("command")
+    assert container["args"] == ["monitor", "--trigger"] and not container.get("command")
     assert container["image"] == f"registry.example.com/ml-pipeline/pipeline@{DIGEST}"
     assert pod["metadata"]["namespace"] == "ml-pipeline"
     # The XCom sidecar reads the summary the monitor writes to /airflow/xcom/return.json.

@@ -45,6 +45,21 @@ def test_the_cool_down_ends() -> None:
     assert check(first.state, 1, drift=True, cooldown=0).retrain_triggered
 
 
+def test_a_check_that_only_looks_reports_the_decision_without_starting_the_cool_down() -> None:
+    looked = decide(
+        State(),
+        judged=True,
+        problems={"drift": True},
+        valid=True,
+        now=T0,
+        cooldown_hours=24,
+        run_id="look",
+        act=False,
+    )
+    assert looked.retrain_triggered and looked.state.last_retrain_at is None
+    assert check(looked.state, 1, drift=True).retrain_triggered  # a later --retrain is not held back
+
+
 def test_a_window_not_judged_changes_nothing() -> None:
     opened = check(State(), 0, drift=True).state
     unjudged = check(opened, 1, judged=False)
