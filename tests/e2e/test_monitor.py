@@ -102,6 +102,21 @@ def test_an_undrifted_window_no_drift_no_retrain_and_a_monitoring_run_with_its_r
     assert {"drift_report.html", "monitor_summary.json"} <= artifacts
 
 
+def test_a_labelled_batch_file_judges_the_live_metric(home: Path, tmp_path: Path) -> None:
+    from palmerpenguins import load_penguins
+
+    batch = tmp_path / "batch.csv"
+    load_penguins().sample(120, random_state=3).to_csv(batch, index=False)  # with the target column
+    result = run_cli(["monitor", "--current", str(batch)], home)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = result.json
+    assert summary["window"] == {"source": str(batch), "since": None, "until": None, "rows": 120}
+    assert summary["drift_detected"] is False and summary["retrain_triggered"] is False
+    live = summary["live"]
+    assert live["judged"] and live["labelled_rows"] == 120 and live["metric"] == "macro_f1"
+    assert live["degraded"] is False and live["live"] >= live["test"] - 0.05, live
+
+
 def test_its_own_failures_follow_the_exit_code_contract(home: Path, tmp_path: Path) -> None:
     missing = run_cli(["monitor", "--current", str(tmp_path / "nope.csv")], home)
     assert missing.returncode == 65 and "nope.csv' does not exist" in missing.stderr
