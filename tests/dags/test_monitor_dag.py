@@ -213,3 +213,97 @@ def test_dags_test_runs_the_monitor_alerts_once_and_emits_the_retrain_event(sqli
     extra = extra if isinstance(extra, dict) else json.loads(extra)
     assert extra["cause"] == "drift" and set(extra["drifted_columns"]) == {"bill_length_mm", "island"}
     assert extra["window"]["rows"] == 150 and extra["monitor_run_id"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(postgres, tmp_path):
+    """Airflow's own scheduler, not `dags test`: a triggered monitor run finds drift and emits the
+    retrain asset; the scheduler starts `ml_pipeline` on that event by itself (run type
+    asset_triggered); its register step records the event's cause on the new version."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from palmerpenguins import load_penguins
+
+    from tests.conftest import FAST, run_cli
+    from tests.dags.conftest import airflow_env, migrated_home, run_airflow
+    from tests.dags.test_dag_runs import _start, _stop, query
+    from tests.e2e.test_monitor import client, log_predictions
+    from tests.support import free_port
+
+    pipeline_home = tmp_path / "pipeline-home"
+    trained = run_cli(["run", *FAST], pipeline_home)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    drifted = load_penguins().sample(150, random_state=2).copy()
+    drifted["bill_length_mm"] += 8.0
+    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
+    log_predictions(pipeline_home, drifted, datetime.now(UTC) - timedelta(minutes=30))
+
+    db_url = postgres.create_database("airflow_monitor_loop")
+    home = migrated_home(tmp_path, db_url)
+    port = free_port()
+    logs = tmp_path / "component-logs"
+    logs.mkdir()
+    env = airflow_env(
+        home,
+        db_url,
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
+        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
+        PIPELINE_HOME=str(pipeline_home),
+        PIPELINE_TRAIN__MAX_EPOCHS="3",
+        PIPELINE_EVALUATE__PERMUTATION_REPEATS="1",
+        MLP_DAG_PREFLIGHT="false",
+    )
+    components = []
+
+    def runs(dag_id: str) -> list[tuple]:
+        return query(db_url, "SELECT run_id, run_type, state FROM dag_run WHERE dag_id = :d", d=dag_id)
+
+    def wait(what, condition, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, proc, _ in components:
+                assert proc.poll() is None, f"{name} exited:\n{(logs / f'{name}.log').read_text()[-4000:]}"
+            if condition():
+                return
+            time.sleep(1)
+        tails = "\n".join(f"--- {n}\n{(logs / f'{n}.log').read_text()[-3000:]}" for n, _, _ in components)
+        raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+    try:
+        for name, args in (
+            (
+                "api-server",
+                ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            ),
+            ("dag-processor", ["dag-processor"]),
+            ("scheduler", ["scheduler"]),
+        ):
+            components.append((name, *_start(name, args, env, logs)))
+        parsed = (
+            "SELECT dag_id FROM dag WHERE dag_id IN ('ml_pipeline', 'ml_pipeline_monitor') AND NOT is_paused"
+        )
+        wait("both DAGs parsed and unpaused", lambda: len(query(db_url, parsed)) == 2, 180)
+        run_airflow(["dags", "trigger", MONITOR_DAG], env, cwd=tmp_path, timeout=120)
+        finished = ("success", "failed")
+        wait("the monitor run", lambda: any(r[2] in finished for r in runs(MONITOR_DAG)), 300)
+        wait("the asset-triggered training run", lambda: any(r[2] in finished for r in runs(DAG_ID)), 600)
+    finally:
+        for _, proc, log in reversed(components):
+            _stop(proc)
+            log.close()
+    # Within minutes after a full hour the scheduler may also start the @hourly run; a second check
+    # is in the cool-down of the first, so one event and one training run either way.
+    assert {state for _, _, state in runs(MONITOR_DAG)} <= {"success", "running", "queued"}
+    ((_, run_type, state),) = runs(DAG_ID)
+    assert (run_type, state) == ("asset_triggered", "success")
+    ((extra,),) = query(db_url, "SELECT extra FROM asset_event WHERE source_dag_id = :d", d=MONITOR_DAG)
+    extra = extra if isinstance(extra, dict) else json.loads(extra)
+    version = client(pipeline_home).get_model_version("penguins", "2")
+    assert version.tags["trigger.cause"] == "drift"
+    assert version.tags["trigger.monitor_run_id"] == extra["monitor_run_id"]
+    assert set(json.loads(version.tags["trigger.drifted_columns"])) == {"bill_length_mm", "island"}
