@@ -122,6 +122,10 @@ def test_its_own_failures_follow_the_exit_code_contract(home: Path, tmp_path: Pa
     assert missing.returncode == 65 and "nope.csv' does not exist" in missing.stderr
     empty = run_cli(["monitor"], tmp_path / "empty-home")
     assert empty.returncode == 65 and "has no @champion" in empty.stderr.splitlines()[-1]
+    down = ["--set", "tracking_uri=http://127.0.0.1:9", "--set", "mlflow_http_max_retries=0"]
+    unreachable = run_cli(["monitor", *down], home)
+    assert unreachable.returncode == 75, unreachable.stderr[-2000:]
+    assert "MLflow at http://127.0.0.1:9 failed" in unreachable.stderr.splitlines()[-1]
 
 
 def test_a_drifted_window_retrains_and_the_new_version_records_why(home: Path) -> None:
