@@ -37,3 +37,22 @@ def test_the_last_finished_check_of_the_model_hands_over_its_state(tmp_path: Pat
     check("wine", older)  # another model's episodes are its own
     assert previous_state(client, experiment, "penguins") == newer
     assert previous_state(client, experiment, "wine") == older
+
+
+def test_a_window_is_validated_against_the_features_contract_only(home: Path) -> None:
+    """The guard before a retrain: the model's features against the data contract (Great
+    Expectations), with no target in the window and no row-count floor of the training source."""
+    from palmerpenguins import load_penguins
+
+    from pipeline.monitor.check import validate_window
+    from pipeline.settings import Settings
+
+    settings = Settings.load()
+    window = load_penguins().sample(40, random_state=0).drop(columns=["species"])
+    assert validate_window(settings, window) == {"success": True, "failures": []}
+    window.loc[window.index[:3], "flipper_length_mm"] = 999.0
+    window.loc[window.index[3], "island"] = "Atlantis"
+    outcome = validate_window(settings, window)
+    assert not outcome["success"]
+    failures = " ".join(outcome["failures"])
+    assert "flipper_length_mm" in failures and "island" in failures and "species" not in failures
