@@ -5,7 +5,9 @@ step needs no edit here; a ``preflight`` task (``pipeline doctor``) checks every
 (``MLP_DAG_PREFLIGHT``, on by default). Each step task runs
 ``python -m pipeline step <name> --run-id {{ run_id }}`` in a pod of the pipeline image
 (``MLP_DAG_TASK_RUNNER=kubernetes``, the default) or as a local subprocess (``local``,
-one-machine mode). Pod settings come from the ``MLP_DAG_*`` environment variables
+one-machine mode). The DAG runs on its timetable (``MLP_DAG_SCHEDULE``) or when the monitor DAG
+(``ml_pipeline_monitor``) updates the retrain asset; each run records its cause (``trigger.cause``:
+schedule, manual, drift, degradation). Pod settings come from the ``MLP_DAG_*`` environment variables
 (docs/configuration.md); the pipeline's own configuration reaches the pods at run time.
 See docs/airflow.md for how to trigger, pause and backfill it.
 """
@@ -16,7 +18,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, Param, chain
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, chain
 
 from pipeline.steps import STEP_NAMES, STEPS
 
@@ -27,6 +29,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
 
 from ml_pipeline_support.alerts import dag_failure_callback
+from ml_pipeline_support.monitor import RETRAIN_ASSET
 from ml_pipeline_support.settings import DagSettings
 from ml_pipeline_support.tasks import check_params_task, default_task_args, preflight_task, step_task
 
@@ -36,11 +39,21 @@ settings = DagSettings.from_env(STEP_NAMES)
 
 default_args = default_task_args(settings)
 
+# On its timetable, or when the monitor (ml_pipeline_monitor) decides to retrain: an event of
+# RETRAIN_ASSET, whose extra (the cause, the monitoring run, the drifted columns) every step gets
+# as PIPELINE_TRIGGER__* (ml_pipeline_support/monitor.py). MLP_DAG_SCHEDULE=none: the asset only.
+if settings.schedule:
+    schedule = AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(settings.schedule, timezone="UTC"), assets=[RETRAIN_ASSET]
+    )
+else:
+    schedule = [RETRAIN_ASSET]
+
 with DAG(
     dag_id=DAG_ID,
     description="Ingest, validate, preprocess, features, version, train, evaluate, register.",
     doc_md=__doc__,
-    schedule=settings.schedule,
+    schedule=schedule,
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(seconds=settings.run_timeout_s),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import BadInputError
-from pipeline.names import CODE_TAG_PREFIX, DATA_TAG_PREFIXES, GATE_TAG_PREFIX, RUN_TAG
+from pipeline.names import CODE_TAG_PREFIX, DATA_TAG_PREFIXES, GATE_TAG_PREFIX, RUN_TAG, TRIGGER_TAG_PREFIX
 from pipeline.tracking import configure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +64,11 @@ def describe(settings: Settings, version) -> dict[str, Any]:
             for k, v in version.tags.items()
             if k.startswith(GATE_TAG_PREFIX)
         },
+        "trigger": {
+            k.removeprefix(TRIGGER_TAG_PREFIX): v
+            for k, v in {**tags, **version.tags}.items()
+            if k.startswith(TRIGGER_TAG_PREFIX)
+        },
         "run": {
             "mlflow_run_id": run.info.run_id,
             "pipeline_run_id": tags.get(RUN_TAG),
@@ -93,7 +98,7 @@ def render(lineage: dict[str, Any], console) -> None:
 
     model = lineage["model"]
     console.rule(f"[bold]{model['name']} v{model['version']}[/]  {', '.join(model['aliases']) or ''}")
-    for section in ("gate", "run", "data", "code", "metrics"):
+    for section in ("gate", "trigger", "run", "data", "code", "metrics"):
         values = lineage[section]
         if not values:
             continue

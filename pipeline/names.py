@@ -101,3 +101,30 @@ N_TRIALS_TAG = "sweep.n_trials"
 SWEEP_PARENT_RUN_TAG = "sweep.parent_run_id"
 BEST_TRIAL_RUN_TAG = "sweep.best_trial_run_id"
 BEST_RUN_TAG = "sweep.best_run_id"
+
+# ---- what caused a training run (pipeline.settings.TriggerSettings), on the run and its version ----
+TRIGGER_TAG_PREFIX = "trigger."
+TRIGGER_CAUSE_TAG = "trigger.cause"  # schedule | manual | drift | degradation
+TRIGGER_MONITOR_RUN_TAG = "trigger.monitor_run_id"  # the monitoring run that decided the retrain
+TRIGGER_DRIFTED_COLUMNS_TAG = "trigger.drifted_columns"  # JSON object: column -> drift score
+TRIGGER_WINDOW_TAG = "trigger.window"  # the window the monitor judged (JSON: since, until, rows)
+
+# ---- the monitor (pipeline.monitor): runs in the experiment <experiment>-monitoring -----------
+MONITOR_EXPERIMENT_SUFFIX = "-monitoring"
+MONITOR_MODEL_TAG = "monitor.model"
+MONITOR_VERSION_TAG = "monitor.champion_version"
+MONITOR_JUDGED_TAG = "monitor.judged"
+MONITOR_DRIFT_TAG = "monitor.drift_detected"
+MONITOR_DEGRADED_TAG = "monitor.degraded"
+MONITOR_RETRAIN_TAG = "monitor.retrain_triggered"
+MONITOR_DRIFTED_COLUMNS_TAG = "monitor.drifted_columns"
+MONITOR_STATE_TAG = "monitor.state"  # JSON: the open episodes and the last retrain, carried run to run
+MONITOR_REPORT_ARTIFACT = "drift_report.html"
+MONITOR_SUMMARY_ARTIFACT = "monitor_summary.json"
+DRIFT_SHARE_METRIC = "drift.share"
+DRIFTED_COLUMNS_METRIC = "drift.drifted_columns"
+DRIFT_SCORE_METRIC_PREFIX = "drift.score."  # + column
+PREDICTION_DRIFT_METRIC = "drift.prediction_score"
+WINDOW_ROWS_METRIC = "window.rows"
+LABELLED_ROWS_METRIC = "window.labelled_rows"
+LIVE_METRIC_PREFIX = "live."  # + the primary metric

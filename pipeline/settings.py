@@ -586,6 +586,81 @@ class ServeSettings(_Model):
     )
 
 
+class MonitorSettings(_Model):
+    """`pipeline monitor`: the drift and live-performance checks and what they may trigger."""
+
+    window_hours: float = Field(
+        24.0, gt=0, description="The current window: prediction-log rows of the last this many hours."
+    )
+    min_samples: int = Field(
+        30,
+        ge=1,
+        description="Fewest rows a window (and each column, missing values aside) needs to be judged; "
+        "a smaller one is reported as not judged, never guessed.",
+    )
+    min_labelled: int = Field(
+        30, ge=1, description="Fewest labelled rows (late feedback) before the live metric is judged."
+    )
+    p_value: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Columns tested by p-value (KS, chi-square: reference of up to large_reference "
+        "rows) drift below this p-value.",
+    )
+    distance_threshold: float = Field(
+        0.1,
+        gt=0,
+        description="Columns tested by distance (normed Wasserstein, Jensen-Shannon: larger "
+        "references) drift at or above this distance.",
+    )
+    large_reference: int = Field(
+        1000,
+        ge=1,
+        description="Reference rows above which distances replace p-value tests (Evidently's rule).",
+    )
+    max_numeric_categories: int = Field(
+        5,
+        ge=0,
+        description="A numeric column with at most this many distinct reference values is tested as "
+        "categorical (Evidently's rule).",
+    )
+    drift_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Share of drifted feature columns at or above which the data has drifted.",
+    )
+    degradation_threshold: float = Field(
+        0.05,
+        ge=0,
+        description="The model is degraded when its live primary metric is worse than its recorded "
+        "test metric by more than this.",
+    )
+    cooldown_hours: float = Field(
+        24.0, ge=0, description="Least time between two retrains the monitor triggers."
+    )
+    max_rows: int = Field(
+        100_000, ge=1, description="Most prediction-log rows read for one window (the newest)."
+    )
+
+
+class TriggerSettings(_Model):
+    """Why a training run happens, recorded on its MLflow run and on the version it registers
+    (set by the DAG or by `pipeline monitor --retrain`, e.g. PIPELINE_TRIGGER__CAUSE=drift)."""
+
+    cause: Literal["schedule", "manual", "drift", "degradation"] = Field(
+        "manual", description="What started the run: schedule, manual, drift or degradation."
+    )
+    monitor_run_id: str | None = Field(
+        None, description="The MLflow run of the monitoring check that decided the retrain."
+    )
+    drifted_columns: str | None = Field(
+        None, description="The drifted columns and their scores (JSON object) the retrain answers."
+    )
+    window: str | None = Field(None, description="The window the monitor judged (JSON: since, until, rows).")
+
+
 class Settings(BaseSettings):
     """Everything the pipeline needs to know, resolved once per process."""
 
@@ -700,6 +775,8 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     sweep: SweepSettings = Field(default_factory=SweepSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    trigger: TriggerSettings = Field(default_factory=TriggerSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -218,3 +218,26 @@ def wrap_unreachable(exc: Exception, settings: Settings) -> RetryableError:
     return RetryableError(
         f"MLflow at {redact_url(settings.resolved_tracking_uri)} failed: {first_line[:500]}"
     )
+
+
+def trigger_tags(settings: Settings) -> dict[str, str]:
+    """What caused this training run (``settings.trigger``), as the tags the register step puts on
+    the run and on the version it registers: ``trigger.cause`` always, the monitor's evidence when
+    a monitoring check decided the retrain."""
+    from pipeline.names import (
+        TRIGGER_CAUSE_TAG,
+        TRIGGER_DRIFTED_COLUMNS_TAG,
+        TRIGGER_MONITOR_RUN_TAG,
+        TRIGGER_WINDOW_TAG,
+    )
+
+    trigger = settings.trigger
+    tags = {TRIGGER_CAUSE_TAG: trigger.cause}
+    for key, value in (
+        (TRIGGER_MONITOR_RUN_TAG, trigger.monitor_run_id),
+        (TRIGGER_DRIFTED_COLUMNS_TAG, trigger.drifted_columns),
+        (TRIGGER_WINDOW_TAG, trigger.window),
+    ):
+        if value:
+            tags[key] = value[:5000]  # MLflow's tag value limit is far above; bounded all the same
+    return tags

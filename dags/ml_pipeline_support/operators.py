@@ -29,9 +29,11 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ml_pipeline_support.alerts import one_line, promotion_alert
+from ml_pipeline_support.monitor import trigger_env
 from ml_pipeline_support.trigger import override_arguments
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_USAGE  # the exit-code contract, declared once
 
+TRIGGER_PREFIX = "PIPELINE_TRIGGER__"  # the variables trigger_env sets, replaced at each render
 NOT_RETRYABLE = frozenset({EXIT_USAGE, EXIT_BAD_INPUT})
 
 _ERROR_WORDS = re.compile(r"error|exception|failed|invalid|refused|violat|broken|not allowed", re.IGNORECASE)
@@ -113,6 +115,12 @@ class _StepMixin:
         extra = override_arguments(context.get("params"), self.allowed_keys)
         if extra and self.arguments[-len(extra) :] != extra:
             self.arguments = [*self.arguments, *extra]
+        # What caused this run (the retrain asset event's cause, schedule or manual), for the
+        # register step to record as trigger.* tags (ml_pipeline_support/monitor.py).
+        self._set_env(trigger_env(context))
+
+    def _set_env(self, env: Mapping[str, str]) -> None:
+        raise NotImplementedError
 
     def _after_success(self, context: Any, result: Any) -> Any:
         if isinstance(result, dict):
@@ -130,6 +138,12 @@ class KubernetesStepOperator(_StepMixin, KubernetesPodOperator):
 
     def execute(self, context: Any) -> Any:
         return self._after_success(context, super().execute(context))
+
+    def _set_env(self, env: Mapping[str, str]) -> None:
+        from kubernetes.client import models as k8s
+
+        kept = [e for e in self.env_vars or [] if not str(getattr(e, "name", "")).startswith(TRIGGER_PREFIX)]
+        self.env_vars = [*kept, *(k8s.V1EnvVar(name=k, value=v) for k, v in env.items())]
 
     def cleanup(self, pod: Any, remote_pod: Any, xcom_result: Any = None, context: Any = None) -> None:
         try:
@@ -181,6 +195,9 @@ class LocalStepOperator(_StepMixin, BaseOperator):
         self.arguments = list(arguments)
         self.env = dict(env or {})
         self._proc: subprocess.Popen[str] | None = None
+
+    def _set_env(self, env: Mapping[str, str]) -> None:
+        self.env = {**{k: v for k, v in self.env.items() if not k.startswith(TRIGGER_PREFIX)}, **env}
 
     def execute(self, context: Any) -> Any:
         command = [sys.executable, "-m", "pipeline", *self.arguments]

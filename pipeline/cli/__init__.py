@@ -195,6 +195,7 @@ from pipeline.cli import running  # noqa: E402, F401
 from pipeline.cli import lineage  # noqa: E402, F401
 from pipeline.cli import experiments  # noqa: E402, F401
 from pipeline.cli import serving  # noqa: E402, F401
+from pipeline.cli import monitoring  # noqa: E402, F401
 # isort: on
 
 

@@ -64,7 +64,7 @@ from pipeline.registry import (
     wait_until_ready,
 )
 from pipeline.serving import load_trusted_predictor
-from pipeline.tracking import configure
+from pipeline.tracking import configure, trigger_tags
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.tracking import MlflowClient
@@ -133,6 +133,9 @@ def run(ctx: StepContext) -> StepResult:
         )
         number = str(version.version)
         wait_until_ready(client, name, number)
+        for key, value in trigger_tags(settings).items():  # why this run exists (idempotent writes)
+            client.set_tag(mlflow_run_id, key, value)
+            client.set_model_version_tag(name, number, key, value)
         point_challenger(client, lease, name, number)
         if not version.tags.get(DECISION):
             decision = _decide(ctx, client, name, number, metric, score, baseline_score)

@@ -64,7 +64,8 @@ def test_preflight_can_be_turned_off(mlp_env):
 
 def test_scheduling_defaults(mlp_env):
     dag = load_dag()
-    assert dag.timetable.expression == "0 3 * * 1"  # weekly, Monday 03:00 UTC
+    # weekly, Monday 03:00 UTC, or the monitor's retrain asset (tests/dags/test_monitor_dag.py)
+    assert dag.timetable.timetable.expression == "0 3 * * 1"
     assert dag.timetable.can_be_scheduled
     assert dag.catchup is False
     assert dag.max_active_runs == 1
@@ -85,7 +86,7 @@ def test_schedule_retries_and_timeouts_follow_the_environment(mlp_env):
     mlp_env.setenv("MLP_DAG_STEP_TIMEOUT_S", '{"default": 900, "train": 5400}')
     mlp_env.setenv("MLP_DAG_TASK_RUNNER", "local")
     dag = load_dag()
-    assert dag.timetable.expression == "*/30 * * * *"
+    assert dag.timetable.timetable.expression == "*/30 * * * *"
     assert dag.dagrun_timeout == timedelta(hours=2)
     assert {t.retries for t in dag.tasks} == {5}
     assert dag.get_task("train").execution_timeout == timedelta(seconds=5400)
@@ -106,7 +107,9 @@ def test_pod_execution_timeout_adds_the_bounded_waits(mlp_env):
 def test_schedule_none_disables_scheduling(mlp_env):
     mlp_env.setenv("MLP_DAG_SCHEDULE", "none")
     dag = load_dag()
-    assert not dag.timetable.can_be_scheduled
+    # No timetable left: only the monitor's retrain asset starts a run (tests/dags/test_monitor_dag.py).
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert not hasattr(dag.timetable, "timetable")
 
 
 @pytest.mark.parametrize(

@@ -124,6 +124,14 @@ RULES: list[Rule] = [
         "the alias and runs `pipeline feedback` on the logged request ids; here every option exists "
         "in the command's `--help`",
     ),
+    Rule(
+        "docs/serving.md",
+        r"pipeline monitor( |$)",
+        "options",
+        "needs a trained champion and a prediction log: tests/e2e/test_monitor.py trains one, logs "
+        "predictions and runs `pipeline monitor` (with --since/--until, --current and --retrain; "
+        "--trigger in tests/dags/test_monitor_dag.py); here every option exists in the command's `--help`",
+    ),
     # ---- docs/mlflow.md ----
     Rule("docs/mlflow.md", r"pipeline ui$", "server"),
     Rule(

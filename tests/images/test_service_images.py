@@ -54,6 +54,7 @@ def test_airflow_image_parses_the_baked_in_dags(docker: Docker, airflow_image: I
     assert import_errors == []
     assert sorted((dag["dag_id"], dag["fileloc"]) for dag in dags) == [
         ("ml_pipeline", f"{DAGS}/ml_pipeline.py"),
+        ("ml_pipeline_monitor", f"{DAGS}/ml_pipeline_monitor.py"),
         ("ml_pipeline_sweep", f"{DAGS}/ml_pipeline_sweep.py"),
     ]
 
