@@ -586,6 +586,16 @@ class ServeSettings(_Model):
     )
 
 
+class CacheSettings(_Model):
+    enabled: bool = Field(
+        True,
+        description="Reuse a step's published outputs from an earlier run when its inputs, code and "
+        "the settings it reads are unchanged (the step cache; `pipeline run --no-cache` or "
+        "`--rerun STEP` for one run).",
+        examples=[True],
+    )
+
+
 class Settings(BaseSettings):
     """Everything the pipeline needs to know, resolved once per process."""
 
@@ -700,6 +710,7 @@ class Settings(BaseSettings):
     gate: GateSettings = Field(default_factory=GateSettings)
     sweep: SweepSettings = Field(default_factory=SweepSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

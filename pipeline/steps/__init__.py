@@ -35,6 +35,10 @@ class StepSpec:
         kind: ``data`` (ingest .. version: what a sweep prepares once for all its trials) or
             ``model`` (trains on, scores or registers a model).
         uses_gpu: whether the step can use an accelerator (the DAG gives only these pods a GPU).
+        settings_read: the settings the step reads, as dotted paths of the resolved configuration
+            (a section covers what is under it): what its step-cache key takes from the
+            configuration (:mod:`pipeline.cache`; tests/e2e/test_step_cache.py records every
+            setting each step reads and fails on one not declared here).
     """
 
     name: str
@@ -44,6 +48,7 @@ class StepSpec:
     outputs: tuple[str, ...] = ()
     kind: Literal["data", "model"] = "data"
     uses_gpu: bool = False
+    settings_read: tuple[str, ...] = ()
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -57,12 +62,28 @@ class StepSpec:
         return f"{step}.{output}" in self.inputs
 
 
+# What reading the raw snapshot against the data contract takes (ingest refuses a header that cannot
+# make a table, validate applies the whole contract).
+CONTRACT = (
+    "data.name",
+    "data.columns",
+    "data.target",
+    "data.task",
+    "data.min_rows",
+    "data.max_rows",
+    "data.max_columns",
+    "data.allow_extra_columns",
+    "data.strict",
+    "data.max_duplicate_fraction",
+)
+
 STEPS: tuple[StepSpec, ...] = (
     StepSpec(
         "ingest",
         "pipeline.steps.ingest",
         "Read the source (file, HTTP API or SQL) into an immutable raw snapshot with its hash.",
         outputs=("raw",),
+        settings_read=(*CONTRACT, "data.source", "s3.endpoint_url", "s3.region"),
     ),
     StepSpec(
         "validate",
@@ -70,6 +91,13 @@ STEPS: tuple[StepSpec, ...] = (
         "Run the data contract (Great Expectations) on the raw snapshot; stop on failure.",
         inputs=("ingest.raw",),
         outputs=("report", "data_docs"),
+        settings_read=(
+            *CONTRACT,
+            "data.source.uri",
+            "data.source.csv",
+            "data.unique_together",
+            "data.formula_values",
+        ),
     ),
     StepSpec(
         "preprocess",
@@ -77,12 +105,23 @@ STEPS: tuple[StepSpec, ...] = (
         "De-duplicate, split, refuse target leakage, impute, encode and scale; save the fitted transformer.",
         inputs=("ingest.raw", "validate"),
         outputs=("features", "test_raw", "transformer"),
+        settings_read=(
+            "data.source.uri",
+            "data.source.csv",
+            "data.columns",
+            "data.target",
+            "data.task",
+            "data.leakage",
+            "preprocess",
+            "seed",
+        ),
     ),
     StepSpec(
         "features",
         "pipeline.steps.features",
         "Write the processed features to the feature store as a new feature-set version.",
         inputs=("preprocess.features",),
+        settings_read=("data.name", "feature_store_url"),
     ),
     StepSpec(
         "version",
@@ -90,6 +129,7 @@ STEPS: tuple[StepSpec, ...] = (
         "Track raw and processed data with DVC and push them to the remote.",
         inputs=("ingest.raw", "preprocess.features"),
         outputs=("raw_dvc", "processed_dvc"),
+        settings_read=("dvc_remote", "s3.endpoint_url", "s3.region"),
     ),
     StepSpec(
         "train",
@@ -108,6 +148,22 @@ STEPS: tuple[StepSpec, ...] = (
         outputs=("weights", "model_spec", "history"),
         kind="model",
         uses_gpu=True,
+        settings_read=(
+            "data.name",
+            "data.source.uri",
+            "data.target",
+            "data.task",
+            "data.columns",
+            "data.leakage",
+            "preprocess",
+            "train",
+            "seed",
+            "evaluate.primary_metric",
+            "gate.margin",
+            "experiment_name",
+            "tracking_uri",
+            "feature_store_url",
+        ),
     ),
     StepSpec(
         "evaluate",
@@ -116,6 +172,7 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=("preprocess.test_raw", "preprocess.features", "train.history"),
         outputs=("evaluation", "plots"),
         kind="model",
+        settings_read=("data.columns", "data.target", "data.task", "evaluate", "seed", "tracking_uri"),
     ),
     StepSpec(
         "register",
@@ -123,6 +180,15 @@ STEPS: tuple[StepSpec, ...] = (
         "Register the model version as challenger; promote to champion if the gate passes.",
         inputs=("preprocess.test_raw", "train", "evaluate"),
         kind="model",
+        settings_read=(
+            "data.name",
+            "data.columns",
+            "data.target",
+            "data.task",
+            "gate",
+            "model_name",
+            "tracking_uri",
+        ),
     ),
 )
 
