@@ -118,7 +118,8 @@ def _module_file(name: str, root: Path) -> Path | None:
     return None
 
 
-def _imports(path: Path, name: str, root: Path) -> set[str]:
+@functools.lru_cache(maxsize=512)
+def _imports(path: Path, name: str, root: Path) -> frozenset[str]:
     """The package modules that module ``name`` (at ``path``) imports, anywhere in its body."""
     is_package = path.name == "__init__.py"
     found: set[str] = set()
@@ -141,7 +142,7 @@ def _imports(path: Path, name: str, root: Path) -> set[str]:
             prefix = ".".join(parts[:i])
             if _module_file(prefix, root) is not None:
                 modules.add(prefix)
-    return modules
+    return frozenset(modules)
 
 
 def code_closure(module: str, root: Path | None = None) -> list[str]:
@@ -213,7 +214,7 @@ def source_hash(settings: Settings) -> str | None:
     uri = source.uri
     scheme = urlparse(uri).scheme.lower() if "://" in uri else ""
     if scheme == "pkg":
-        path = resolve_package_uri(uri)
+        path = _package_file(uri) or resolve_package_uri(uri)
     elif scheme in ("", "file"):
         path = Path(uri[len("file://") :] if scheme == "file" else uri).expanduser()
     else:
@@ -222,6 +223,27 @@ def source_hash(settings: Settings) -> str | None:
         return sha256_file(path)
     except OSError:
         return None  # ingest runs and reports the problem itself
+
+
+def _package_file(uri: str) -> Path | None:
+    """The file of a ``pkg://<package>/<path>`` URI, found without importing the package (which
+    may import pandas, seconds of a fully cached run); None when that is not plain: then
+    :func:`pipeline.sources.resolve_package_uri` decides."""
+    from importlib.util import find_spec
+
+    package, _, inner = uri[len("pkg://") :].partition("/")
+    if not package.isidentifier() or not inner or inner.startswith(("/", "\\")) or ".." in Path(inner).parts:
+        return None
+    try:
+        spec = find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if len(locations) != 1:
+        return None
+    root = Path(locations[0])
+    path = root / inner
+    return path if path.resolve().is_relative_to(root.resolve()) else None
 
 
 # --------------------------------------------------------------------------------------------

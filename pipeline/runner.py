@@ -65,7 +65,7 @@ def execute_step(
         source = cache.source_hash(settings) if not spec.needs else None
         key, origin = cache.find_reusable(store, settings, spec, run_id, source)
         if origin is not None:
-            logger.info(
+            logger.debug(
                 "step %s: reusing the outputs of run %s (cache key %s)", name, origin.run_id, key[:12]
             )
             return cache.reuse(store, run_id, origin, key, started)
