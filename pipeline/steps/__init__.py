@@ -62,20 +62,27 @@ class StepSpec:
         return f"{step}.{output}" in self.inputs
 
 
+def under(section: str, *fields: str) -> tuple[str, ...]:
+    """Dotted setting paths: ``fields`` of ``section`` (none: the whole section)."""
+    return tuple(f"{section}.{field}" for field in fields) or (section,)
+
+
 # What reading the raw snapshot against the data contract takes (ingest refuses a header that cannot
 # make a table, validate applies the whole contract).
-CONTRACT = (
-    "data.name",
-    "data.columns",
-    "data.target",
-    "data.task",
-    "data.min_rows",
-    "data.max_rows",
-    "data.max_columns",
-    "data.allow_extra_columns",
-    "data.strict",
-    "data.max_duplicate_fraction",
+CONTRACT = under(
+    "data",
+    "name",
+    "columns",
+    "target",
+    "task",
+    "min_rows",
+    "max_rows",
+    "max_columns",
+    "allow_extra_columns",
+    "strict",
+    "max_duplicate_fraction",
 )
+S3_LOCATION = under("s3", "endpoint_url", "region")
 
 STEPS: tuple[StepSpec, ...] = (
     StepSpec(
@@ -83,7 +90,7 @@ STEPS: tuple[StepSpec, ...] = (
         "pipeline.steps.ingest",
         "Read the source (file, HTTP API or SQL) into an immutable raw snapshot with its hash.",
         outputs=("raw",),
-        settings_read=(*CONTRACT, "data.source", "s3.endpoint_url", "s3.region"),
+        settings_read=(*CONTRACT, *under("data", "source"), *S3_LOCATION),
     ),
     StepSpec(
         "validate",
@@ -93,10 +100,7 @@ STEPS: tuple[StepSpec, ...] = (
         outputs=("report", "data_docs"),
         settings_read=(
             *CONTRACT,
-            "data.source.uri",
-            "data.source.csv",
-            "data.unique_together",
-            "data.formula_values",
+            *under("data", "source.uri", "source.csv", "unique_together", "formula_values"),
         ),
     ),
     StepSpec(
@@ -106,13 +110,8 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=("ingest.raw", "validate"),
         outputs=("features", "test_raw", "transformer"),
         settings_read=(
-            "data.source.uri",
-            "data.source.csv",
-            "data.columns",
-            "data.target",
-            "data.task",
-            "data.leakage",
-            "preprocess",
+            *under("data", "source.uri", "source.csv", "columns", "target", "task", "leakage"),
+            *under("preprocess"),
             "seed",
         ),
     ),
@@ -121,7 +120,7 @@ STEPS: tuple[StepSpec, ...] = (
         "pipeline.steps.features",
         "Write the processed features to the feature store as a new feature-set version.",
         inputs=("preprocess.features",),
-        settings_read=("data.name", "feature_store_url"),
+        settings_read=(*under("data", "name"), "feature_store_url"),
     ),
     StepSpec(
         "version",
@@ -129,7 +128,7 @@ STEPS: tuple[StepSpec, ...] = (
         "Track raw and processed data with DVC and push them to the remote.",
         inputs=("ingest.raw", "preprocess.features"),
         outputs=("raw_dvc", "processed_dvc"),
-        settings_read=("dvc_remote", "s3.endpoint_url", "s3.region"),
+        settings_read=("dvc_remote", *S3_LOCATION),
     ),
     StepSpec(
         "train",
@@ -149,17 +148,12 @@ STEPS: tuple[StepSpec, ...] = (
         kind="model",
         uses_gpu=True,
         settings_read=(
-            "data.name",
-            "data.source.uri",
-            "data.target",
-            "data.task",
-            "data.columns",
-            "data.leakage",
-            "preprocess",
-            "train",
+            *under("data", "name", "source.uri", "target", "task", "columns", "leakage"),
+            *under("preprocess"),  # logged as parameters of the run
+            *under("train"),
             "seed",
-            "evaluate.primary_metric",
-            "gate.margin",
+            *under("evaluate", "primary_metric"),
+            *under("gate", "margin"),
             "experiment_name",
             "tracking_uri",
             "feature_store_url",
@@ -172,7 +166,12 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=("preprocess.test_raw", "preprocess.features", "train.history"),
         outputs=("evaluation", "plots"),
         kind="model",
-        settings_read=("data.columns", "data.target", "data.task", "evaluate", "seed", "tracking_uri"),
+        settings_read=(
+            *under("data", "columns", "target", "task"),
+            *under("evaluate"),
+            "seed",
+            "tracking_uri",
+        ),
     ),
     StepSpec(
         "register",
@@ -181,11 +180,8 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=("preprocess.test_raw", "train", "evaluate"),
         kind="model",
         settings_read=(
-            "data.name",
-            "data.columns",
-            "data.target",
-            "data.task",
-            "gate",
+            *under("data", "name", "columns", "target", "task"),
+            *under("gate"),
             "model_name",
             "tracking_uri",
         ),

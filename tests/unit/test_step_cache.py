@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cache, steps
+from pipeline import cache, codehash, steps
 from pipeline.settings import Settings
 from pipeline.storage import ArtifactStore, Manifest, sha256_file
 
@@ -113,7 +113,7 @@ def test_a_setting_no_step_reads_changes_no_key(
 @pytest.fixture(scope="module")
 def package_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("code") / "pipeline"
-    shutil.copytree(cache.package_root(), root, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(codehash.package_root(), root, ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
@@ -136,22 +136,24 @@ def test_one_line_of_code_changes_the_keys_of_the_steps_that_run_it_and_after(
     original = path.read_text()
     try:
         path.write_text(original + "CHANGED = 1\n")
-        cache.code_hash.cache_clear()
-        cache._imports.cache_clear()
+        codehash.code_hash.cache_clear()
+        codehash._imports.cache_clear()
         assert changed(before, keys(settings, source, root=package_copy)) == downstream_of(first)
     finally:
         path.write_text(original)
-        cache.code_hash.cache_clear()
-        cache._imports.cache_clear()
+        codehash.code_hash.cache_clear()
+        codehash._imports.cache_clear()
 
 
 def test_the_code_hash_follows_imports_through_the_package() -> None:
-    closure = cache.code_closure("pipeline.steps.preprocess")
+    closure = codehash.code_closure("pipeline.steps.preprocess")
     assert {"pipeline.steps.preprocess", "pipeline.leakage", "pipeline.transform", "pipeline.context"} <= set(
         closure
     )
     assert "pipeline.steps.train" not in closure
-    assert "pipeline.featurestore.store" in cache.code_closure("pipeline.steps.features")  # a relative import
+    assert "pipeline.featurestore.store" in codehash.code_closure(
+        "pipeline.steps.features"
+    )  # a relative import
 
 
 def test_the_declared_settings_exist(settings: Settings) -> None:
