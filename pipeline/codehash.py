@@ -56,29 +56,42 @@ def _imports(path: Path, name: str, root: Path) -> frozenset[str]:
     return frozenset(modules)
 
 
-def code_closure(module: str, root: Path | None = None) -> list[str]:
-    """``module`` and every package module it imports, transitively, sorted."""
-    root = root or package_root()
-    seen: set[str] = set()
+def _outside_file(module: str) -> Path | None:
+    """The source file of a step module outside the package (a plug-in step), or None."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _files(module: str, root: Path) -> dict[str, Path]:
+    """``module`` and every package module it imports, transitively, with their files."""
+    files: dict[str, Path] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in files:
             continue
-        path = _module_file(name, root)
+        path = _module_file(name, root) or (_outside_file(name) if name == module else None)
         if path is None:
             continue
-        seen.add(name)
-        todo.extend(_imports(path, name, root) - seen)
-    return sorted(seen)
+        files[name] = path
+        todo.extend(_imports(path, name, root) - set(files))
+    return dict(sorted(files.items()))
+
+
+def code_closure(module: str, root: Path | None = None) -> list[str]:
+    """``module`` and every package module it imports, transitively, sorted."""
+    return list(_files(module, root or package_root()))
 
 
 @functools.lru_cache(maxsize=64)
 def code_hash(module: str, root: Path | None = None) -> str:
     """SHA-256 of the source of ``module`` and of the package modules it imports."""
-    root = root or package_root()
     digest = hashlib.sha256()
-    for name in code_closure(module, root):
-        digest.update(name.encode() + b"\0")
-        digest.update(_module_file(name, root).read_bytes() + b"\0")  # type: ignore[union-attr]
+    for name, path in _files(module, root or package_root()).items():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -151,9 +151,10 @@ def test_the_code_hash_follows_imports_through_the_package() -> None:
         closure
     )
     assert "pipeline.steps.train" not in closure
-    assert "pipeline.featurestore.store" in codehash.code_closure(
-        "pipeline.steps.features"
-    )  # a relative import
+    features = codehash.code_closure("pipeline.steps.features")
+    assert "pipeline.featurestore.store" in features  # through a relative import
+    plugin = codehash.code_closure("tests.throwaway_step")  # a step module outside the package
+    assert "tests.throwaway_step" in plugin and "pipeline.context" in plugin
 
 
 def test_the_declared_settings_exist(settings: Settings) -> None:
