@@ -45,6 +45,7 @@ BACKEND_SETTINGS = (
     "image_digest",
     "log_level",
     "secret_settings",
+    "cache",  # whether this process reuses earlier runs' outputs (pipeline.cache)
 )
 BACKEND_SWEEP_SETTINGS = ("storage_url", "storage_password")
 MAX_SHOWN = 12  # differences a refusal lists
