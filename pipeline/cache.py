@@ -300,18 +300,25 @@ def find_reusable(
     from pipeline import steps
 
     identities: dict[str, str] = {}
+    upstream_origins: set[str | None] = set()  # whose outputs this run's model steps before it are
     for step in spec.needs:
         upstream = store.read_manifest(run_id, step)
         if upstream is None or not upstream.succeeded:
             return None, None
         identities[step] = identity(upstream)
+        if steps.get_step(step).kind == "model":
+            upstream_origins.add((upstream.reused_from or {}).get("run_id"))
     resolved = settings.redacted()
     key = step_key(spec, settings, identities, source, resolved=resolved)
     if key is None:
         return None, None
     origin = lookup(store, spec.name, key)
-    if origin is None or origin.run_id == run_id or spec.kind != "model":
-        return key, origin if origin is not None and origin.run_id != run_id else None
+    if origin is None or origin.run_id == run_id:
+        return key, None
+    if spec.kind != "model":
+        return key, origin
+    if upstream_origins - {origin.run_id}:  # a model step of this run ran, or came from another run
+        return key, None
     names = [s.name for s in steps.STEPS]
     chained = {**identities, spec.name: key}
     for later in steps.STEPS[names.index(spec.name) + 1 :]:

@@ -248,6 +248,15 @@ def test_model_steps_are_reused_together_or_not_at_all(
     publish(store, tmp_path, "run-x", "register", register_key)
     key_y, origin = cache.find_reusable(store, settings, train, "run-y")
     assert key_y == key and origin is not None and origin.run_id == "run-x"
+    # A training this run did itself (same key: `pipeline step train --no-cache`) is never paired
+    # with an evaluation of another run's model.
+    publish(store, tmp_path, "run-y", "train", key)
+    evaluate = steps.get_step("evaluate")
+    assert cache.find_reusable(store, settings, evaluate, "run-y") == (evaluate_key, None)
+    cache.reuse(store, "run-w", store.read_manifest("run-x", "train"), key, started_at="t")
+    for step in steps.DATA_STEPS:
+        cache.reuse(store, "run-w", store.read_manifest("run-x", step), f"key-{step}", started_at="t")
+    assert cache.find_reusable(store, settings, evaluate, "run-w")[1].run_id == "run-x"
 
 
 def test_a_step_that_was_not_cached_is_identified_by_its_content() -> None:
