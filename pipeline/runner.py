@@ -154,8 +154,9 @@ def run_pipeline(
     previous attempt stopped. Steps are reused from the step cache (``use_cache`` None:
     ``cache.enabled``; ``force`` runs every step), except ``rerun_from`` and every step after it."""
     check_run_id(run_id)
-    if rerun_from is not None:
-        get_step(rerun_from)  # an unknown name is refused before anything runs
+    if rerun_from is not None and get_step(rerun_from).kind == "model":
+        # The model steps share one MLflow run: re-running one re-runs them all (pipeline.cache).
+        rerun_from = next(spec.name for spec in steps.STEPS if spec.kind == "model")
     store = make_store(settings)
     manifests: dict[str, Manifest] = {}
     rerun = force

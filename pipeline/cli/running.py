@@ -56,7 +56,10 @@ def run(
     ] = False,
     rerun: Annotated[
         str | None,
-        typer.Option("--rerun", help="Run this step and every step after it again, even if cached."),
+        typer.Option(
+            "--rerun",
+            help="Run this step and every step after it again, even if cached (a model step: from train).",
+        ),
     ] = None,
 ) -> None:
     """Run every step on this machine, resuming a run id where it stopped (with the configuration

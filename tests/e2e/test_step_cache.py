@@ -33,6 +33,7 @@ class Runs:
     cached: CliResult
     changed: CliResult
     uncached: CliResult
+    rerun: CliResult
 
 
 def in_process_recorded_run(home: Path) -> dict[str, set[str]]:
@@ -79,7 +80,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     assert changed.returncode == 0, changed.stderr[-4000:]
     uncached = run_cli(["run", *QUICK, "--no-cache"], home)
     assert uncached.returncode == 0, uncached.stderr[-4000:]
-    return Runs(home, reads, cached, changed, uncached)
+    rerun = run_cli(["run", *QUICK, "--rerun", "evaluate"], home)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    return Runs(home, reads, cached, changed, uncached, rerun)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +141,8 @@ def test_an_unchanged_rerun_reuses_every_step_and_registers_nothing(runs: Runs, 
     assert reused_steps(runs.cached) == list(steps.STEP_NAMES)
     # Nothing was trained or registered by it: one training run and one version per other run.
     registered = sorted(v.tags["pipeline.run_id"] for v in client.search_model_versions("name = 'penguins'"))
-    assert registered == sorted([FIRST, runs.changed.json["run_id"], runs.uncached.json["run_id"]])
+    others = [FIRST, runs.changed.json["run_id"], runs.uncached.json["run_id"], runs.rerun.json["run_id"]]
+    assert registered == sorted(others)
     experiment = client.get_experiment_by_name("penguins")
     trained = sorted(
         r.data.tags.get("pipeline.run_id") for r in client.search_runs([experiment.experiment_id])
@@ -175,3 +179,22 @@ def test_no_cache_reruns_every_step(runs: Runs, client) -> None:
     tags = client.get_run(summary["mlflow_run_id"]).data.tags
     assert not [k for k in tags if k.startswith(CACHE_REUSED_FROM_PREFIX)]
     assert feature_set_versions(runs.home) == [1, 2], "only the uncached run wrote the features again"
+
+
+def test_rerun_of_a_model_step_reruns_every_model_step_on_the_cached_data(runs: Runs, client) -> None:
+    uncached_id = runs.uncached.json["run_id"]
+    # The data steps come from the latest run that published them (the uncached one); evaluate
+    # writes into its training's MLflow run, so train runs again with it.
+    assert reused_steps(runs.rerun, since=uncached_id) == [
+        "ingest",
+        "validate",
+        "preprocess",
+        "features",
+        "version",
+    ]
+    summary = runs.rerun.json
+    assert summary["version"] == "4"
+    assert summary["mlflow_run_id"] not in {
+        runs.uncached.json["mlflow_run_id"],
+        runs.changed.json["mlflow_run_id"],
+    }
