@@ -293,10 +293,16 @@ def reuse(store: ArtifactStore, run_id: str, origin: Manifest, key: str, started
 
 
 def find_reusable(
-    store: ArtifactStore, settings: Settings, spec: StepSpec, run_id: str, source: str | None = None
+    store: ArtifactStore,
+    settings: Settings,
+    spec: StepSpec,
+    run_id: str,
+    source: str | None = None,
+    look: bool = True,
 ) -> tuple[str | None, Manifest | None]:
     """``(key, origin)`` for ``spec`` in ``run_id``: its key (None: not keyable) and the manifest to
-    reuse (None: a miss). A model step is a hit only when every model step after it is too."""
+    reuse (None: a miss, or ``look`` False: the key only). A model step is a hit only when every
+    model step after it is too."""
     from pipeline import steps
 
     identities: dict[str, str] = {}
@@ -310,8 +316,8 @@ def find_reusable(
             upstream_origins.add((upstream.reused_from or {}).get("run_id"))
     resolved = settings.redacted()
     key = step_key(spec, settings, identities, source, resolved=resolved)
-    if key is None:
-        return None, None
+    if key is None or not look:
+        return key, None
     origin = lookup(store, spec.name, key)
     if origin is None or origin.run_id == run_id:
         return key, None

@@ -53,17 +53,19 @@ def execute_step(
     use_cache: bool | None = None,
 ) -> Manifest:
     """Run one step and publish its outputs, or reuse an earlier run's (a step cache hit; ``use_cache``
-    None: ``cache.enabled``). Raises the step's error after publishing what it chose to publish (a
-    failed validation publishes its report)."""
+    None: ``cache.enabled``). A step that runs records its key for later runs (``use_cache`` False
+    included) unless ``cache.enabled`` is off. Raises the step's error after publishing what it
+    chose to publish (a failed validation publishes its report)."""
     check_run_id(run_id)
     spec = get_step(name)
     store = store or make_store(settings)
     record_run(store, run_id, settings)  # the first step of a run records its configuration
     started = utcnow()
     key = None
-    if settings.cache.enabled if use_cache is None else use_cache:
+    reuse = settings.cache.enabled if use_cache is None else use_cache
+    if reuse or settings.cache.enabled:
         source = cache.source_hash(settings) if not spec.needs else None
-        key, origin = cache.find_reusable(store, settings, spec, run_id, source)
+        key, origin = cache.find_reusable(store, settings, spec, run_id, source, look=reuse)
         if origin is not None:
             logger.debug(
                 "step %s: reusing the outputs of run %s (cache key %s)", name, origin.run_id, key[:12]
