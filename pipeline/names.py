@@ -79,6 +79,9 @@ GATE_TAGS = (REASON, GATE_METRIC, GATE_SCORE, BASELINE_SCORE, CHAMPION_VERSION, 
 REGISTRY_MODEL_TAG = "registry.model"
 REGISTRY_VERSION_TAG = "registry.version"
 
+# ---- the step cache (pipeline.cache), on the train run ----------------------------------------
+CACHE_REUSED_FROM_PREFIX = "cache.reused_from."  # + step: "run <run id>, step <step>" it reused
+
 # ---- the hyperparameter sweep ---------------------------------------------------------------
 ROLE_TAG = "sweep.role"  # parent | trial | best
 SWEEP_RUN_TAG = "sweep.run_id"  # never pipeline.run_id: the train step closes RUNNING runs with that tag

@@ -45,6 +45,8 @@ BACKEND_SETTINGS = (
     "image_digest",
     "log_level",
     "secret_settings",
+    "cache",  # whether this process reuses earlier runs' outputs (pipeline.cache)
+    "trigger",  # why this process runs (a resume of a drift retrain, started by hand, is manual)
 )
 BACKEND_SWEEP_SETTINGS = ("storage_url", "storage_password")
 MAX_SHOWN = 12  # differences a refusal lists

@@ -97,7 +97,7 @@ def reproduce(
             dvc_remote=str(root / "home" / "dvc-remote"),
         )
         run_id = f"reproduce-{version.name}-v{version.version}"
-        manifests = run_pipeline(sandbox, run_id, stop_after="evaluate")
+        manifests = run_pipeline(sandbox, run_id, stop_after="evaluate", use_cache=False)  # retrain, always
         reproduced = {f"test_{k}": v for k, v in manifests["evaluate"].summary["test"].items()}
         configure(settings)  # point MLflow back at the real store
     return Reproduction(version.name, str(version.version), sha, original, reproduced, tolerance)

@@ -661,6 +661,16 @@ class TriggerSettings(_Model):
     window: str | None = Field(None, description="The window the monitor judged (JSON: since, until, rows).")
 
 
+class CacheSettings(_Model):
+    enabled: bool = Field(
+        True,
+        description="Reuse a step's published outputs from an earlier run when its inputs, code and "
+        "the settings it reads are unchanged (the step cache; `pipeline run --no-cache` or "
+        "`--rerun STEP` for one run).",
+        examples=[True],
+    )
+
+
 class Settings(BaseSettings):
     """Everything the pipeline needs to know, resolved once per process."""
 
@@ -777,6 +787,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     trigger: TriggerSettings = Field(default_factory=TriggerSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -169,6 +169,8 @@ class Manifest:
     finished_at: str
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    cache_key: str | None = None  # the step cache's key of these outputs (pipeline.cache)
+    reused_from: dict[str, str] | None = None  # {run_id, step} whose outputs these are, on a hit
 
     @property
     def succeeded(self) -> bool:
@@ -270,6 +272,7 @@ class ArtifactStore:
         summary: dict[str, Any],
         started_at: str,
         status: str = "succeeded",
+        cache_key: str | None = None,
     ) -> Manifest:
         """Copy the staged files into a new attempt folder, then switch the manifest to it.
 
@@ -300,6 +303,7 @@ class ArtifactStore:
                 finished_at=utcnow(),
                 outputs=described,
                 summary=summary,
+                cache_key=cache_key,
             )
             previous = self._current_attempt_or_none(step_dir, default=None)
             self._atomic_write_text(f"{step_dir}/{MANIFEST}", manifest.to_json())
@@ -312,6 +316,20 @@ class ArtifactStore:
             raise self._failed(f"publish {step} outputs to {self.to_uri(step_dir)}", exc, note) from exc
         self._remove_superseded(step_dir, attempt, previous)
         return manifest
+
+    def publish_manifest(self, manifest: Manifest) -> None:
+        """Publish a manifest whose outputs already exist elsewhere in the store (a step cache
+        hit names another run's attempt): no files are copied; this step's own superseded attempt
+        goes as after :meth:`publish`."""
+        step_dir = self.step_path(manifest.run_id, manifest.step)
+        try:
+            previous = self._current_attempt_or_none(step_dir, default=None)
+            self._atomic_write_text(f"{step_dir}/{MANIFEST}", manifest.to_json())
+        except storage_errors() as exc:
+            raise self._failed(
+                f"publish the {manifest.step} manifest to {self.to_uri(step_dir)}", exc
+            ) from exc
+        self._remove_superseded(step_dir, manifest.attempt, previous)
 
     def _current_attempt(self, step_dir: str) -> str | None:
         """The attempt the manifest names now (``None`` when there is no manifest yet)."""
@@ -391,6 +409,14 @@ class ArtifactStore:
         except storage_errors() as exc:
             raise self._failed(f"download {uri}", exc) from exc
         return target
+
+    def exists(self, uri: str) -> bool:
+        """Whether a published output (a URI of a manifest) is still there."""
+        path = uri[len("s3://") :] if uri.startswith("s3://") else uri
+        try:
+            return bool(self.fs.exists(path))
+        except storage_errors() as exc:
+            raise self._failed(f"check {uri}", exc) from exc
 
     # small files -----------------------------------------------------------------------------
 

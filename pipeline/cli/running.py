@@ -48,9 +48,23 @@ def run(
             help="Resume a run id with a configuration other than the one it recorded.",
         ),
     ] = False,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache", help="Run every step, reusing nothing from earlier runs (the step cache)."
+        ),
+    ] = False,
+    rerun: Annotated[
+        str | None,
+        typer.Option(
+            "--rerun",
+            help="Run this step and every step after it again, even if cached (a model step: from train).",
+        ),
+    ] = None,
 ) -> None:
     """Run every step on this machine, resuming a run id where it stopped (with the configuration
-    it recorded: a different --config/--set is refused without --allow-config-change)."""
+    it recorded: a different --config/--set is refused without --allow-config-change). A step whose
+    inputs, code and settings have not changed since an earlier run reuses that run's outputs."""
     _prepare()
     from pipeline.runner import make_store, new_run_id, run_pipeline
     from pipeline.storage import utcnow
@@ -58,6 +72,12 @@ def run(
     resuming = run_id is not None
     run_id = run_id or new_run_id()
     with reported():
+        if rerun is not None and rerun not in registry.STEP_NAMES:
+            from pipeline.errors import ConfigError
+
+            raise ConfigError(
+                f"--rerun: unknown step {rerun!r}; valid steps: {', '.join(registry.STEP_NAMES)}"
+            )
         settings = load_settings(config, overrides)
         if resuming:
             from pipeline.context import check_run_id
@@ -76,7 +96,14 @@ def run(
     started, since = time.monotonic(), utcnow()
     with _step_display() as display:
         try:
-            manifests = run_pipeline(settings, run_id, force=force, on_step=display.on_step)
+            manifests = run_pipeline(
+                settings,
+                run_id,
+                force=force,
+                on_step=display.on_step,
+                use_cache=False if no_cache else None,
+                rerun_from=rerun,
+            )
             error = None
         except (Exception, KeyboardInterrupt) as exc:
             error = exc
@@ -89,7 +116,46 @@ def run(
             details=saved_outputs(settings, run_id, step, since) if step else None,
             resume=f"pipeline run --run-id {run_id}" if _resume_can_help(error, step) else None,
         ) from None
-    _closing_summary(settings, run_id, manifests, time.monotonic() - started)
+    if all(m.reused_from for m in manifests.values()):
+        _nothing_changed(run_id, manifests, time.monotonic() - started)
+    else:
+        _closing_summary(settings, run_id, manifests, time.monotonic() - started)
+
+
+def _nothing_changed(run_id: str, manifests, elapsed: float) -> None:
+    """Every step reused an earlier run's outputs: nothing was trained or registered."""
+    register = manifests["register"]
+    summary = register.summary
+    since = register.reused_from["run_id"]
+    champion = summary.get("champion_version")
+    stands = f"champion v{champion} stands" if champion else "no champion"
+    message = f"nothing changed since run {since}; {stands}"
+    console.rule("[bold green]pipeline finished (all steps cached)")
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"  (rerun with `pipeline run --no-cache` or `--rerun STEP`; took {elapsed:.0f}s)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    print(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "cached": True,
+                "reused_from": since,
+                "message": message,
+                "model_name": summary["model_name"],
+                "version": summary["version"],
+                "champion_version": champion,
+                "promoted": False,
+                "reason": message,
+                "mlflow_run_id": manifests["train"].summary["mlflow_run_id"],
+            },
+            sort_keys=True,
+        ),
+        flush=True,
+    )
 
 
 def _resume_can_help(error: BaseException, step: str | None) -> bool:
@@ -143,6 +209,8 @@ class _StepDisplay:
         if self.progress is None:
             if event == "kept":
                 console.print(f"  {name:<11} already done (kept)", highlight=False, markup=False)
+            elif event == "reused":
+                self._line(name, _reused(manifest))
             elif event != "started":
                 self._line(name, describe(name, manifest.summary))
             return
@@ -154,6 +222,11 @@ class _StepDisplay:
             progress.update(task, description=f"[cyan]{name:<11}[/] running")
         elif event == "kept":
             progress.update(task, description=f"[green]{name:<11}[/] already done (kept)", completed=1)
+        elif event == "reused":
+            progress.update(
+                task, description=f"[green]{name:<11}[/] {escape(_reused(manifest))}", completed=1
+            )
+            progress.stop_task(task)
         else:
             summary = escape(describe(name, manifest.summary))
             progress.update(task, description=f"[green]{name:<11}[/] {summary}", completed=1)
@@ -175,6 +248,11 @@ class _StepDisplay:
             elif not self.progress.tasks[task].finished:
                 self.progress.update(task, description=f"[dim]{name:<11}[/] not run", completed=1)
             self.progress.stop_task(task)
+
+
+def _reused(manifest) -> str:
+    origin = manifest.reused_from
+    return f"cached: reused from run {origin['run_id']}, step {origin['step']}"
 
 
 def _step_display() -> _StepDisplay:
@@ -241,8 +319,12 @@ def step(
     run_id: Annotated[str, typer.Option("--run-id", help="The run this step belongs to.")],
     config: ConfigOption = None,
     overrides: SetOption = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run the step even if an earlier run's outputs fit.")
+    ] = False,
 ) -> None:
-    """Run one step for a run id (what each Airflow task runs); prints a JSON summary on stdout."""
+    """Run one step for a run id (what each Airflow task runs), or reuse an earlier run's outputs
+    when its inputs, code and settings are unchanged; prints a JSON summary on stdout."""
     _prepare()
     from pipeline.errors import ConfigError
     from pipeline.runner import emit_summary, execute_step, step_summary
@@ -258,7 +340,7 @@ def step(
         if name not in registry.STEP_NAMES:
             raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(registry.STEP_NAMES)}")
         loaded["settings"] = settings = load_settings(config, overrides)
-        manifest = execute_step(settings, run_id, name)
+        manifest = execute_step(settings, run_id, name, use_cache=False if no_cache else None)
     emit_summary(step_summary(manifest))
 
 

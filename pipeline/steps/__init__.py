@@ -35,6 +35,10 @@ class StepSpec:
         kind: ``data`` (ingest .. version: what a sweep prepares once for all its trials) or
             ``model`` (trains on, scores or registers a model).
         uses_gpu: whether the step can use an accelerator (the DAG gives only these pods a GPU).
+        settings_read: the settings the step reads, as dotted paths of the resolved configuration
+            (a section covers what is under it): what its step-cache key takes from the
+            configuration (:mod:`pipeline.cache`; tests/e2e/test_step_cache.py records every
+            setting each step reads and fails on one not declared here).
     """
 
     name: str
@@ -44,6 +48,7 @@ class StepSpec:
     outputs: tuple[str, ...] = ()
     kind: Literal["data", "model"] = "data"
     uses_gpu: bool = False
+    settings_read: tuple[str, ...] = ()
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -57,12 +62,35 @@ class StepSpec:
         return f"{step}.{output}" in self.inputs
 
 
+def under(section: str, *fields: str) -> tuple[str, ...]:
+    """Dotted setting paths: ``fields`` of ``section`` (none: the whole section)."""
+    return tuple(f"{section}.{field}" for field in fields) or (section,)
+
+
+# What reading the raw snapshot against the data contract takes (ingest refuses a header that cannot
+# make a table, validate applies the whole contract).
+CONTRACT = under(
+    "data",
+    "name",
+    "columns",
+    "target",
+    "task",
+    "min_rows",
+    "max_rows",
+    "max_columns",
+    "allow_extra_columns",
+    "strict",
+    "max_duplicate_fraction",
+)
+S3_LOCATION = under("s3", "endpoint_url", "region")
+
 STEPS: tuple[StepSpec, ...] = (
     StepSpec(
         "ingest",
         "pipeline.steps.ingest",
         "Read the source (file, HTTP API or SQL) into an immutable raw snapshot with its hash.",
         outputs=("raw",),
+        settings_read=(*CONTRACT, *under("data", "source"), *S3_LOCATION),
     ),
     StepSpec(
         "validate",
@@ -70,6 +98,10 @@ STEPS: tuple[StepSpec, ...] = (
         "Run the data contract (Great Expectations) on the raw snapshot; stop on failure.",
         inputs=("ingest.raw",),
         outputs=("report", "data_docs"),
+        settings_read=(
+            *CONTRACT,
+            *under("data", "source.uri", "source.csv", "unique_together", "formula_values"),
+        ),
     ),
     StepSpec(
         "preprocess",
@@ -77,12 +109,18 @@ STEPS: tuple[StepSpec, ...] = (
         "De-duplicate, split, refuse target leakage, impute, encode and scale; save the fitted transformer.",
         inputs=("ingest.raw", "validate"),
         outputs=("features", "test_raw", "transformer"),
+        settings_read=(
+            *under("data", "source.uri", "source.csv", "columns", "target", "task", "leakage"),
+            *under("preprocess"),
+            "seed",
+        ),
     ),
     StepSpec(
         "features",
         "pipeline.steps.features",
         "Write the processed features to the feature store as a new feature-set version.",
         inputs=("preprocess.features",),
+        settings_read=(*under("data", "name"), "feature_store_url"),
     ),
     StepSpec(
         "version",
@@ -90,6 +128,7 @@ STEPS: tuple[StepSpec, ...] = (
         "Track raw and processed data with DVC and push them to the remote.",
         inputs=("ingest.raw", "preprocess.features"),
         outputs=("raw_dvc", "processed_dvc"),
+        settings_read=("dvc_remote", *S3_LOCATION),
     ),
     StepSpec(
         "train",
@@ -108,6 +147,17 @@ STEPS: tuple[StepSpec, ...] = (
         outputs=("weights", "model_spec", "history"),
         kind="model",
         uses_gpu=True,
+        settings_read=(
+            *under("data", "name", "source.uri", "target", "task", "columns", "leakage"),
+            *under("preprocess"),  # logged as parameters of the run
+            *under("train"),
+            "seed",
+            *under("evaluate", "primary_metric"),
+            *under("gate", "margin"),
+            "experiment_name",
+            "tracking_uri",
+            "feature_store_url",
+        ),
     ),
     StepSpec(
         "evaluate",
@@ -116,6 +166,12 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=("preprocess.test_raw", "preprocess.features", "train.history"),
         outputs=("evaluation", "plots"),
         kind="model",
+        settings_read=(
+            *under("data", "columns", "target", "task"),
+            *under("evaluate"),
+            "seed",
+            "tracking_uri",
+        ),
     ),
     StepSpec(
         "register",
@@ -123,6 +179,12 @@ STEPS: tuple[StepSpec, ...] = (
         "Register the model version as challenger; promote to champion if the gate passes.",
         inputs=("preprocess.test_raw", "train", "evaluate"),
         kind="model",
+        settings_read=(
+            *under("data", "name", "columns", "target", "task"),
+            *under("gate"),
+            "model_name",
+            "tracking_uri",
+        ),
     ),
 )
 

@@ -35,6 +35,7 @@ from pipeline.errors import ConfigError
 from pipeline.featurestore import FeatureStore
 from pipeline.model import TabularNet, Training, TrainState, model_input_frame, splits_from_frame
 from pipeline.names import (
+    CACHE_REUSED_FROM_PREFIX,
     DATASET_TAG,
     DEVICE_TAG,
     DIGEST_TAG,
@@ -118,6 +119,10 @@ def lineage_tags(ctx: StepContext) -> dict[str, str]:
     }
     if settings.image_digest:
         tags[IMAGE_DIGEST_TAG] = settings.image_digest
+    for step in steps.DATA_STEPS:  # the step cache: whose outputs this run reused
+        origin = ctx.upstream(step).reused_from
+        if origin:
+            tags[f"{CACHE_REUSED_FROM_PREFIX}{step}"] = f"run {origin['run_id']}, step {origin['step']}"
     for name, value in package_versions().items():
         tags[f"env.{name}"] = value
     return tags

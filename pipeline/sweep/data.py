@@ -40,9 +40,8 @@ def run_data_steps(settings: Settings, run_id: str) -> dict[str, Any]:
 
     def log(name: str, event: str, manifest: Any) -> None:
         if event != "succeeded":
-            logger.info(
-                "step %s of run %s: %s", name, run_id, "already done (kept)" if event == "kept" else "running"
-            )
+            done = {"kept": "already done (kept)", "reused": "reused from an earlier run (step cache)"}
+            logger.info("step %s of run %s: %s", name, run_id, done.get(event, "running"))
 
     return run_pipeline(settings, run_id, stop_after=steps.DATA_STEPS[-1], on_step=log)
 

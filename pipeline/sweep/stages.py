@@ -275,7 +275,7 @@ def finalize(settings: Settings, run_id: str, report: bool = True) -> dict[str, 
             )
 
     def on_step(name: str, event: str, manifest) -> None:
-        if name == "train" and manifest is not None:
+        if name == "train" and manifest is not None and not manifest.reused_from:  # never another run's
             mlflow_run_id = manifest.summary["mlflow_run_id"]
             for key, value in {
                 ROLE_TAG: "best",

@@ -148,7 +148,8 @@ def test_the_best_trial_goes_through_the_same_gate_with_the_same_lineage(swept):
 
 def test_rerunning_the_best_trials_parameters_reproduces_its_metric(swept):
     """Twice: the sweep's own retraining through the train step, and an independent
-    ``pipeline run`` (new run id, new feature-set version of the same data, other experiment)."""
+    ``pipeline run`` (new run id, other experiment; its data steps reused from the sweep's run by the
+    step cache: the same feature-set version)."""
     client = swept.client()
     summary = swept.summary
     best_trial_run = client.get_run(
@@ -166,7 +167,7 @@ def test_rerunning_the_best_trials_parameters_reproduces_its_metric(swept):
     replay = client.get_run(swept.replay["mlflow_run_id"])
     assert replay.data.tags["pipeline.run_id"] == REPLAY_RUN_ID
     assert client.get_experiment(replay.info.experiment_id).name == REPLAY_EXPERIMENT
-    assert replay.data.tags["feature_set.version"] == "2"  # a new version of the same content
+    assert replay.data.tags["feature_set.version"] == "1"  # the same content: no new version
     assert (
         replay.data.tags["feature_set.content_hash"] == best_trial_run.data.tags["feature_set.content_hash"]
     )

@@ -32,7 +32,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> TwoRuns:
     workdir = tmp_path_factory.mktemp("cwd")
     first = run_cli(["run", *FAST], home, cwd=workdir)
     assert first.returncode == 0, first.stderr[-4000:]
-    second = run_cli(["run", *FAST], home, cwd=workdir)
+    # --no-cache: the same data and settings again would reuse every step (tests/e2e/test_step_cache.py);
+    # here a second model is trained, for the gate to judge.
+    second = run_cli(["run", *FAST, "--no-cache"], home, cwd=workdir)
     assert second.returncode == 0, second.stderr[-4000:]
     # Nothing is written into the working directory or the source tree: state lives in the home.
     assert list(workdir.iterdir()) == []

@@ -128,7 +128,7 @@ def test_tampered_champion_code_never_runs_and_the_champion_is_scored_from_its_d
         assert path.is_file(), code_file
         path.write_text(hostile + path.read_text())
 
-    result = run_cli(["run", *FAST], home.path)
+    result = run_cli(["run", *FAST, "--no-cache"], home.path)  # a new model, scored against the champion
     assert result.returncode == 0, result.stderr[-4000:]
     assert not marker.exists(), "code stored with the champion ran"
     summary = result.json
@@ -145,7 +145,7 @@ def test_a_champion_whose_weights_changed_is_not_loaded(home: Home, tmp_path: Pa
     marker = tmp_path / "pwned"
     (home.champion_files() / "artifacts/model.pt").write_bytes(planted_torch_file(marker))
 
-    result = run_cli(["run", *FAST], home.path)
+    result = run_cli(["run", *FAST, "--no-cache"], home.path)  # a new model, scored against the champion
     assert result.returncode == 0, result.stderr[-4000:]
     assert not marker.exists()
     reason = result.json["reason"]

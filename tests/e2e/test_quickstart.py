@@ -32,16 +32,16 @@ def documented_commands() -> list[tuple[list[str], str]]:
 def test_readme_gate_demo_promotes_then_rejects_as_documented(tmp_path: Path) -> None:
     home = tmp_path / "home"
     commands = documented_commands()
-    assert len(commands) == 3, commands
+    assert len(commands) == 4, commands
     outcomes = []
     for args, comment in commands:
         result = run_cli(args, home)  # what `make run ARGS=...` runs: `pipeline run <ARGS>`
         assert result.returncode == 0, result.stderr[-3000:]
         outcomes.append((result.json, comment))
 
-    (first, c1), (second, c2), (third, c3) = outcomes
+    (first, c1), (second, c2), (cached, c_cached), (third, c3) = outcomes
     assert first["model_name"] == second["model_name"] == third["model_name"] == "penguins_demo"
-    assert [o["version"] for o, _ in outcomes] == ["1", "2", "3"]
+    assert [o["version"] for o, _ in outcomes] == ["1", "2", "2", "3"]
 
     # v1: the short training is an imperfect model, champion as the first one
     assert first["promoted"] is True and first["reason"].startswith("first model"), first
@@ -53,6 +53,11 @@ def test_readme_gate_demo_promotes_then_rejects_as_documented(tmp_path: Path) ->
     assert second["promoted"] is True, second["reason"]
     assert "beats champion v1" in second["reason"] and "margin" in second["reason"], second["reason"]
     assert "promoted" in c2, c2
+
+    # the same command again: every step reused from v2's run, nothing registered
+    assert cached["cached"] is True and cached["reused_from"] == second["run_id"], cached
+    assert cached["reason"] == f"nothing changed since run {second['run_id']}; champion v2 stands"
+    assert "cached" in c_cached and "v2 stays champion" in c_cached, c_cached
 
     # v3: the same model again does not beat the champion: rejected, v2 stays champion
     assert third["promoted"] is False, third["reason"]

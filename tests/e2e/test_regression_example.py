@@ -23,7 +23,8 @@ WEAK = ["--set", "train.max_epochs=3", "--set", "evaluate.baseline=majority"]
 def test_diabetes_regression_is_registered_and_gated_lower_is_better(tmp_path: Path) -> None:
     home = tmp_path / "home"
     runs = []
-    for extra in (WEAK, [], WEAK):  # weak champion, the config as shipped, weak again
+    # weak champion, the config as shipped, weak again (trained again: --no-cache)
+    for extra in (WEAK, [], [*WEAK, "--no-cache"]):
         result = run_cli(["run", *CONFIG, *QUICK, *extra], home)
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.json["model_name"] == "diabetes"
