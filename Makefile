@@ -120,7 +120,7 @@ deploy: ## helm upgrade --install the chart (DEPLOY_VALUES=, HELM_ARGS=); no --w
 	$(HELM) upgrade --install $(RELEASE) charts/ml-pipeline --namespace $(NAMESPACE) --create-namespace \
 	  --values $(DEPLOY_VALUES) $(HELM_ARGS)
 
-port-forward: ## Forward MLflow (5000), Airflow (8080) and the MinIO console (9001) to localhost
+port-forward: ## Forward MLflow (5000), Airflow (8080), the MinIO console (9001) and inference (5001, when enabled) to localhost
 	$(KIND_ENV) scripts/port-forward
 
 e2e: kind-up kind-load deploy ## On kind: deploy, trigger the DAG, wait for success and a registered model
