@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline import names as n
 from pipeline.errors import BadInputError
 from pipeline.monitor import data as d
-from pipeline.monitor.drift import DriftRules, column_drift, dataset_drift
+from pipeline.monitor.drift import column_drift, dataset_drift
 from pipeline.monitor.episodes import State, decide, utcnow
 from pipeline.monitor.live import live_metric
 from pipeline.monitor.report import render
@@ -138,7 +138,6 @@ def run_check(
 
 def _check(settings, client, version, champion_run, state, run_id, current_file, since, until, now, act):
     monitor = settings.monitor
-    rules = DriftRules.of(monitor)
     predictor = d.load_predictor(client, version.name, str(version.version))
     with tempfile.TemporaryDirectory(prefix="monitor-") as tmp:
         reference = d.reference_frame(settings, version, Path(tmp))
@@ -154,14 +153,14 @@ def _check(settings, client, version, champion_run, state, run_id, current_file,
     for column in features:  # a window with no rows has no columns
         if column not in current.columns:
             current[column] = None
-    drift = dataset_drift(reference, current, declared, rules, monitor.drift_share)
+    drift = dataset_drift(reference, current, declared, monitor, monitor.drift_share)
 
     task = predictor.transformer.task
     prediction = None
     if drift.judged and "prediction" in current.columns:
         kind = "category" if task == "classification" else "float"
         prediction = column_drift(
-            "prediction", d.score_reference(predictor, reference), current["prediction"], kind, rules
+            "prediction", d.score_reference(predictor, reference), current["prediction"], kind, monitor
         ).to_dict()
 
     metric = champion_run.data.tags.get(n.PRIMARY_METRIC_TAG) or settings.primary_metric

@@ -25,31 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.settings import MonitorSettings
+
 KS = "ks"
 WASSERSTEIN = "wasserstein"
 CHI_SQUARE = "chisquare"
 JENSEN_SHANNON = "jensenshannon"
 
 
-@dataclass(frozen=True)
-class DriftRules:
-    """The thresholds of the tests (``monitor.*`` settings)."""
-
-    p_value: float = 0.05
-    distance_threshold: float = 0.1
-    large_reference: int = 1000
-    max_numeric_categories: int = 5
-    min_samples: int = 30
-
-    @classmethod
-    def of(cls, monitor: Any) -> DriftRules:
-        return cls(
-            p_value=monitor.p_value,
-            distance_threshold=monitor.distance_threshold,
-            large_reference=monitor.large_reference,
-            max_numeric_categories=monitor.max_numeric_categories,
-            min_samples=monitor.min_samples,
-        )
+# The thresholds of the tests: the ``monitor.*`` settings themselves (p_value,
+# distance_threshold, large_reference, max_numeric_categories, min_samples), declared once in
+# :class:`pipeline.settings.MonitorSettings`.
+DriftRules = MonitorSettings
 
 
 @dataclass

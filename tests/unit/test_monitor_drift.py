@@ -11,14 +11,14 @@ from pipeline.monitor.drift import (
     JENSEN_SHANNON,
     KS,
     WASSERSTEIN,
-    DriftRules,
     column_drift,
     column_kind,
     dataset_drift,
 )
 from pipeline.monitor.live import live_metric
+from pipeline.settings import MonitorSettings
 
-RULES = DriftRules()
+RULES = MonitorSettings()  # the shipped thresholds
 COLUMNS = {"length": "float", "mass": "float", "island": "category", "year": "int"}
 
 
