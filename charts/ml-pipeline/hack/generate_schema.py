@@ -51,6 +51,20 @@ STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 STRING_LIST = {"type": "array", "items": {"type": "string"}}
 CIDR = {"type": "string", "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"}
 PORT_LIST = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 65535}}
+# NetworkPolicy peers a user adds to an ingress rule (the UIs', the inference Service's)
+PEERS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {
+            "namespaceSelector": {"type": "object"},
+            "podSelector": {"type": "object"},
+            "ipBlock": {"type": "object", "required": ["cidr"]},
+        },
+    },
+}
 K8S_NAME = {"type": "string", "pattern": r"^$|^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", "maxLength": 253}
 
 DEFS: dict[str, Any] = {
@@ -143,19 +157,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
             },
         },
     },
-    "global.networkPolicy.uiIngressFrom": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "minProperties": 1,
-            "additionalProperties": False,
-            "properties": {
-                "namespaceSelector": {"type": "object"},
-                "podSelector": {"type": "object"},
-                "ipBlock": {"type": "object", "required": ["cidr"]},
-            },
-        },
-    },
+    "global.networkPolicy.uiIngressFrom": PEERS,
     "global.networkPolicy.dns.podLabels": STRING_MAP,
     "global.postgresql.port": {"type": "integer", "minimum": 1, "maximum": 65535},
     "global.redis.port": {"type": "integer", "minimum": 1, "maximum": 65535},
@@ -192,19 +194,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "inference.serviceAccount.name": K8S_NAME,
     "inference.serviceAccount.annotations": STRING_MAP,
     "inference.networkPolicy.clientPodLabels": STRING_MAP,
-    "inference.networkPolicy.ingressFrom": {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "minProperties": 1,
-            "additionalProperties": False,
-            "properties": {
-                "namespaceSelector": {"type": "object"},
-                "podSelector": {"type": "object"},
-                "ipBlock": {"type": "object", "required": ["cidr"]},
-            },
-        },
-    },
+    "inference.networkPolicy.ingressFrom": PEERS,
     "pipeline.config": {"type": "string", "minLength": 1},
     "pipeline.model.version": {"type": "string", "pattern": r"^$|^[0-9]+$"},
     "pipeline.artifactRoot": {"type": "string", "pattern": r"^$|^(s3|gs|file)://\S+$"},
