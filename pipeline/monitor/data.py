@@ -71,7 +71,7 @@ def window_from_log(settings: Settings, since: datetime, until: datetime, model_
     """The prediction log's rows of ``model_name`` logged in ``[since, until)``, labels joined."""
     import sqlalchemy as sa
 
-    from pipeline.serve.predlog import create_engine, feedback_table, log_table, migrate
+    from pipeline.serve.predlog import LABEL_OF_ROW, create_engine, feedback_table, log_table, migrate
 
     engine = create_engine(settings.resolved_feature_store_url)
     try:
@@ -80,10 +80,7 @@ def window_from_log(settings: Settings, since: datetime, until: datetime, model_
             .select_from(
                 log_table.outerjoin(
                     feedback_table,
-                    sa.and_(
-                        feedback_table.c.request_id == log_table.c.request_id,
-                        feedback_table.c.row == log_table.c.row,
-                    ),
+                    LABEL_OF_ROW,
                 )
             )
             .where(log_table.c.model_name == model_name)

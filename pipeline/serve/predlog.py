@@ -57,6 +57,12 @@ feedback_table = sa.Table(
 )
 
 
+# A late label belongs to the logged row with its request id and row number.
+LABEL_OF_ROW = sa.and_(
+    feedback_table.c.request_id == log_table.c.request_id, feedback_table.c.row == log_table.c.row
+)
+
+
 def _plain(value: Any) -> Any:
     """A JSON-safe scalar: numpy scalars unwrapped, NaN/inf as null."""
     if hasattr(value, "item"):
@@ -366,10 +372,7 @@ def write_feedback(engine: sa.Engine, labels: list[dict[str, Any]]) -> dict[str,
                 .select_from(
                     feedback_table.join(
                         log_table,
-                        sa.and_(
-                            log_table.c.request_id == feedback_table.c.request_id,
-                            log_table.c.row == feedback_table.c.row,
-                        ),
+                        LABEL_OF_ROW,
                     )
                 )
                 .where(feedback_table.c.request_id.in_({r["request_id"] for r in labels}))

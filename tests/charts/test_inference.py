@@ -44,6 +44,8 @@ pytestmark = pytest.mark.charts
 ON: dict[str, Any] = {"inference": {"enabled": True}}
 STEPS_NS = "ml-steps"
 NAME = f"{RELEASE}-inference"
+# the penguins model's feature columns (not the target, not `year`)
+FEATURES = ("island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex")
 
 
 def inference_objects(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -542,14 +544,7 @@ def test_notes_give_the_port_forward_and_a_curl_to_invocations():
     (body,) = re.findall(r"curl -s http://localhost:5001/invocations .*?-d '(.+?)'", text, re.S)
     record = json.loads(body)["dataframe_records"][0]
     # the example row has exactly the model's feature columns (penguins: not the target, not `year`)
-    assert set(record) == {
-        "island",
-        "bill_length_mm",
-        "bill_depth_mm",
-        "flipper_length_mm",
-        "body_mass_g",
-        "sex",
-    }
+    assert set(record) == set(FEATURES)
     assert f"{NAME}.{STEPS_NS}.svc.cluster.local:5001" in text
     assert "port-forward svc/mlp-inference" not in notes({})
 
@@ -687,18 +682,10 @@ def test_the_rendered_container_serves_a_locally_trained_model(tmp_path):
 
             from palmerpenguins import load_penguins
 
-            features = [
-                "island",
-                "bill_length_mm",
-                "bill_depth_mm",
-                "flipper_length_mm",
-                "body_mass_g",
-                "sex",
-            ]
-            rows = load_penguins()[features].dropna().head(5)
+            rows = load_penguins()[list(FEATURES)].dropna().head(5)
             response = requests.post(
                 base + "/invocations",
-                json={"dataframe_split": {"columns": features, "data": rows.values.tolist()}},
+                json={"dataframe_split": {"columns": list(FEATURES), "data": rows.values.tolist()}},
                 timeout=60,
             )
             assert response.status_code == 200, response.text

@@ -269,6 +269,18 @@ def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> tuple
     return proc, log
 
 
+def start_components(env: dict[str, str], logs: Path, port: int, components: list) -> None:
+    """Start Airflow's API server (execution API on ``port``), DAG processor and scheduler, each
+    appended to ``components`` as ``(name, process, log)`` as soon as it runs, so that a ``finally``
+    stops whatever started."""
+    for name, args in (
+        ("api-server", ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"]),
+        ("dag-processor", ["dag-processor"]),
+        ("scheduler", ["scheduler"]),
+    ):
+        components.append((name, *_start(name, args, env, logs)))
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -305,15 +317,7 @@ def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
     )
     components = []
     try:
-        for name, args in (
-            (
-                "api-server",
-                ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-            ),
-            ("dag-processor", ["dag-processor"]),
-            ("scheduler", ["scheduler"]),
-        ):
-            components.append((name, *_start(name, args, env, logs)))
+        start_components(env, logs, port, components)
         deadline = time.monotonic() + 420
         runs: list[tuple] = []
         while time.monotonic() < deadline:

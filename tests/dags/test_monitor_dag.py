@@ -173,21 +173,16 @@ def test_a_scheduled_or_manual_run_records_schedule_or_manual(mlp_env):
 def test_dags_test_runs_the_monitor_alerts_once_and_emits_the_retrain_event(sqlite_airflow, tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from palmerpenguins import load_penguins
-
     from tests.conftest import FAST, run_cli
     from tests.dags.conftest import airflow_env, run_airflow
     from tests.dags.test_dag_runs import query
-    from tests.e2e.test_monitor import log_predictions
+    from tests.e2e.test_monitor import drifted_penguins, log_predictions
 
     home, db_url = sqlite_airflow
     pipeline_home = tmp_path / "pipeline-home"
     trained = run_cli(["run", *FAST], pipeline_home)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    drifted = load_penguins().sample(150, random_state=2).copy()
-    drifted["bill_length_mm"] += 8.0
-    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
-    log_predictions(pipeline_home, drifted, datetime.now(UTC) - timedelta(minutes=30))
+    log_predictions(pipeline_home, drifted_penguins(), datetime.now(UTC) - timedelta(minutes=30))
 
     with WebhookReceiver() as hook:
         env = airflow_env(home, db_url, MLP_ALERT_WEBHOOK_URL=hook.url, PIPELINE_HOME=str(pipeline_home))
@@ -224,21 +219,16 @@ def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(post
     import time
     from datetime import UTC, datetime, timedelta
 
-    from palmerpenguins import load_penguins
-
     from tests.conftest import FAST, run_cli
     from tests.dags.conftest import airflow_env, migrated_home, run_airflow
-    from tests.dags.test_dag_runs import _start, _stop, query
-    from tests.e2e.test_monitor import client, log_predictions
+    from tests.dags.test_dag_runs import _stop, query, start_components
+    from tests.e2e.test_monitor import client, drifted_penguins, log_predictions
     from tests.support import free_port
 
     pipeline_home = tmp_path / "pipeline-home"
     trained = run_cli(["run", *FAST], pipeline_home)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    drifted = load_penguins().sample(150, random_state=2).copy()
-    drifted["bill_length_mm"] += 8.0
-    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
-    log_predictions(pipeline_home, drifted, datetime.now(UTC) - timedelta(minutes=30))
+    log_predictions(pipeline_home, drifted_penguins(), datetime.now(UTC) - timedelta(minutes=30))
 
     db_url = postgres.create_database("airflow_monitor_loop")
     home = migrated_home(tmp_path, db_url)
@@ -275,15 +265,7 @@ def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(post
         raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
     try:
-        for name, args in (
-            (
-                "api-server",
-                ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
-            ),
-            ("dag-processor", ["dag-processor"]),
-            ("scheduler", ["scheduler"]),
-        ):
-            components.append((name, *_start(name, args, env, logs)))
+        start_components(env, logs, port, components)
         parsed = (
             "SELECT dag_id FROM dag WHERE dag_id IN ('ml_pipeline', 'ml_pipeline_monitor') AND NOT is_paused"
         )

@@ -55,6 +55,17 @@ def log_predictions(home: Path, frame: pd.DataFrame, start: datetime) -> None:
     assert report["unwritten_rows"] == 0, report
 
 
+def drifted_penguins() -> pd.DataFrame:
+    """150 penguins with one numeric feature shifted (bill_length_mm) and one category's mix
+    changed (island): the drift the monitor must find on exactly those two columns."""
+    from palmerpenguins import load_penguins
+
+    drifted = load_penguins().sample(150, random_state=2).copy()
+    drifted["bill_length_mm"] += 8.0
+    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
+    return drifted
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from palmerpenguins import load_penguins
@@ -64,10 +75,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert trained.returncode == 0, trained.stderr[-4000:]
     penguins = load_penguins()
     log_predictions(path, penguins.sample(150, random_state=1), T0)
-    drifted = penguins.sample(150, random_state=2).copy()
-    drifted["bill_length_mm"] += 8.0  # one numeric feature shifted
-    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")  # one mix changed
-    log_predictions(path, drifted, T0 + timedelta(hours=2))
+    log_predictions(path, drifted_penguins(), T0 + timedelta(hours=2))
     return path
 
 
