@@ -8,6 +8,9 @@ TEST_VENV ?= .venv-test
 PIP_FLAGS ?=
 ARGS      ?=
 PYTEST_ARGS ?=
+# Two pytest-xdist workers (the suite waits on servers and subprocesses as much as it computes);
+# tests/conftest.py groups the tests that must share a worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: help run test lint format clean
 
@@ -30,7 +33,7 @@ run: $(VENV)/.installed ## Set up and run the whole pipeline on embedded default
 	$(VENV)/bin/pipeline run $(ARGS)
 
 test: $(TEST_VENV)/.installed ## Set up and run the whole test suite
-	$(TEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(TEST_VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(TEST_VENV)/.installed ## ruff check and format check
 	$(TEST_VENV)/bin/ruff check .

@@ -30,6 +30,10 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
         if not k.startswith(("PIPELINE_", "MLFLOW_", "AWS_", "MLP_")) and k != "DVC_NO_ANALYTICS"
     }
     env.update({"PIPELINE_HOME": str(home), "PYTHONUNBUFFERED": "1", "GIT_PYTHON_REFRESH": "quiet"})
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # Each of the parallel workers runs its own pipeline processes: one intra-op thread each
+        # (torch's default is one per core), or the workers' threads fight over the same cores.
+        env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)
     return env
 
@@ -87,3 +91,48 @@ def _mlflow_uris_stay_in_their_module():
     if mlflow is not None:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+
+
+# `make test` runs the suite on two pytest-xdist workers. A group runs on one worker, so what it
+# shares is built once: a file is a group (its module fixtures), and so is each folder whose session
+# or package fixtures are expensive (the images are built once, the Airflow databases migrated once,
+# the analysis package's sweep run once). The groups are handed out in the order below, the long
+# ones first, so the run does not end with one worker busy and the other idle.
+WHOLE_FOLDER_GROUPS = ("dags", "images", "analysis")
+FOLDER_ORDER = (*WHOLE_FOLDER_GROUPS, "e2e", "integration", "docs", "charts", "unit")
+
+
+def worker_group(nodeid: str) -> str:
+    """The group of a test id: its folder (one of WHOLE_FOLDER_GROUPS) or its file."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    if len(parts) > 2 and parts[0] == "tests" and parts[1] in WHOLE_FOLDER_GROUPS:
+        return "/".join(parts[:2])
+    return path
+
+
+def _folder_rank(item: pytest.Item) -> int:
+    parts = item.nodeid.split("/")
+    folder = parts[1] if len(parts) > 2 and parts[0] == "tests" else ""
+    return FOLDER_ORDER.index(folder) if folder in FOLDER_ORDER else len(FOLDER_ORDER)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_folder_rank)  # stable: a file's (and a package's) tests stay together, in order
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (the dev extra); absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling with our groups as the scopes, in collection order."""
+
+        def __init__(self, config: pytest.Config, log=None) -> None:
+            super().__init__(config, log)
+            config.option.loadscopereorder = False  # it would order the groups by test count
+
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return GroupScheduling(config, log)
