@@ -4,12 +4,18 @@ The package-scoped fixture runs ``pipeline sweep`` once (10 trials of at most 6 
 Palmer penguins) in an isolated home, then retrains the best trial's parameters with a plain
 ``pipeline run`` in a second experiment: the report and the notebook then have two experiments,
 several model versions and a gate rejection to show.
+
+``monitored`` adds what ``pipeline monitor`` records on that home, with no training: the champion's
+predictions on real penguins rows written to the prediction log by the real logger (an undrifted
+hour and a drifted one), then three real checks (each hour of the log, and a labelled batch file
+that judges the live metric) into the ``penguins-monitoring`` experiment.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +100,40 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Swept:
 
 def manifest(home: Path, run_id: str, step: str) -> dict[str, Any]:
     return json.loads((home / "artifacts" / "runs" / run_id / step / "manifest.json").read_text())
+
+
+@dataclass
+class Monitored:
+    checks: list[dict[str, Any]]  # the summaries of the three checks, oldest first
+
+
+@pytest.fixture(scope="package")
+def monitored(swept: Swept, tmp_path_factory: pytest.TempPathFactory) -> Monitored:
+    import os
+
+    import mlflow
+    from palmerpenguins import load_penguins
+
+    from pipeline.monitor.check import run_check
+    from pipeline.settings import Settings
+    from tests.e2e.test_monitor import T0, drifted_penguins, log_predictions
+
+    assert swept.client().get_registered_model("penguins").aliases["champion"] == 1  # what the log names
+    log_predictions(swept.home, load_penguins().sample(150, random_state=1), T0)
+    log_predictions(swept.home, drifted_penguins(), T0 + timedelta(hours=2))
+    batch = tmp_path_factory.mktemp("monitored") / "labelled.csv"
+    load_penguins().sample(120, random_state=3).to_csv(batch, index=False)  # with the target column
+    environment = dict(os.environ)  # the checks run here, not in a process of their own
+    try:
+        settings = Settings.load(home=swept.home)
+        hour = timedelta(hours=1)
+        checks = [
+            run_check(settings, since=T0, until=T0 + hour)[0],
+            run_check(settings, since=T0 + 2 * hour, until=T0 + 3 * hour)[0],
+            run_check(settings, current_file=batch)[0],
+        ]
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        mlflow.set_tracking_uri(None)
+    return Monitored(checks=checks)
