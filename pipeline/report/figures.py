@@ -428,8 +428,9 @@ def figure_monitor_served(data: ReportData) -> go.Figure:
     fig = go.Figure()
     lanes: set[str] = set()
     if has_served:
-        span = (served["end"].max() - served["start"].min()).total_seconds() * 1000
-        least = max(span / 200, 1000.0)  # a stretch of one request still shows
+        times = [*served["start"], *served["end"], *([] if checks is None else checks["time"])]
+        span = (max(times) - min(times)).total_seconds() * 1000
+        least = max(span / 150, 1000.0)  # a short stretch (one request) still shows on the axis
         durations = [
             max((end - start).total_seconds() * 1000, least)
             for start, end in zip(served["start"], served["end"], strict=True)

@@ -272,7 +272,7 @@ def collect_monitoring(
     max_checks: int = 200,
     max_requests: int = 100_000,
 ) -> MonitoringData:
-    """The newest ``max_checks`` checks of ``model_name`` in the monitoring experiments of
+    """The newest ``max_checks`` finished checks of ``model_name`` in the monitoring experiments of
     ``experiments``, their summaries, and (when there are checks) the newest ``max_requests``
     requests of the prediction log."""
     data = MonitoringData()
@@ -283,7 +283,8 @@ def collect_monitoring(
         return data
     runs = client.search_runs(
         [exp.experiment_id for exp in found],
-        filter_string=f"tags.`{MONITOR_MODEL_TAG}` = '{model_name}'",
+        # a failed or running check recorded no verdict (pipeline.monitor.check._record)
+        filter_string=f"tags.`{MONITOR_MODEL_TAG}` = '{model_name}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=max_checks,
     )

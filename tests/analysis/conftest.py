@@ -7,8 +7,8 @@ several model versions and a gate rejection to show.
 
 ``monitored`` adds what ``pipeline monitor`` records on that home, with no training: the champion's
 predictions on real penguins rows written to the prediction log by the real logger (an undrifted
-hour and a drifted one), then three real checks (each hour of the log, and a labelled batch file
-that judges the live metric) into the ``penguins-monitoring`` experiment.
+hour, whose late labels arrive through the real feedback writer, and a drifted hour), then two real
+checks, one per hour, into the ``penguins-monitoring`` experiment.
 """
 
 from __future__ import annotations
@@ -104,25 +104,34 @@ def manifest(home: Path, run_id: str, step: str) -> dict[str, Any]:
 
 @dataclass
 class Monitored:
-    checks: list[dict[str, Any]]  # the summaries of the three checks, oldest first
+    checks: list[dict[str, Any]]  # the summaries of the two checks: the labelled hour, the drifted one
 
 
 @pytest.fixture(scope="package")
-def monitored(swept: Swept, tmp_path_factory: pytest.TempPathFactory) -> Monitored:
+def monitored(swept: Swept) -> Monitored:
     import os
 
     import mlflow
     from palmerpenguins import load_penguins
 
     from pipeline.monitor.check import run_check
+    from pipeline.serve.predlog import create_engine, write_feedback
     from pipeline.settings import Settings
     from tests.e2e.test_monitor import T0, drifted_penguins, log_predictions
 
     assert swept.client().get_registered_model("penguins").aliases["champion"] == 1  # what the log names
-    log_predictions(swept.home, load_penguins().sample(150, random_state=1), T0)
+    undrifted = load_penguins().sample(150, random_state=1)
+    log_predictions(swept.home, undrifted, T0)
     log_predictions(swept.home, drifted_penguins(), T0 + timedelta(hours=2))
-    batch = tmp_path_factory.mktemp("monitored") / "labelled.csv"
-    load_penguins().sample(120, random_state=3).to_csv(batch, index=False)  # with the target column
+    labels = [  # log_predictions' request ids: req-<hour>-<i>, 25 rows each
+        {"request_id": f"req-{T0:%H}-{i // 25}", "row": i % 25, "label": json.dumps(species)}
+        for i, species in enumerate(undrifted["species"])
+    ]
+    engine = create_engine(f"sqlite:///{swept.home / 'features.db'}")
+    try:
+        assert write_feedback(engine, labels)["unmatched"] == 0
+    finally:
+        engine.dispose()
     environment = dict(os.environ)  # the checks run here, not in a process of their own
     try:
         settings = Settings.load(home=swept.home)
@@ -130,10 +139,10 @@ def monitored(swept: Swept, tmp_path_factory: pytest.TempPathFactory) -> Monitor
         checks = [
             run_check(settings, since=T0, until=T0 + hour)[0],
             run_check(settings, since=T0 + 2 * hour, until=T0 + 3 * hour)[0],
-            run_check(settings, current_file=batch)[0],
         ]
     finally:
         os.environ.clear()
         os.environ.update(environment)
         mlflow.set_tracking_uri(None)
+    assert checks[0]["live"]["judged"] and checks[1]["drift_detected"]
     return Monitored(checks=checks)
