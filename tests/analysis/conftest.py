@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CliResult, run_cli
+from tests.conftest import CliResult, clean_env, run_cli
 
 SWEEP_RUN_ID = "sweep-analysis"
 REPLAY_RUN_ID = "replay-analysis"
@@ -132,9 +132,11 @@ def monitored(swept: Swept) -> Monitored:
         assert write_feedback(engine, labels)["unmatched"] == 0
     finally:
         engine.dispose()
-    environment = dict(os.environ)  # the checks run here, not in a process of their own
+    environment = dict(os.environ)  # the checks run here, in the environment a CLI process gets
     try:
-        settings = Settings.load(home=swept.home)
+        os.environ.clear()
+        os.environ.update(clean_env(swept.home))
+        settings = Settings.load()
         hour = timedelta(hours=1)
         checks = [
             run_check(settings, since=T0, until=T0 + hour)[0],
@@ -144,5 +146,6 @@ def monitored(swept: Swept) -> Monitored:
         os.environ.clear()
         os.environ.update(environment)
         mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
     assert checks[0]["live"]["judged"] and checks[1]["drift_detected"]
     return Monitored(checks=checks)
