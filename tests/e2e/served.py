@@ -37,8 +37,20 @@ def registry(home: Path):
 @dataclass
 class Server:
     proc: subprocess.Popen
-    url: str
     lines: list[str] = field(default_factory=list)
+    _url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The server's URL: its first stdout line, printed once it listens (waited for here)."""
+        if self._url is None:
+            first = self.proc.stdout.readline()
+            if not first:
+                _out, err = self.proc.communicate(timeout=60)
+                pytest.fail(f"serve exited {self.proc.returncode}: {err[-4000:]}")
+            self.lines.append(first)
+            self._url = json.loads(first)["url"]
+        return self._url
 
     def post(self, body: dict | bytes, **headers: str) -> requests.Response:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -66,7 +78,9 @@ class Server:
             self.proc.communicate()
 
 
-def start(home: Path, *args: str) -> Server:
+def start(home: Path, *args: str, wait: bool = True) -> Server:
+    """`pipeline serve` on ``home`` on a free port; ``wait``: until it listens (else the first use
+    of its URL waits, and the caller does something else meanwhile)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -87,11 +101,10 @@ def start(home: Path, *args: str) -> Server:
         stderr=subprocess.PIPE,
         text=True,
     )
-    first = proc.stdout.readline()  # the server prints its URL once it listens
-    if not first:
-        _out, err = proc.communicate(timeout=60)
-        pytest.fail(f"serve exited {proc.returncode}: {err[-4000:]}")
-    return Server(proc, json.loads(first)["url"], [first])
+    server = Server(proc)
+    if wait:
+        assert server.url
+    return server
 
 
 def as_records(frame: pd.DataFrame) -> list[dict]:
@@ -137,6 +150,9 @@ class Load:
     ):
         self.server = server
         self.frames = {"body": body, **(window or {})}
+        self._bodies = {
+            k: json.dumps({"dataframe_records": as_records(f)}).encode() for k, f in self.frames.items()
+        }
         self.answers: list[Answer] = []
         self.failures: list[str] = []
         self._window: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -158,9 +174,8 @@ class Load:
             thread.start()
 
     def _post(self, thread: int, request_id: str, key: str) -> None:
-        body = {"dataframe_records": as_records(self.frames[key])}
         try:
-            response = self.server.post(body, **{"X-Request-ID": request_id})
+            response = self.server.post(self._bodies[key], **{"X-Request-ID": request_id})
         except requests.RequestException as exc:
             self.failures.append(f"{request_id}: {exc!r}")
             return

@@ -80,6 +80,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def served(home: Path):
+    """`pipeline serve` on the home, for the last test: started with the module, it loads while
+    the first tests run."""
+    server = start(home, wait=False)
+    yield server
+    server.kill()
+
+
 def monitor(home: Path, since: datetime, *args: str, until: datetime | None = None):
     until = until or since + timedelta(hours=1)
     return run_cli(["monitor", "--since", since.isoformat(), "--until", until.isoformat(), *args], home)
@@ -138,18 +147,19 @@ def test_its_own_failures_follow_the_exit_code_contract(home: Path, tmp_path: Pa
 
 
 def test_the_loop_served_drifted_requests_and_late_labels_retrain_and_the_server_switches(
-    home: Path, tmp_path: Path
+    home: Path, served, tmp_path: Path
 ) -> None:
     """The closed loop on one machine: `pipeline serve` follows @champion; client threads send the
     drifted window over HTTP (with request ids) and then keep sending through the feedback, the
     check, the retrain and the gate, until the server answers with the new champion by itself."""
     drifted = drifted_penguins().reset_index(drop=True)
     window = {f"drift-{i // 25}": drifted.iloc[i : i + 25] for i in range(0, len(drifted), 25)}
-    server = start(home)
+    server = served
+    assert server.get("/version").json()["model_version"] == "1"  # the champion, loaded meanwhile
     load = None
     try:
         since = datetime.now(UTC)
-        load = Load(server, drifted.iloc[:10], window=window, threads=2, pause_s=0.05)
+        load = Load(server, drifted.iloc[:10], window=window, threads=2, pause_s=0.5)
         assert load.window_sent.wait(120) and not load.failures, load.failures
         until = datetime.now(UTC)  # after the window's answers, before any other request is sent
         sent = server.get("/stats").json()["prediction_log"]["submitted_rows"]
@@ -186,7 +196,6 @@ def test_the_loop_served_drifted_requests_and_late_labels_retrain_and_the_server
     finally:
         if load is not None:
             load.stop()
-        server.kill()
 
     assert summary["window"]["rows"] == 150
     assert summary["live"]["labelled_rows"] == 25 and summary["live"]["judged"] is False
