@@ -14,6 +14,7 @@ Wiring only, beside ``ml_pipeline.py`` and built from the same helpers (pods, se
   (``ml_pipeline``) is scheduled on that asset and records the cause on the run and the version it
   registers. Skipped when no retrain is triggered (no event).
 
+It runs on ``MLP_DAG_MONITOR_SCHEDULE`` (``@hourly`` by default; ``none``: only when triggered).
 The monitor's own guard rails decide: a cool-down between retrains (``monitor.cooldown_hours``) and no
 retrain on a window that fails the data contract. See docs/serving.md ("Monitoring").
 """
@@ -24,7 +25,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, CronTriggerTimetable, task
 
 from pipeline.steps import STEP_NAMES, get_step
 
@@ -40,7 +41,6 @@ from ml_pipeline_support.tasks import default_task_args, pod_step_kwargs
 
 DAG_ID = "ml_pipeline_monitor"
 MONITOR_TASK_ID = "monitor"
-SCHEDULE = "@hourly"  # the check is cheap; the window it judges is monitor.window_hours
 MONITOR_TIMEOUT_S = 1800
 # --trigger: this DAG acts on a triggered retrain (the asset event below), so the cool-down starts.
 MONITOR_ARGUMENTS = [MONITOR_TASK_ID, "--trigger"]
@@ -48,11 +48,17 @@ RESOURCES_OF = "evaluate"  # the monitor loads the model and scores the referenc
 
 settings = DagSettings.from_env(STEP_NAMES)
 
+# MLP_DAG_MONITOR_SCHEDULE (default @hourly: the check is cheap; the window it judges is
+# monitor.window_hours), in UTC like the training DAG's; none: only when triggered.
+schedule = (
+    CronTriggerTimetable(settings.monitor_schedule, timezone="UTC") if settings.monitor_schedule else None
+)
+
 with DAG(
     dag_id=DAG_ID,
     description="Drift and live performance of the champion; emits the retrain asset on evidence.",
     doc_md=__doc__,
-    schedule=SCHEDULE,
+    schedule=schedule,
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=2),

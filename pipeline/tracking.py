@@ -221,9 +221,10 @@ def wrap_unreachable(exc: Exception, settings: Settings) -> RetryableError:
 
 
 def trigger_tags(settings: Settings) -> dict[str, str]:
-    """What caused this training run (``settings.trigger``), as the tags the register step puts on
-    the run and on the version it registers: ``trigger.cause`` always, the monitor's evidence when
-    a monitoring check decided the retrain."""
+    """What caused this training run (``settings.trigger``), as tags: the train step puts them on
+    the MLflow run as it opens it (so a run that fails later still records its cause), the register
+    step on the version it registers (and the run, where they differ). ``trigger.cause`` always,
+    the monitor's evidence when a monitoring check decided the retrain."""
     from pipeline.names import (
         TRIGGER_CAUSE_TAG,
         TRIGGER_DRIFTED_COLUMNS_TAG,

@@ -47,6 +47,12 @@ DEFAULT_TRIGGER_ALLOWED_KEYS = (
     "sweep.space.*",
     "sweep.pruner_*",
 )
+# The cron presets Airflow's timetables know (airflow.utils.dates.cron_presets), and the values that
+# turn a schedule off.
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+NO_SCHEDULE = ("none", "off", "null")
+# One field of a cron expression: numbers, names (MON, JAN), *, ?, ranges, steps, lists, L, W, #.
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
 # A dotted setting key where `*` stands for any characters.
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_*]+(\.[A-Za-z0-9_*]+)*$")
 
@@ -187,15 +193,34 @@ def _key_patterns(env: Mapping[str, str], name: str, default: tuple[str, ...]) -
     return patterns
 
 
+def _cron_is_valid(expression: str) -> bool:
+    """Whether a 5-field cron expression names real times: croniter's check (the parser Airflow's
+    timetables use) where it is installed (always with Airflow, which parses the DAG files), the
+    fields' characters alone elsewhere (the docs and schema generators)."""
+    fields = expression.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(part) for part in fields):
+        return False
+    try:
+        from croniter import croniter
+    except ImportError:  # pragma: no cover (Airflow installs it)
+        return True
+    return bool(croniter.is_valid(expression))
+
+
 def _schedule(
     env: Mapping[str, str], name: str = "MLP_DAG_SCHEDULE", default: str = "0 3 * * 1"
 ) -> str | None:
     value = _env(env, name, default)
-    if value.lower() in ("none", "off", "null"):
+    if value.lower() in NO_SCHEDULE:
         return None
-    if not value.startswith("@") and len(value.split()) != 5:
+    if value.startswith("@"):
+        if value not in CRON_PRESETS:
+            raise ValueError(f"{name}={value!r} is not a preset; use one of {', '.join(CRON_PRESETS)}")
+        return value
+    if not _cron_is_valid(value):
         raise ValueError(
-            f"{name}={value!r} is not a 5-field cron expression, a preset such as @daily, or none"
+            f"{name}={value!r} is not a 5-field cron expression (minute hour day-of-month month "
+            "day-of-week, e.g. '0 3 * * 1'), a preset such as @daily, or none"
         )
     return value
 
@@ -303,7 +328,15 @@ def tolerations(
     return tuple(value)
 
 
-@accepts({"type": "string", "minLength": 1})
+@accepts(
+    {
+        "type": "string",
+        # none (any case), a preset, or five fields; the DAG file checks the fields' values.
+        "pattern": r"^(?:[Nn][Oo][Nn][Ee]|[Oo][Ff][Ff]|[Nn][Uu][Ll][Ll]|"
+        + "|".join(CRON_PRESETS)
+        + r"|[0-9A-Za-z*?/,#-]+(?: +[0-9A-Za-z*?/,#-]+){4})$",
+    }
+)
 def cron(env: Mapping[str, str], name: str, default: str, steps: tuple[str, ...]) -> str | None:
     return _schedule(env, name, default)
 
@@ -420,6 +453,14 @@ class DagSettings:
         "0 3 * * 1",
         "cron of scheduled retraining (weekly, UTC) or a preset such as `@daily`; `none` to disable",
         chart="airflow.dag.schedule",
+    )
+    monitor_schedule: str | None = setting(
+        "MLP_DAG_MONITOR_SCHEDULE",
+        cron,
+        "@hourly",
+        "cron (UTC) or preset of the monitor DAG (`ml_pipeline_monitor`): the drift and live-performance "
+        "check of the champion, which judges the last `monitor.window_hours`; `none`: only when triggered",
+        chart="airflow.dag.monitorSchedule",
     )
     image: str = setting(
         "MLP_DAG_IMAGE",

@@ -68,10 +68,13 @@ def reference_frame(settings: Settings, version, workdir: Path) -> pd.DataFrame:
 
 
 def window_from_log(settings: Settings, since: datetime, until: datetime, model_name: str) -> Window:
-    """The prediction log's rows of ``model_name`` logged in ``[since, until)``, labels joined."""
+    """The prediction log's rows of ``model_name`` logged in ``[since, until)``, labels joined
+    (the bounds in any zone: they are compared in UTC, as the log's times are stored)."""
     import sqlalchemy as sa
 
-    from pipeline.serve.predlog import LABEL_OF_ROW, create_engine, feedback_table, log_table, migrate
+    from pipeline.serve.predlog import LABEL_OF_ROW, create_engine, feedback_table, log_table, migrate, utc
+
+    since, until = utc(since), utc(until)
 
     engine = create_engine(settings.resolved_feature_store_url)
     try:

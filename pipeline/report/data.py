@@ -33,6 +33,7 @@ from pipeline.names import (
     TRAIN_PARAM_PREFIX,
     TRIAL_NUMBER_TAG,
 )
+from pipeline.report.monitoring import MonitoringData, collect_monitoring
 from pipeline.settings import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +64,7 @@ class ReportData:
     generated_at: str = ""
     task: str = "classification"
     metrics: list[str] = field(default_factory=list)  # the task's test metrics shown, primary first
+    monitoring: MonitoringData = field(default_factory=MonitoringData)  # pipeline monitor's checks
 
     def higher_is_better(self, metric: str) -> bool:
         from pipeline.metrics import higher_is_better
@@ -217,6 +219,7 @@ def collect(
                 data.histories[run_id] = history
         data.confusions = _confusions(client, ranked, confusions)
     data.versions = _versions(client, settings.resolved_model_name)
+    data.monitoring = collect_monitoring(client, settings, names, settings.resolved_model_name)
     return data
 
 

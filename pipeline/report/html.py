@@ -15,6 +15,9 @@ from pipeline.report.figures import (
     figure_confusions,
     figure_learning_curves,
     figure_metric_vs_params,
+    figure_monitor_drift,
+    figure_monitor_live,
+    figure_monitor_served,
     figure_parallel,
     figure_versions,
 )
@@ -111,6 +114,11 @@ def render_html(data: ReportData) -> str:
         ("versions", "Model-version history", figure_versions(data)),
     ]
     config = {"displaylogo": False, "responsive": True}
+
+    def chart(div_id: str, heading: str, fig) -> str:
+        body = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
+        return f'<section class="chart" data-chart="{div_id}"><h2>{html.escape(heading)}</h2>{body}</section>'
+
     sections = []
     runs = data.runs
     if len(runs):
@@ -129,10 +137,7 @@ def render_html(data: ReportData) -> str:
         f"</p>{board}</section>"
     )
     for div_id, heading, fig in charts:
-        body = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=config)
-        sections.append(
-            f'<section class="chart" data-chart="{div_id}"><h2>{html.escape(heading)}</h2>{body}</section>'
-        )
+        sections.append(chart(div_id, heading, fig))
         if div_id == "versions" and data.versions is not None and len(data.versions):
             columns = [
                 ("version", "version"),
@@ -166,6 +171,7 @@ def render_html(data: ReportData) -> str:
         sections.insert(
             1, f"<section><h2>Sweeps</h2>{_table(data.sweeps, columns, 'sweeps-table')}</section>"
         )
+    sections.append(_monitoring_section(data, chart))
     title = f"Experiment report: {', '.join(data.experiments)}"
     direction = "higher" if data.higher_is_better(data.primary_metric) else "lower"
     meta = (
@@ -183,6 +189,62 @@ def render_html(data: ReportData) -> str:
         + "".join(sections)
         + f"<script>{_static('sorter.js')}</script></body></html>\n"
     )
+
+
+MONITOR_COLUMNS = [
+    ("checked", "checked (UTC)"),
+    ("version", "champion judged"),
+    ("judged", "judged"),
+    ("drift_detected", "drift"),
+    ("drift_share", "drifted share"),
+    ("drifted_columns", "drifted columns"),
+    ("metric", "metric"),
+    ("live", "live"),
+    ("test", "test (recorded)"),
+    ("degraded", "degraded"),
+    ("retrain_triggered", "retrain triggered"),
+    ("window_rows", "window rows"),
+    ("labelled_rows", "labelled rows"),
+    ("window", "window"),
+    ("run", "monitoring run"),
+]
+
+
+def _monitoring_section(data: ReportData, chart) -> str:
+    """Drift per column over time, the live metric against the test metric, the served versions,
+    and a table of the checks; one line when ``pipeline monitor`` has not run yet."""
+    monitoring = data.monitoring
+    where = ", ".join(f"{name}-monitoring" for name in data.experiments)
+    if monitoring.empty:
+        return (
+            '<section id="monitoring"><h2>Monitoring</h2><p class="note" id="monitoring-none">'
+            f"No monitoring runs yet for {html.escape(data.model_name)} (experiment "
+            f"{html.escape(where)}): run <code>pipeline monitor</code>.</p></section>"
+        )
+    checks = monitoring.checks
+    served = (
+        "The served versions come from the prediction log (the version that answered each request)"
+        + (f"; {html.escape(monitoring.served_note)}" if monitoring.served_note else "")
+        + "; the diamonds are the champion version each check judged."
+    )
+    intro = (
+        f'<p class="note">{len(checks)} check(s) of {html.escape(data.model_name)} by '
+        f"<code>pipeline monitor</code>, from the MLflow experiment(s) "
+        f"{html.escape(', '.join(monitoring.experiments))}. {served}</p>"
+    )
+    parts = [
+        chart("monitor-drift", "Drift per column", figure_monitor_drift(data)),
+        chart("monitor-live", "Live metric against test metric", figure_monitor_live(data)),
+        chart("monitor-served", "Served versions", figure_monitor_served(data)),
+    ]
+    shown = checks.iloc[::-1].assign(
+        **{
+            c: checks[c].map(lambda v: "" if v is None else str(v).lower())
+            for c in ("judged", "drift_detected", "degraded", "retrain_triggered")
+        }
+    )
+    table = _table(shown, MONITOR_COLUMNS, "monitoring-table")
+    return f'<section id="monitoring"><h2>Monitoring</h2>{intro}{"".join(parts)}{table}</section>'
 
 
 def write_report(

@@ -93,6 +93,13 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, **kwargs)
 
 
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC, the zone the log's times are stored and compared in: SQLite keeps a
+    datetime's wall time and drops its offset, so 14:00+02:00 would be stored, or compared, as
+    14:00 UTC. A naive moment is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def migrate(engine: sa.Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
 
@@ -113,7 +120,7 @@ class Entry:
             {
                 "request_id": self.request_id,
                 "row": i,
-                "logged_at": self.logged_at,
+                "logged_at": utc(self.logged_at),
                 "model_name": self.model_name,
                 "model_version": self.model_version,
                 "inputs": x if isinstance(x, str) else to_json(x),

@@ -133,9 +133,13 @@ def run(ctx: StepContext) -> StepResult:
         )
         number = str(version.version)
         wait_until_ready(client, name, number)
-        for key, value in trigger_tags(settings).items():  # why this run exists (idempotent writes)
-            client.set_tag(mlflow_run_id, key, value)
-            client.set_model_version_tag(name, number, key, value)
+        # Why this run exists: on the version, and on the run (where the train step put them when it
+        # opened it); idempotent, a tag that already has its value is not written again.
+        for key, value in trigger_tags(settings).items():
+            if run_tags.get(key) != value:
+                client.set_tag(mlflow_run_id, key, value)
+            if version.tags.get(key) != value:
+                client.set_model_version_tag(name, number, key, value)
         point_challenger(client, lease, name, number)
         if not version.tags.get(DECISION):
             decision = _decide(ctx, client, name, number, metric, score, baseline_score)

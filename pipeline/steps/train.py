@@ -76,6 +76,7 @@ from pipeline.tracking import (
     git_commit,
     package_versions,
     runs_for_pipeline_run,
+    trigger_tags,
 )
 from pipeline.transform import TabularTransformer
 
@@ -253,6 +254,8 @@ def run(ctx: StepContext) -> StepResult:
         run_id=mlflow_run_id, experiment_id=experiment_id, run_name=None if mlflow_run_id else run_name
     ) as active:
         mlflow_run_id = active.info.run_id
+        # Why this run exists, first thing on the run: a retrain that fails before register still says so.
+        mlflow.set_tags(trigger_tags(settings))
         if checkpoint is None:
             mlflow.set_tags(lineage_tags(ctx))
             mlflow.set_tag(DEVICE_TAG, str(device))

@@ -2,7 +2,10 @@
 
 The file is opened from disk (``file://``, no server, no network) in Debian's ``chromium`` through
 ``chromedriver``; the browser's console must stay free of errors, every chart must have drawn its
-marks, the leaderboard must sort on a header click, and a legend click must add a learning curve.
+marks, the leaderboard must sort on a header click, and a legend click must add a learning curve. The
+home also holds two real ``pipeline monitor`` checks (the ``monitored`` fixture): the monitoring
+section must draw each column's drift score, the live metric against the test metric and the
+served version.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = ("/usr/bin/chromium", "chromium")
 CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver; Selenium Manager cannot download offline
-CHARTS = ("parallel", "metric-vs-params", "learning-curves", "confusions", "versions")
+CHARTS = (
+    "parallel",
+    "metric-vs-params",
+    "learning-curves",
+    "confusions",
+    "versions",
+    "monitor-drift",
+    "monitor-live",
+    "monitor-served",
+)
+FEATURES = ["bill_depth_mm", "bill_length_mm", "body_mass_g", "flipper_length_mm", "island", "sex"]
 
 
 @pytest.fixture(scope="module")
-def report(swept, tmp_path_factory) -> Path:
+def report(swept, monitored, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("report") / "experiment-report.html"
     result = run_cli(
         ["report", "--output", str(output), "--experiment", "penguins", "--experiment", REPLAY_EXPERIMENT],
@@ -209,3 +222,73 @@ def test_the_report_is_an_artifact_of_the_sweeps_parent_run(swept, tmp_path):
     assert '<table id="leaderboard" class="sortable">' in text
     assert "Plotly.newPlot(" in text
     assert swept.summary["study"] in text  # the sweep it reports on is in it
+
+
+def chart_data(browser, chart: str) -> list[dict]:
+    """The traces Plotly drew in ``chart`` (its full data: arrays decoded): name, x and y as text."""
+    return browser.execute_script(
+        """
+        var plot = document.querySelector('section[data-chart="' + arguments[0] + '"] .js-plotly-plot');
+        return plot._fullData.map(function (t) {
+          return {name: t.name, type: t.type, x: Array.from(t.x || []).map(String),
+                  y: Array.from(t.y || []).map(function (v) { return v === null ? null : String(v); }),
+                  axis: t.yaxis || 'y'};
+        });
+        """,
+        chart,
+    )
+
+
+def test_the_monitoring_section_shows_the_checks_drift_live_metric_and_served_version(
+    report, monitored, browser
+):
+    from selenium.webdriver.common.by import By
+
+    open_report(browser, report)
+    assert browser.find_elements(By.ID, "monitoring-none") == []
+    undrifted, drifted = monitored.checks  # the first judged the live metric on its late labels
+    assert drifted["drifted_columns"].keys() == {"bill_length_mm", "island"}
+
+    # drift: one series per feature column and the model's output, a threshold line, two checks each
+    drift = chart_data(browser, "monitor-drift")
+    series = {t["name"]: t for t in drift if not t["name"].startswith("threshold")}
+    assert sorted(series) == sorted([*FEATURES, "(prediction)"])
+    assert all(len(t["x"]) == 2 for t in series.values())
+    thresholds = [t for t in drift if t["name"].startswith("threshold")]
+    assert [t["name"] for t in thresholds] == ["threshold (p-value)"]  # 150-row windows: KS, chi-square
+    assert {float(v) for v in thresholds[0]["y"]} == {0.05}
+    scores = {c["column"]: c["score"] for c in drifted["columns"]}
+    assert float(series["bill_length_mm"]["y"][1]) == pytest.approx(max(scores["bill_length_mm"], 1e-12))
+    assert float(series["sex"]["y"][0]) == pytest.approx(
+        next(c["score"] for c in undrifted["columns"] if c["column"] == "sex")
+    )
+
+    # live metric against test metric: only the labelled hour judged it
+    live = {t["name"]: t for t in chart_data(browser, "monitor-live")}
+    assert set(live) == {"live macro_f1", "test macro_f1 (champion's run)"}
+    assert [float(v) for v in live["live macro_f1"]["y"]] == pytest.approx([undrifted["live"]["live"]])
+    tests = {float(v) for v in live["test macro_f1 (champion's run)"]["y"] if v is not None}
+    assert tests == {undrifted["live"]["test"]}  # one champion: one test metric, on every check
+
+    # served versions: v1 answered every logged request; every check judged v1
+    served = {t["name"]: t for t in chart_data(browser, "monitor-served")}
+    assert set(served) == {"served (prediction log)", "monitor check (champion judged)"}
+    assert served["served (prediction log)"]["y"] == ["v1"]
+    assert served["monitor check (champion judged)"]["y"] == ["v1", "v1"]
+    section = browser.find_element(By.CSS_SELECTOR, 'section[data-chart="monitor-served"]')
+    bars = section.find_elements(By.CSS_SELECTOR, ".barlayer .point path")
+    assert len(bars) == 1 and bars[0].size["width"] >= 2 and bars[0].size["height"] >= 2  # drawn, visible
+
+    # the table: newest check first
+    table = browser.find_element(By.ID, "monitoring-table")
+    header = [h.text for h in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    rows = [
+        dict(zip(header, [c.text for c in row.find_elements(By.TAG_NAME, "td")], strict=True))
+        for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+    assert [r["champion judged"] for r in rows] == ["1", "1"]
+    assert [r["drift"] for r in rows] == ["true", "false"]
+    assert rows[0]["drifted columns"] == "bill_length_mm, island"
+    assert rows[0]["live"] == "" and rows[1]["live"] != "" and rows[1]["test (recorded)"] != ""
+    assert [r["labelled rows"] for r in rows] == ["0", "150"]
+    assert [r["monitoring run"] for r in rows] == ["monitor-penguins-v1"] * 2

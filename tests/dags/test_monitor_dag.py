@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pipeline.steps import STEP_NAMES
-from tests.dags.conftest import DAG_ID, load_dagbag
+from tests.dags.conftest import DAG_ID, DAGS, load_dagbag
 from tests.dags.http_servers import WebhookReceiver
 from tests.dags.test_pods import DIGEST, base_container, validate
 
@@ -58,9 +58,31 @@ def test_the_monitor_dag_runs_the_monitor_then_alerts_and_the_retrain_asset(mlp_
     assert dag.get_task("retrain").upstream_task_ids == {"monitor"}
     assert dag.get_task("retrain").outlets == [RETRAIN_ASSET]
     assert dag.timetable.can_be_scheduled and dag.catchup is False and dag.max_active_runs == 1
+    # MLP_DAG_MONITOR_SCHEDULE's default, @hourly, in UTC like the training DAG
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert dag.timetable.expression == "0 * * * *" and str(dag.timetable.timezone) == "UTC"
     monitor = dag.get_task("monitor")
     assert monitor.arguments == ["monitor", "--trigger"] and monitor.do_xcom_push is True
     assert monitor.on_failure_callback  # the failure alert of every step
+
+
+def test_the_monitor_dag_runs_on_the_configured_schedule_or_only_when_triggered(mlp_env):
+    mlp_env.setenv("MLP_DAG_MONITOR_SCHEDULE", "*/15 * * * *")
+    mlp_env.setenv("MLP_DAG_SCHEDULE", "@daily")  # the training DAG's own setting, apart
+    bag = dags()
+    assert bag[MONITOR_DAG].timetable.expression == "*/15 * * * *"
+    assert bag[DAG_ID].timetable.timetable.expression == "0 0 * * *"
+    mlp_env.setenv("MLP_DAG_MONITOR_SCHEDULE", "none")
+    timetable = dags()[MONITOR_DAG].timetable
+    assert type(timetable).__name__ == "NullTimetable" and not timetable.can_be_scheduled
+
+
+def test_a_bad_monitor_schedule_is_an_import_error_naming_the_variable(mlp_env):
+    mlp_env.setenv("MLP_DAG_MONITOR_SCHEDULE", "61 * * * *")  # five fields, no such minute
+    bag = load_dagbag()
+    assert MONITOR_DAG not in bag.dags
+    error = bag.import_errors[str(DAGS / "ml_pipeline_monitor.py")]
+    assert "MLP_DAG_MONITOR_SCHEDULE='61 * * * *' is not a 5-field cron expression" in error
 
 
 def test_the_training_dag_is_scheduled_on_its_timetable_or_the_retrain_asset(mlp_env):
@@ -247,6 +269,7 @@ def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(post
         PIPELINE_TRAIN__MAX_EPOCHS="3",
         PIPELINE_EVALUATE__PERMUTATION_REPEATS="1",
         MLP_DAG_PREFLIGHT="false",
+        MLP_DAG_MONITOR_SCHEDULE="none",  # the one monitor run is the triggered one, never an @hourly one
     )
     components = []
 
@@ -278,9 +301,8 @@ def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(post
         for _, proc, log in reversed(components):
             _stop(proc)
             log.close()
-    # Within minutes after a full hour the scheduler may also start the @hourly run; a second check
-    # is in the cool-down of the first, so one event and one training run either way.
-    assert {state for _, _, state in runs(MONITOR_DAG)} <= {"success", "running", "queued"}
+    ((_, monitor_type, monitor_state),) = runs(MONITOR_DAG)
+    assert (monitor_type, monitor_state) == ("manual", "success")
     ((_, run_type, state),) = runs(DAG_ID)
     assert (run_type, state) == ("asset_triggered", "success")
     ((extra,),) = query(db_url, "SELECT extra FROM asset_event WHERE source_dag_id = :d", d=MONITOR_DAG)

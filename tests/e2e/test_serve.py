@@ -9,39 +9,36 @@ tests run in file order; the last ones change the registry (alias moves, v2's fi
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import requests
 
-from tests.conftest import FAST, clean_env, run_cli
+from tests.conftest import FAST, run_cli
+from tests.e2e.served import (
+    FEATURES,
+    NAME,
+    Load,
+    Server,
+    as_records,
+    predict_in_process,
+    registry,
+    same,
+    start,
+)
 
 pytestmark = pytest.mark.slow
-
-NAME = "penguins"
-FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"]
 
 
 @dataclass
 class Home:
     path: Path
 
-    @property
-    def uri(self) -> str:
-        return f"sqlite:///{self.path / 'mlflow.db'}"
-
     def client(self):
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return registry(self.path)
 
     def champion(self, version: str) -> None:
         self.client().set_registered_model_alias(NAME, "champion", version)
@@ -50,10 +47,7 @@ class Home:
         return Path(self.client().get_model_version_download_uri(NAME, version).removeprefix("file://"))
 
     def predict_in_process(self, version: str, frame: pd.DataFrame) -> list[dict]:
-        from pipeline.serving import load_trusted_predictor
-
-        predictor = load_trusted_predictor(self.client(), f"models:/{NAME}/{version}")
-        return predictor.predict(frame[FEATURES]).to_dict(orient="records")
+        return predict_in_process(self.path, version, frame)
 
     def log_rows(self) -> list[tuple]:
         with sqlite3.connect(self.path / "features.db") as connection:
@@ -61,61 +55,6 @@ class Home:
                 "SELECT request_id, row, model_name, model_version, inputs, outputs FROM prediction_log "
                 "ORDER BY logged_at, request_id, row"
             ).fetchall()
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    lines: list[str] = field(default_factory=list)
-
-    def post(self, body: dict | bytes, **headers: str) -> requests.Response:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return requests.post(
-            f"{self.url}/invocations",
-            data=data,
-            headers={"Content-Type": "application/json", **headers},
-            timeout=60,
-        )
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(f"{self.url}{path}", timeout=60)
-
-    def stop(self) -> tuple[int, dict, str]:
-        """SIGTERM; the exit code, the shutdown report (last stdout line) and stderr."""
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=120)
-        lines = [*self.lines, *out.splitlines()]
-        return self.proc.returncode, json.loads(lines[-1]), err
-
-
-def start(home: Path, *args: str) -> Server:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "serve",
-            "--port",
-            "0",
-            "--set",
-            "serve.poll_interval_s=0.3",
-            "--set",
-            "serve.log_flush_s=0.2",
-            *args,
-        ],
-        cwd=home,
-        env=clean_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first = proc.stdout.readline()  # the server prints its URL once it listens
-    if not first:
-        _out, err = proc.communicate(timeout=60)
-        pytest.fail(f"serve exited {proc.returncode}: {err[-4000:]}")
-    server = Server(proc, json.loads(first)["url"], [first])
-    return server
 
 
 @pytest.fixture
@@ -128,9 +67,7 @@ def server(home_: Home):
 
     yield make
     for s in servers:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.communicate()
+        s.kill()
 
 
 @pytest.fixture(scope="module")
@@ -155,22 +92,6 @@ def rows() -> pd.DataFrame:
     frame = load_penguins().iloc[[3, *range(0, 344, 17)]].reset_index(drop=True)
     assert frame[FEATURES].isna().any().any()
     return frame
-
-
-def same(got: list[dict], expected: list[dict]) -> bool:
-    """Same labels, same keys, probabilities equal to float precision."""
-    return len(got) == len(expected) and all(
-        g.keys() == e.keys()
-        and g["prediction"] == e["prediction"]
-        and all(g[k] == pytest.approx(e[k], rel=1e-9) for k in e if k != "prediction")
-        for g, e in zip(got, expected, strict=True)
-    )
-
-
-def as_records(frame: pd.DataFrame) -> list[dict]:
-    return [
-        {k: (None if pd.isna(v) else v) for k, v in r.items()} for r in frame[FEATURES].to_dict("records")
-    ]
 
 
 def test_ping_version_and_both_payload_shapes_match_the_trusted_predictor(home_, server, rows) -> None:
@@ -264,42 +185,22 @@ def test_predictions_are_logged_with_request_ids_and_feedback_joins(home_, serve
 
 def test_the_alias_switch_under_load_fails_no_request_and_mixes_no_version(home_, server, rows) -> None:
     s = server()
-    body = {"dataframe_records": as_records(rows)}
-    expected = {v: home_.predict_in_process(v, rows) for v in ("1", "2")}
-    seen: list[str] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        while not stop.is_set():
-            try:
-                response = s.post(body)
-            except requests.RequestException as exc:
-                failures.append(repr(exc))
-                continue
-            if response.status_code != 200:
-                failures.append(f"{response.status_code} {response.text}")
-                continue
-            version = response.headers["X-Model-Version"]
-            if not same(response.json()["predictions"], expected.get(version, [])):
-                failures.append(f"response of v{version} does not match v{version}'s predictions")
-            seen.append(version)
-
-    thread = threading.Thread(target=client)
-    thread.start()
+    load = Load(s, rows)
+    load.resume()
     try:
         deadline = time.monotonic() + 120
-        while len(seen) < 5:
-            assert time.monotonic() < deadline and not failures, failures
+        while len(load.versions()) < 5:
+            assert time.monotonic() < deadline and not load.failures, load.failures
             time.sleep(0.05)
         home_.champion("2")
-        while not seen or seen[-1] != "2" or seen.count("2") < 5:
+        while (seen := load.versions())[-1] != "2" or seen.count("2") < 5:
             assert time.monotonic() < deadline, f"the server never switched: {s.get('/version').text}"
             time.sleep(0.05)
     finally:
-        stop.set()
-        thread.join(120)
-    assert failures == []
+        load.stop()
+    assert load.failures == []
+    assert load.mismatches(home_.predict_in_process) == []
+    seen = load.versions()
     assert set(seen) == {"1", "2"}
     switch = seen.index("2")
     assert set(seen[:switch]) == {"1"} and set(seen[switch:]) == {"2"}, "a request went back to v1"

@@ -1,12 +1,15 @@
 """``pipeline report`` shows run names and tags as text, never as markup.
 
 Real MLflow runs (a SQLite tracking store in an isolated home) carry script payloads in their run
-names and tags; the real CLI writes the report; the HTML is parsed with the standard library's
-parser, and, where Debian's headless Chromium is installed, opened in it: no payload ran.
+names and tags, and so do monitoring runs (their names, the version and drifted columns tags and
+the summary they logged, as ``pipeline monitor`` records them); the real CLI writes the report;
+the HTML is parsed with the standard library's parser, and, where Debian's headless Chromium is
+installed, opened in it: no payload ran.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -38,6 +41,28 @@ def report(tmp_path_factory) -> Path:
             client.log_metric(run.info.run_id, "val_loss", loss, step=step)
         client.log_metric(run.info.run_id, "best_val_loss", 0.4 + index / 10)
         client.set_terminated(run.info.run_id)
+    monitoring = client.create_experiment(
+        "penguins-monitoring", artifact_location=(home / "monitoring-artifacts").as_uri()
+    )
+    for index, name in enumerate((IMG, SCRIPT, BREAKOUT)):
+        run = client.create_run(
+            monitoring,
+            run_name=name,
+            tags={
+                "monitor.model": "penguins",
+                "monitor.champion_version": SCRIPT,
+                "monitor.drifted_columns": json.dumps({BREAKOUT: 0.01, IMG: 0.02}),
+            },
+        )
+        for key, value in (("drift.score.bill_length_mm", 0.01 * (index + 1)), ("live.macro_f1", 0.9)):
+            client.log_metric(run.info.run_id, key, value)
+        summary = {
+            "columns": [{"column": "bill_length_mm", "test": IMG, "threshold": 0.05, "drifted": True}],
+            "live": {"metric": "macro_f1", "live": 0.9, "test": 0.95},
+            "window": {"source": BREAKOUT, "since": None, "until": None},
+        }
+        client.log_dict(run.info.run_id, summary, "monitor_summary.json")
+        client.set_terminated(run.info.run_id)
     mlflow.set_tracking_uri(None)
     output = home / "report.html"
     result = run_cli(["report", "--output", str(output)], home, timeout=300)
@@ -57,6 +82,7 @@ def test_no_payload_becomes_an_element_or_attribute(report):
     text = "".join(page.text)
     for payload in (IMG, SCRIPT, BREAKOUT):
         assert payload in text  # the leaderboard shows the run names as text
+    assert 'id="monitoring-table"' in report.read_text(encoding="utf-8")  # the monitoring runs are shown
 
 
 def test_no_payload_runs_in_headless_chromium(report):
@@ -74,3 +100,5 @@ def test_no_payload_runs_in_headless_chromium(report):
             driver.execute_script("return document.querySelectorAll('img[src=x], svg[onload]').length") == 0
         )
         assert IMG in driver.find_element("id", "leaderboard").text
+        checks = driver.find_element("id", "monitoring-table").text
+        assert SCRIPT in checks and BREAKOUT in checks  # the version judged, a drifted column, the window

@@ -222,3 +222,70 @@ def test_every_command_reports_a_bad_setting_the_same_way(
     assert last.startswith("pipeline: error: ") and "seed" in last and "integer" in last, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
+
+
+# --- the DAG settings' schedules (MLP_DAG_SCHEDULE, MLP_DAG_MONITOR_SCHEDULE) ------------------------
+
+SCHEDULES = {"MLP_DAG_SCHEDULE": "schedule", "MLP_DAG_MONITOR_SCHEDULE": "monitor_schedule"}
+
+
+def _dag_settings_module():
+    """dags/ml_pipeline_support/settings.py, as the DAG files import it (no Airflow import)."""
+    import importlib
+
+    if str(REPO / "dags") not in sys.path:
+        sys.path.append(str(REPO / "dags"))
+    return importlib.import_module("ml_pipeline_support.settings")
+
+
+def _chart_pattern() -> str:
+    return _dag_settings_module().cron.json_schema["pattern"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("*/15 * * * *", "*/15 * * * *"),
+        ("0 3 * * MON-FRI", "0 3 * * MON-FRI"),
+        ("0 0 1,15 * *", "0 0 1,15 * *"),
+        ("@daily", "@daily"),
+        ("@quarterly", "@quarterly"),
+        ("none", None),
+        ("Off", None),
+    ],
+)
+def test_a_dag_schedule_is_a_cron_expression_a_preset_or_none(value: str, expected: str | None) -> None:
+    import re
+
+    cls = _dag_settings_module().DagSettings
+    for env, field in SCHEDULES.items():
+        assert getattr(cls.from_env(("train",), {env: value}), field) == expected, env
+    assert re.fullmatch(_chart_pattern(), value)  # the chart's schema takes it too
+
+
+def test_the_dag_schedules_defaults() -> None:
+    settings = _dag_settings_module().DagSettings.from_env(("train",), {})
+    assert (settings.schedule, settings.monitor_schedule) == ("0 3 * * 1", "@hourly")
+
+
+@pytest.mark.parametrize(
+    ("value", "message", "chart_refuses"),
+    [
+        ("every hour", "is not a 5-field cron expression", True),
+        ("0 3 * * 1 2026", "is not a 5-field cron expression", True),
+        ("61 * * * *", "is not a 5-field cron expression", False),  # the DAG file checks the values
+        ("0 25 * * *", "is not a 5-field cron expression", False),
+        ("@fortnightly", "is not a preset; use one of @hourly, @daily", True),
+        ("@once", "is not a preset", True),
+    ],
+)
+def test_a_bad_dag_schedule_is_refused_naming_the_variable(
+    value: str, message: str, chart_refuses: bool
+) -> None:
+    import re
+
+    cls = _dag_settings_module().DagSettings
+    for env in SCHEDULES:
+        with pytest.raises(ValueError, match=re.escape(f"{env}={value!r} {message}")):
+            cls.from_env(("train",), {env: value})
+    assert (re.fullmatch(_chart_pattern(), value) is None) is chart_refuses

@@ -211,3 +211,18 @@ def test_register_makes_the_first_version_champion(chain: Chain) -> None:
     summary = chain.results["register"].summary
     assert summary["promoted"] is True and str(summary["version"]) == "1"
     assert "champion" in summary["aliases"]
+
+
+def test_a_run_started_by_hand_records_manual_on_its_mlflow_run_and_version(chain: Chain) -> None:
+    """The train step tags the run as it opens it (tests/e2e/test_trigger_tags.py: a drift retrain that
+    fails before register), the register step the version; no monitor evidence on a manual run."""
+    from pipeline.names import TRIGGER_CAUSE_TAG, TRIGGER_MONITOR_RUN_TAG
+    from pipeline.tracking import configure
+
+    client = configure(chain.settings)
+    register = chain.results["register"].summary
+    run_tags = client.get_run(chain.results["train"].summary["mlflow_run_id"]).data.tags
+    version_tags = client.get_model_version(register["model_name"], str(register["version"])).tags
+    for tags in (run_tags, version_tags):
+        assert tags[TRIGGER_CAUSE_TAG] == "manual"
+        assert TRIGGER_MONITOR_RUN_TAG not in tags
