@@ -171,6 +171,7 @@ class Group:
     def __enter__(self) -> Group:
         import multiprocessing
 
+        rank_device(self.training.device, self.size - 1)  # a GPU for every rank, before any starts
         job = self._write_job()
         port = _free_port()
         context = multiprocessing.get_context("spawn")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from pipeline.distributed import World
+from pipeline.distributed import World, backend_for, rank_device
+from pipeline.errors import ConfigError
 
 
 def test_the_shards_of_an_epoch_cover_every_row_in_equal_shares() -> None:
@@ -21,3 +23,11 @@ def test_the_global_batch_is_the_configured_batch_size() -> None:
     assert World(0, 2, 0, torch.device("cpu")).rank_batch_size(64) == 32
     assert World(0, 3, 0, torch.device("cpu")).rank_batch_size(64) == 22
     assert World(0, 4, 0, torch.device("cpu")).rank_batch_size(2) == 1
+
+
+def test_each_cuda_rank_needs_its_own_gpu() -> None:
+    assert rank_device(torch.device("cpu"), 3) == torch.device("cpu")
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda", 0)) == "nccl"
+    with pytest.raises(ConfigError, match="one process per GPU"):
+        rank_device(torch.device("cuda"), torch.cuda.device_count())
