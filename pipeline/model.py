@@ -15,11 +15,14 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from pipeline.distributed import World
 
 logger = logging.getLogger(__name__)
 
@@ -221,22 +224,35 @@ def fit(
     state: TrainState | None = None,
     on_epoch: EpochCallback | None = None,
     should_prune: Callable[[int, float], bool] | None = None,
+    world: World | None = None,
 ) -> TrainState:
     """Train until ``max_epochs`` or ``patience`` epochs without a validation improvement.
 
     ``state`` continues an interrupted run (with ``generator`` and the optimizer restored).
     ``on_epoch`` runs after each epoch (logging, checkpointing); ``should_prune`` lets a
     hyperparameter search stop an unpromising trial.
+
+    ``world`` (:mod:`pipeline.distributed`) trains one rank of a DistributedDataParallel group:
+    ``model`` is then the DDP wrapper, each rank takes its shard of the epoch's order
+    (``DistributedSampler``) in batches of ``batch_size / world size`` (the global batch stays
+    ``batch_size``), the train loss is all-reduced and rank 0's validation metrics are broadcast,
+    so every rank makes the same early-stopping decision. ``on_epoch`` gets the unwrapped module.
     """
     state = state or TrainState()
     criterion = loss_function(task)
     n = len(train)
+    net = model if world is None else world.unwrap(model)
     while state.epoch < max_epochs and not state.stopped_early:
         model.train()
-        order = torch.randperm(n, generator=generator).to(train.y.device)
+        if world is None:
+            order = torch.randperm(n, generator=generator).to(train.y.device)
+            step = batch_size
+        else:
+            order = world.shard(state.epoch, n).to(train.y.device)
+            step = world.rank_batch_size(batch_size)
         running, seen = 0.0, 0
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
+        for start in range(0, len(order), step):
+            index = order[start : start + step]
             out = model(train.x_num[index], train.x_cat[index])
             target = train.y[index]
             loss = criterion(out, target) if task == "classification" else criterion(out.squeeze(1), target)
@@ -246,8 +262,12 @@ def fit(
             running += float(loss.detach()) * len(index)
             seen += len(index)
         state.epoch += 1
-        val_loss, val_accuracy = evaluate_loss(model, val, task)
-        metrics = {"train_loss": running / max(seen, 1), "val_loss": val_loss}
+        val_loss, val_accuracy = evaluate_loss(net, val, task)
+        train_loss = running / max(seen, 1)
+        if world is not None:
+            train_loss = world.mean(running, seen)
+            val_loss, val_accuracy = world.from_rank0(val_loss, val_accuracy)
+        metrics = {"train_loss": train_loss, "val_loss": val_loss}
         if val_accuracy is not None:
             metrics["val_accuracy"] = val_accuracy
         state.history.append({"epoch": state.epoch, **metrics})
@@ -255,13 +275,13 @@ def fit(
             state.best_val_loss = val_loss
             state.best_epoch = state.epoch
             state.epochs_without_improvement = 0
-            state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
         else:
             state.epochs_without_improvement += 1
             if state.epochs_without_improvement >= patience:
                 state.stopped_early = True
         if on_epoch is not None:
-            on_epoch(state.epoch, metrics, model, optimizer, generator, state)
+            on_epoch(state.epoch, metrics, net, optimizer, generator, state)
         if should_prune is not None and should_prune(state.epoch, val_loss):
             break
     return state
@@ -317,10 +337,12 @@ class Training:
         state: TrainState | None = None,
         on_epoch: EpochCallback | None = None,
         should_prune: Callable[[int, float], bool] | None = None,
+        world: World | None = None,
     ) -> TrainState:
-        """Train with ``cfg``'s schedule, then keep the best epoch's weights in ``self.model``."""
+        """Train with ``cfg``'s schedule, then keep the best epoch's weights in ``self.model``
+        (under ``world``, as one rank of a DistributedDataParallel group)."""
         state = fit(
-            self.model,
+            self.model if world is None else world.wrap(self.model),
             self.optimizer,
             self.splits["train"],
             self.splits["val"],
@@ -333,6 +355,7 @@ class Training:
             state=state,
             on_epoch=on_epoch,
             should_prune=should_prune,
+            world=world,
         )
         if state.best_state is not None:
             self.model.load_state_dict(state.best_state)

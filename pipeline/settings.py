@@ -399,6 +399,15 @@ class TrainSettings(_Model):
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: torch default).")
     checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints.")
     log_every_steps: int = Field(0, ge=0, description="Also log batch loss every N steps (0: off).")
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Training processes (DistributedDataParallel ranks: gloo on CPU, NCCL on CUDA, one "
+        "GPU each); 1: one process, no torch.distributed.",
+    )
+    process_group_timeout_s: float = Field(
+        300.0, gt=0, description="How long a rank waits on the others before the step fails (processes > 1)."
+    )
 
 
 class EvaluateSettings(_Model):

@@ -93,6 +93,8 @@ def pod_step_kwargs(
     env: dict[str, str] = {}
     if gpu:
         env["PIPELINE_REQUIRE_GPU"] = "true"
+        if settings.gpu_count > 1:  # one DistributedDataParallel rank per GPU (pipeline.distributed)
+            env["PIPELINE_TRAIN__PROCESSES"] = str(settings.gpu_count)
     # A CUDA build for the GPU step only (MLP_DAG_GPU_IMAGE): every CPU step keeps the CPU image.
     image = settings.gpu_image if gpu and settings.gpu_image else settings.image
     digest = _image_digest(image)

@@ -6,6 +6,9 @@ the validation loss, and records on one MLflow run: parameters, per-epoch metric
 the lineage (DVC hashes, feature-set version, code commit, image digest, resolved configuration,
 validation result, seed, package versions).
 
+With ``train.processes`` > 1 the model trains under DistributedDataParallel (see
+:mod:`pipeline.distributed`): this process is rank 0 and alone logs, checkpoints and publishes.
+
 Training checkpoints are written after every epoch under ``runs/<run id>/train/_checkpoints/``,
 as data only (a JSON document and a file of tensors, see :mod:`pipeline.checkpoint`). When the step is
 re-run for a run whose training was interrupted, it resumes from the last checkpoint on the same
@@ -275,7 +278,15 @@ def run(ctx: StepContext) -> StepResult:
             if epoch % cfg.checkpoint_every == 0 or state.stopped_early or epoch == cfg.max_epochs:
                 checkpointer.save(model, optimizer, generator, state, mlflow_run_id)
 
-        state = training.fit(cfg, settings.data.task, state=state, on_epoch=on_epoch)
+        if cfg.processes > 1:  # rank 0 is this process: the run, the checkpoint and the outputs stay here
+            from pipeline.distributed import Group
+
+            with Group(training, cfg, settings.seed, settings.data.task, state, ctx.scratch) as group:
+                state = training.fit(
+                    cfg, settings.data.task, state=state, on_epoch=on_epoch, world=group.world
+                )
+        else:
+            state = training.fit(cfg, settings.data.task, state=state, on_epoch=on_epoch)
         model = model.cpu().eval()
         mlflow.log_metrics(
             {
@@ -300,6 +311,7 @@ def run(ctx: StepContext) -> StepResult:
         "best_val_loss": state.best_val_loss,
         "stopped_early": state.stopped_early,
         "device": str(device),
+        "processes": cfg.processes,
         "train_rows": len(splits["train"]),
         "model_files_sha256": files_tags[DIGEST_TAG],
     }

@@ -126,11 +126,13 @@ def test_only_the_train_pod_gets_the_gpu(cluster_env, gpu):
                 },
             ]
             assert env["PIPELINE_REQUIRE_GPU"] == "true"
+            assert env["PIPELINE_TRAIN__PROCESSES"] == "2", "one training process per GPU"
         else:
             assert "nvidia.com/gpu" not in limits
             assert not pod["spec"].get("nodeSelector")
             assert not pod["spec"].get("tolerations")
             assert "PIPELINE_REQUIRE_GPU" not in env
+            assert "PIPELINE_TRAIN__PROCESSES" not in env
 
 
 CUDA_IMAGE = f"registry.example.com/ml-pipeline/pipeline-cuda@sha256:{'cd' * 32}"
