@@ -23,14 +23,16 @@ from pipeline.report.figures import (
     figure_confusions,
     figure_learning_curves,
     figure_metric_vs_params,
-    figure_monitor_drift,
-    figure_monitor_live,
-    figure_monitor_served,
     figure_parallel,
     figure_versions,
 )
 from pipeline.report.html import leaderboard_columns, render_html, write_report
 from pipeline.report.monitoring import MonitoringData
+from pipeline.report.monitoring_figures import (
+    figure_monitor_drift,
+    figure_monitor_live,
+    figure_monitor_served,
+)
 
 __all__ = [
     "KIND_COLORS",

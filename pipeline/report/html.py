@@ -15,11 +15,13 @@ from pipeline.report.figures import (
     figure_confusions,
     figure_learning_curves,
     figure_metric_vs_params,
+    figure_parallel,
+    figure_versions,
+)
+from pipeline.report.monitoring_figures import (
     figure_monitor_drift,
     figure_monitor_live,
     figure_monitor_served,
-    figure_parallel,
-    figure_versions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover

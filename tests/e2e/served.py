@@ -114,11 +114,13 @@ def as_records(frame: pd.DataFrame) -> list[dict]:
 
 
 def same(got: list[dict], expected: list[dict]) -> bool:
-    """Same labels, same keys, probabilities equal to float precision."""
+    """Same labels, same keys, probabilities equal to the model's float32 precision: the last bits of
+    a float32 forward pass change with the number of intra-op threads (the server may run with
+    another count than this process), while another version's probabilities differ far more."""
     return len(got) == len(expected) and all(
         g.keys() == e.keys()
         and g["prediction"] == e["prediction"]
-        and all(g[k] == pytest.approx(e[k], rel=1e-9) for k in e if k != "prediction")
+        and all(g[k] == pytest.approx(e[k], rel=1e-5, abs=1e-7) for k in e if k != "prediction")
         for g, e in zip(got, expected, strict=True)
     )
 
