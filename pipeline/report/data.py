@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from pipeline.names import (
     TRAIN_PARAM_PREFIX,
     TRIAL_NUMBER_TAG,
 )
-from pipeline.report.monitoring import MonitoringData, collect_monitoring
+from pipeline.report.monitoring import MonitoringData, collect_monitoring, finite_number
 from pipeline.settings import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,14 +74,6 @@ class ReportData:
 # --------------------------------------------------------------------------------------------
 # Reading MLflow
 # --------------------------------------------------------------------------------------------
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _kind(tags: dict[str, str]) -> str:
@@ -147,10 +138,10 @@ def collect(
                 {
                     **base,
                     "study": tags.get(STUDY_TAG, ""),
-                    "trials": _number(metrics.get("trials_finished")),
+                    "trials": finite_number(metrics.get("trials_finished")),
                     "best_trial": tags.get(BEST_TRIAL_TAG, ""),
-                    OBJECTIVE: _number(metrics.get(OBJECTIVE)),
-                    f"test_{primary}": _number(metrics.get(f"test_{primary}")),
+                    OBJECTIVE: finite_number(metrics.get(OBJECTIVE)),
+                    f"test_{primary}": finite_number(metrics.get(f"test_{primary}")),
                     "version": tags.get(REGISTRY_VERSION_TAG, ""),
                     "decision": tags.get(DECISION, ""),
                     "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
@@ -163,13 +154,13 @@ def collect(
             "kind": kind,
             "state": tags.get(SWEEP_STATE_TAG, run.info.status),
             "sweep": tags.get(STUDY_TAG, ""),
-            "trial": _number(tags.get(TRIAL_NUMBER_TAG)),
-            OBJECTIVE: _number(metrics.get(OBJECTIVE)),
-            f"val_{primary}": _number(metrics.get(f"best_val_{primary}")),
-            f"test_{primary}": _number(metrics.get(f"test_{primary}")),
-            f"baseline_{primary}": _number(metrics.get(f"baseline_{primary}")),
-            **{f"test_{m}": _number(metrics.get(f"test_{m}")) for m in others},
-            "epochs": _number(metrics.get("epochs_trained")),
+            "trial": finite_number(tags.get(TRIAL_NUMBER_TAG)),
+            OBJECTIVE: finite_number(metrics.get(OBJECTIVE)),
+            f"val_{primary}": finite_number(metrics.get(f"best_val_{primary}")),
+            f"test_{primary}": finite_number(metrics.get(f"test_{primary}")),
+            f"baseline_{primary}": finite_number(metrics.get(f"baseline_{primary}")),
+            **{f"test_{m}": finite_number(metrics.get(f"test_{m}")) for m in others},
+            "epochs": finite_number(metrics.get("epochs_trained")),
             "version": tags.get(REGISTRY_VERSION_TAG, ""),
             "decision": tags.get(DECISION, ""),
             "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
@@ -313,9 +304,9 @@ def _versions(client: MlflowClient, name: str):
                 ),
                 "decision": tags.get(DECISION, ""),
                 "metric": tags.get(GATE_METRIC, ""),
-                "score": _number(tags.get(GATE_SCORE)),
+                "score": finite_number(tags.get(GATE_SCORE)),
                 "champion_before": tags.get(CHAMPION_VERSION, ""),
-                "champion_score": _number(tags.get(CHAMPION_SCORE)),
+                "champion_score": finite_number(tags.get(CHAMPION_SCORE)),
                 "reason": tags.get(REASON, ""),
                 "data_md5": tags.get(RAW_DVC_MD5_TAG, ""),
                 "feature_set_version": tags.get(FEATURE_SET_VERSION_TAG, ""),

@@ -73,7 +73,8 @@ class MonitoringData:
         return self.checks is None or not len(self.checks)
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -120,12 +121,12 @@ def checks_frame(runs: list, summaries: dict[str, dict[str, Any]]) -> pd.DataFra
                 "degraded": _flag(tags.get(MONITOR_DEGRADED_TAG)),
                 "retrain_triggered": _flag(tags.get(MONITOR_RETRAIN_TAG)),
                 "drifted_columns": drifted,
-                "drift_share": _number(metrics.get(DRIFT_SHARE_METRIC)),
-                "window_rows": _number(metrics.get(WINDOW_ROWS_METRIC)),
-                "labelled_rows": _number(metrics.get(LABELLED_ROWS_METRIC)),
+                "drift_share": finite_number(metrics.get(DRIFT_SHARE_METRIC)),
+                "window_rows": finite_number(metrics.get(WINDOW_ROWS_METRIC)),
+                "labelled_rows": finite_number(metrics.get(LABELLED_ROWS_METRIC)),
                 "metric": metric or "",
-                "live": _number(metrics.get(LIVE_METRIC_PREFIX + metric)) if metric else None,
-                "test": _number(live.get("test")),
+                "live": finite_number(metrics.get(LIVE_METRIC_PREFIX + metric)) if metric else None,
+                "test": finite_number(live.get("test")),
                 "window": _window(summary.get("window")),
             }
         )
@@ -166,10 +167,10 @@ def drift_frame(runs: list, summaries: dict[str, dict[str, Any]]) -> pd.DataFram
                     "run_id": run.info.run_id,
                     "time": _started(run),
                     "column": column,
-                    "score": _number(value),
+                    "score": finite_number(value),
                     "test": test or "",
                     "family": FAMILIES.get(test, UNKNOWN_FAMILY),
-                    "threshold": _number(detail.get("threshold")),
+                    "threshold": finite_number(detail.get("threshold")),
                     "drifted": bool(detail.get("drifted")) if detail else None,
                 }
             )
