@@ -117,7 +117,7 @@ def monitored(swept: Swept) -> Monitored:
     from pipeline.monitor.check import run_check
     from pipeline.serve.predlog import create_engine, write_feedback
     from pipeline.settings import Settings
-    from tests.e2e.test_monitor import T0, drifted_penguins, log_predictions
+    from tests.e2e.served import T0, drifted_penguins, log_predictions
 
     assert swept.client().get_registered_model("penguins").aliases["champion"] == 1  # what the log names
     undrifted = load_penguins().sample(150, random_state=1)

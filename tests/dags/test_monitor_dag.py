@@ -198,7 +198,7 @@ def test_dags_test_runs_the_monitor_alerts_once_and_emits_the_retrain_event(sqli
     from tests.conftest import FAST, run_cli
     from tests.dags.conftest import airflow_env, run_airflow
     from tests.dags.test_dag_runs import query
-    from tests.e2e.test_monitor import drifted_penguins, log_predictions
+    from tests.e2e.served import drifted_penguins, log_predictions
 
     home, db_url = sqlite_airflow
     pipeline_home = tmp_path / "pipeline-home"
@@ -244,7 +244,8 @@ def test_the_scheduler_closes_the_loop_from_drift_to_a_version_tagged_drift(post
     from tests.conftest import FAST, run_cli
     from tests.dags.conftest import airflow_env, migrated_home, run_airflow
     from tests.dags.test_dag_runs import _stop, query, start_components
-    from tests.e2e.test_monitor import client, drifted_penguins, log_predictions
+    from tests.e2e.served import drifted_penguins, log_predictions
+    from tests.e2e.served import registry as client
     from tests.support import free_port
 
     pipeline_home = tmp_path / "pipeline-home"

@@ -1,7 +1,9 @@
 """Helpers of the tests that reach a real `python -m pipeline serve` subprocess over HTTP
 (tests/e2e/test_serve.py, and the closed loop of tests/e2e/test_monitor.py): starting and stopping
 the server, the penguins features as request records, and client threads that keep posting while
-the registry changes and check every answer against the version it names."""
+the registry changes and check every answer against the version it names; and the monitor tests'
+windows (the champion's predictions logged directly, the drifted penguins), which the report's and
+the monitor DAG's tests use too."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +27,7 @@ from tests.conftest import clean_env
 
 NAME = "penguins"
 FEATURES = ["island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex"]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)  # the undrifted hour of the monitor tests, logged directly
 
 
 def registry(home: Path):
@@ -244,3 +248,40 @@ def predict_in_process(home: Path, version: str, frame: pd.DataFrame) -> list[di
     """``version``'s own predictions on ``frame``, by the trusted loader in this process (each
     version is loaded once)."""
     return _predictor(home, version).predict(frame[FEATURES]).to_dict(orient="records")
+
+
+# The monitor's windows (tests/e2e/test_monitor.py, tests/analysis's report, tests/dags' monitor DAG)
+
+
+def log_predictions(home: Path, frame: pd.DataFrame, start: datetime) -> None:
+    """The champion's predictions on ``frame``, logged as the server logs them, at ``start`` + i s."""
+    from pipeline.serve.predlog import Entry, PredictionLogger, create_engine, json_rows
+    from pipeline.serving import load_trusted_predictor
+
+    predictor = load_trusted_predictor(registry(home), f"models:/{NAME}@champion")
+    logger = PredictionLogger(create_engine(f"sqlite:///{home / 'features.db'}"), flush_s=0.1)
+    for i, chunk in enumerate(range(0, len(frame), 25)):
+        rows = frame.iloc[chunk : chunk + 25][FEATURES]
+        outputs = predictor.predict(rows)
+        entry = Entry(
+            f"req-{start:%H}-{i}",
+            start + timedelta(seconds=i),
+            NAME,
+            "1",
+            json_rows(rows),
+            json_rows(outputs),
+        )
+        assert logger.submit(entry)
+    report = logger.close()
+    assert report["unwritten_rows"] == 0, report
+
+
+def drifted_penguins() -> pd.DataFrame:
+    """150 penguins with one numeric feature shifted (bill_length_mm) and one category's mix
+    changed (island): the drift the monitor must find on exactly those two columns."""
+    from palmerpenguins import load_penguins
+
+    drifted = load_penguins().sample(150, random_state=2).copy()
+    drifted["bill_length_mm"] += 8.0
+    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
+    return drifted

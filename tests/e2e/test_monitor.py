@@ -21,50 +21,24 @@ import pandas as pd
 import pytest
 
 from tests.conftest import FAST, run_cli
-from tests.e2e.served import FEATURES, NAME, Load, predict_in_process, start
+from tests.e2e.served import (
+    FEATURES,
+    NAME,
+    T0,
+    Load,
+    drifted_penguins,
+    log_predictions,
+    predict_in_process,
+    start,
+)
 from tests.e2e.served import registry as client
 
 pytestmark = pytest.mark.slow
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)  # the undrifted hour, logged directly
 # The champion is trained for 4 epochs (test macro_f1 about 0.96); the retrain, with FAST's 12, scores
 # 1.0 on the same test snapshot and so beats it by more than the gate's margin: the gate promotes,
 # deterministically (the seed and the data are the same). Two equal models would be a tie, refused.
 UNDERTRAINED = [*FAST, "--set", "train.max_epochs=4"]
-
-
-def log_predictions(home: Path, frame: pd.DataFrame, start: datetime) -> None:
-    """The champion's predictions on ``frame``, logged as the server logs them, at ``start`` + i s."""
-    from pipeline.serve.predlog import Entry, PredictionLogger, create_engine, json_rows
-    from pipeline.serving import load_trusted_predictor
-
-    predictor = load_trusted_predictor(client(home), f"models:/{NAME}@champion")
-    logger = PredictionLogger(create_engine(f"sqlite:///{home / 'features.db'}"), flush_s=0.1)
-    for i, chunk in enumerate(range(0, len(frame), 25)):
-        rows = frame.iloc[chunk : chunk + 25][FEATURES]
-        outputs = predictor.predict(rows)
-        entry = Entry(
-            f"req-{start:%H}-{i}",
-            start + timedelta(seconds=i),
-            NAME,
-            "1",
-            json_rows(rows),
-            json_rows(outputs),
-        )
-        assert logger.submit(entry)
-    report = logger.close()
-    assert report["unwritten_rows"] == 0, report
-
-
-def drifted_penguins() -> pd.DataFrame:
-    """150 penguins with one numeric feature shifted (bill_length_mm) and one category's mix
-    changed (island): the drift the monitor must find on exactly those two columns."""
-    from palmerpenguins import load_penguins
-
-    drifted = load_penguins().sample(150, random_state=2).copy()
-    drifted["bill_length_mm"] += 8.0
-    drifted["island"] = drifted["island"].where(drifted.index % 5 == 0, "Dream")
-    return drifted
 
 
 @pytest.fixture(scope="module")
