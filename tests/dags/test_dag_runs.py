@@ -1,12 +1,14 @@
 """The DAG runs for real on this machine (one-machine mode: each step a local subprocess).
 
-* ``airflow dags test`` runs the whole DAG and registers a model, with the metadata database on
-  SQLite and on PostgreSQL;
-* a retryable failure (an HTTP source answering 503, the pipeline's own HTTP retries set to 0) is
+* ``airflow dags test`` runs the whole DAG and registers a model (metadata database on
+  PostgreSQL; the failing runs below, the monitor and the sweep DAG's run use SQLite), and a
+  retryable failure (an HTTP source answering 503, the pipeline's own HTTP retries set to 0) is
   retried by Airflow and the run succeeds;
 * bad input fails at ``validate`` with no retry, and a real HTTP server receives exactly one alert
-  naming the step and the broken rule;
-* Airflow's scheduler, not ``dags test``, starts a run on its own when a cron time arrives.
+  naming the step and the broken rule.
+
+Airflow's own scheduler starting runs by itself (a cron time, the monitor's retrain asset) is
+tests/dags/test_scheduler.py.
 
 The pipeline is kept small and fast: an isolated ``PIPELINE_HOME`` and 3 training epochs.
 """
@@ -15,11 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +28,9 @@ from tests.dags.conftest import (
     DAG_ID,
     PREFLIGHT,
     airflow_env,
-    airflow_executable,
-    migrated_home,
     run_airflow,
 )
 from tests.dags.http_servers import FlakySource, WebhookReceiver
-from tests.support import free_port
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
 
@@ -133,24 +127,6 @@ def assert_succeeded_and_registered(db_url: str, root: Path, hook: WebhookReceiv
     return run_id, states
 
 
-def test_dags_test_runs_the_whole_dag_on_sqlite(sqlite_airflow, tmp_path):
-    home, db_url = sqlite_airflow
-    # train.* is in the default MLP_DAG_TRIGGER_ALLOWED_KEYS: it reaches the steps as --set
-    # (and beats the environment's PIPELINE_TRAIN__MAX_EPOCHS)
-    conf = {"overrides": ["train.max_epochs=3"]}
-    with WebhookReceiver() as hook:
-        env = airflow_env(
-            home,
-            db_url,
-            MLP_ALERT_WEBHOOK_URL=hook.url,
-            **pipeline_env(tmp_path, PIPELINE_TRAIN__MAX_EPOCHS="1"),
-        )
-        run_airflow(["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=600)
-    run_id, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
-    assert {try_number for _, try_number in states.values()} == {1}
-    assert return_values(db_url, run_id)["train"]["epochs_trained"] == 3
-
-
 def test_a_refused_trigger_param_fails_the_run_before_any_step(sqlite_airflow, tmp_path):
     """gate.* is not in the default allow-list: the first task fails, not retried, and no step (no
     pod, no subprocess) runs; one alert names the refused keys and the setting that allows them."""
@@ -179,7 +155,10 @@ def test_a_refused_trigger_param_fails_the_run_before_any_step(sqlite_airflow, t
     assert "evil.example" not in text
 
 
-def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp_path):
+def test_dags_test_on_postgres_runs_the_whole_dag_and_retries_a_retryable_failure(postgres_airflow, tmp_path):
+    """The whole DAG on a PostgreSQL metadata database: the trigger's source and overrides reach the
+    steps (train.max_epochs=3 beats the environment's 1), a retryable failure is retried by Airflow,
+    and the run registers the champion and sends the promotion alert."""
     home, db_url, _ = postgres_airflow
     body = penguins_csv().read_bytes()
     # The source fails the first request; the pipeline's own HTTP retries are off for this run, so
@@ -187,7 +166,11 @@ def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp
     with FlakySource(body, fail_first=1) as source, WebhookReceiver() as hook:
         conf = {
             "source": f"{source.base_url}/penguins.csv",
-            "overrides": ["data.source.http.format=csv", "data.source.http.max_retries=0"],
+            "overrides": [
+                "data.source.http.format=csv",
+                "data.source.http.max_retries=0",
+                "train.max_epochs=3",  # train.* is in the default allow-list too
+            ],
         }
         env = airflow_env(
             home,
@@ -195,7 +178,7 @@ def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp
             MLP_ALERT_WEBHOOK_URL=hook.url,
             # an operator lets this DAG's triggers pick the source and its HTTP options
             MLP_DAG_TRIGGER_ALLOWED_KEYS="data.source.uri,data.source.http.*,train.*",
-            **pipeline_env(tmp_path),
+            **pipeline_env(tmp_path, PIPELINE_TRAIN__MAX_EPOCHS="1"),
         )
         proc = run_airflow(
             ["dags", "test", DAG_ID, "--conf", json.dumps(conf)], env, cwd=tmp_path, timeout=600
@@ -203,9 +186,10 @@ def test_dags_test_on_postgres_retries_a_retryable_failure(postgres_airflow, tmp
         requests = source.requests
     assert "gave up after 1 attempts: HTTP 503" in proc.stdout + proc.stderr
     assert requests == 2
-    _, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
+    run_id, states = assert_succeeded_and_registered(db_url, tmp_path, hook)
     assert states["ingest"] == ("success", 2)  # failed once, retried once
     assert all(try_number == 1 for task, (_, try_number) in states.items() if task != "ingest")
+    assert return_values(db_url, run_id)["train"]["epochs_trained"] == 3
 
 
 def test_bad_input_fails_at_validation_without_retry_and_alerts_once(sqlite_airflow, tmp_path):
@@ -249,108 +233,6 @@ def test_bad_input_fails_at_validation_without_retry_and_alerts_once(sqlite_airf
     assert "flipper_length_mm" in text
     assert "within [150.0, 250.0]" in text  # the broken rule
     assert "/dags/ml_pipeline/runs/" in text  # link to the task log
-
-
-# --------------------------------------------------------------------------------------------
-# The scheduler fires a scheduled run by itself
-# --------------------------------------------------------------------------------------------
-
-
-def _start(name: str, args: list[str], env: dict[str, str], logs: Path) -> tuple[subprocess.Popen, Any]:
-    log = (logs / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        [airflow_executable(), *args],
-        env=env,
-        cwd=logs,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopped with everything it started
-    )
-    return proc, log
-
-
-def start_components(env: dict[str, str], logs: Path, port: int, components: list) -> None:
-    """Start Airflow's API server (execution API on ``port``), DAG processor and scheduler, each
-    appended to ``components`` as ``(name, process, log)`` as soon as it runs, so that a ``finally``
-    stops whatever started."""
-    for name, args in (
-        ("api-server", ["api-server", "--apps", "execution", "-H", "127.0.0.1", "-p", str(port), "-w", "1"]),
-        ("dag-processor", ["dag-processor"]),
-        ("scheduler", ["scheduler"]),
-    ):
-        components.append((name, *_start(name, args, env, logs)))
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)  # separately started components stop cleanly on SIGTERM
-    try:
-        proc.wait(timeout=45)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def test_the_scheduler_starts_a_scheduled_run_by_itself(postgres, tmp_path):
-    root = tmp_path
-    db_url = postgres.create_database("airflow_scheduler")
-    home = migrated_home(root, db_url)
-    # A daily cron whose next time is the first minute boundary at least 10 s from now: nothing
-    # triggers the DAG, so a run at that time can only come from the scheduler acting on it.
-    now = datetime.now(UTC)
-    fire_at = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)
-    cron = f"{fire_at.minute} {fire_at.hour} * * *"
-    port = free_port()
-    logs = root / "component-logs"
-    logs.mkdir()
-    env = airflow_env(
-        home,
-        db_url,
-        MLP_DAG_SCHEDULE=cron,
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
-        AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES="1",
-        AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="False",
-        **pipeline_env(root),
-    )
-    components = []
-    try:
-        start_components(env, logs, port, components)
-        deadline = time.monotonic() + 420
-        runs: list[tuple] = []
-        while time.monotonic() < deadline:
-            for name, proc, _ in components:
-                assert proc.poll() is None, f"{name} exited:\n{(logs / f'{name}.log').read_text()[-4000:]}"
-            runs = query(
-                db_url,
-                "SELECT run_id, run_type, state, run_after, triggered_by FROM dag_run WHERE dag_id = :dag",
-                dag=DAG_ID,
-            )
-            if runs and runs[0][2] in ("success", "failed"):
-                break
-            time.sleep(1)
-    finally:
-        for _, proc, log in reversed(components):
-            _stop(proc)
-            log.close()
-    component_logs = "\n".join(
-        f"--- {name}\n{(logs / f'{name}.log').read_text()[-3000:]}" for name, _, _ in components
-    )
-    assert len(runs) == 1, f"expected one scheduled run, got {runs}\n{component_logs}"
-    run_id, run_type, state, run_after, triggered_by = runs[0]
-    assert run_type == "scheduled"
-    assert str(triggered_by).lower().endswith("timetable")
-    assert (run_after if run_after.tzinfo else run_after.replace(tzinfo=UTC)) == fire_at
-    assert state == "success", component_logs
-    assert {task: s for task, (s, _) in task_states(db_url, run_id).items()} == dict.fromkeys(
-        (CHECK, PREFLIGHT, *STEP_NAMES), "success"
-    )
-    register = return_values(db_url, run_id)["register"]
-    assert registered_versions(root / "pipeline-home", register["model_name"]) == [str(register["version"])]
-    for name, proc, _ in components:
-        assert proc.returncode is not None, f"{name} did not stop"
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
