@@ -6,9 +6,12 @@ method, one process per rank, rendezvous on a free local TCP port), as ``torchru
 checkpoint, the outputs and the exit code. The other ranks only compute: they read the job
 (tensors of the splits, the model spec, rank 0's starting weights and optimizer state, the
 counters of a resumed run) from a file in the step's scratch folder, train their shard, and log
-and write nothing. The same command serves a laptop (gloo on CPU) and a multi-GPU pod (NCCL,
-rank ``r`` on ``cuda:r``): the pod runs ``pipeline step train`` with ``train.processes`` set to
-its GPU count.
+and write nothing. The same command serves a laptop (gloo on CPU) and a multi-GPU machine (NCCL,
+rank ``r`` on ``cuda:r``).
+
+Under torchrun (the DAG's multi-GPU train pod, or a multi-node TrainJob) nothing is spawned: every
+rank runs the step command, rank 0 runs the step as above and sends the job to the others over the
+process group, rank ``r`` trains on ``cuda:LOCAL_RANK`` (:mod:`pipeline.torchrun`).
 
 A rank that dies makes the step fail, never hang: rank 0's collectives raise when a peer's
 connection closes (or after ``train.process_group_timeout_s``), a watchdog notices a rank that
@@ -48,13 +51,14 @@ JOIN_TIMEOUT_S = 30.0
 class World:
     """This process's place in the group: what :func:`pipeline.model.fit` asks of it."""
 
-    def __init__(self, rank: int, size: int, seed: int, device: torch.device):
+    def __init__(self, rank: int, size: int, seed: int, device: torch.device, group: Any = None):
         self.rank, self.size, self.seed, self.device = rank, size, seed, device
+        self.group = group  # the training collectives' process group (None: the default group)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """DDP over ``model`` (its construction broadcasts rank 0's weights to every rank)."""
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        return DistributedDataParallel(model, device_ids=ids, process_group=self.group)
 
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:
@@ -73,7 +77,7 @@ class World:
     def mean(self, total: float, count: int) -> float:
         """``sum(total) / sum(count)`` over the ranks."""
         both = torch.tensor([total, float(count)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(both)
+        dist.all_reduce(both, group=self.group)
         return float(both[0] / max(float(both[1]), 1.0))
 
     def from_rank0(self, loss: float, accuracy: float | None) -> tuple[float, float | None]:
@@ -81,7 +85,7 @@ class World:
         values = torch.tensor(
             [loss, math_nan if accuracy is None else accuracy], dtype=torch.float64, device=self.device
         )
-        dist.broadcast(values, src=0)
+        dist.broadcast(values, src=0, group=self.group)
         return float(values[0]), (None if accuracy is None else float(values[1]))
 
 
@@ -111,7 +115,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _threads(processes: int, num_threads: int | None) -> int:
+def threads(processes: int, num_threads: int | None) -> int:
     """torch threads per rank: the configured number, or this machine's cores shared out."""
     return num_threads or max(1, (os.cpu_count() or 1) // processes)
 
@@ -146,9 +150,9 @@ class Group:
         self._done = threading.Event()
         self._threads_before = torch.get_num_threads()
 
-    def _write_job(self) -> Path:
+    def _job(self) -> dict[str, Any]:
         training = self.training
-        job = {
+        return {
             "spec": json.dumps(training.spec.to_dict()),
             "cfg": json.dumps(self.cfg.model_dump()),
             "seed": self.seed,
@@ -163,14 +167,44 @@ class Group:
                 if name in ("train", "val")
             },
         }
+
+    def _write_job(self) -> Path:
         path = self.scratch / "ddp_job.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(job, path)
+        torch.save(self._job(), path)
         return path
+
+    def _enter_launched(self, launch) -> Group:
+        """Rank 0 under torchrun: join the group torchrun formed and send the job to the others."""
+        from pipeline import torchrun
+
+        device = self.training.device
+        torch.set_num_threads(threads(launch.local_world, self.cfg.num_threads))
+        try:
+            torchrun.join(launch, device, self.cfg.process_start_timeout_s)
+            torchrun.send_job(self._job(), device)
+            torchrun.SENT["job"] = True
+            group = torchrun.training_group(self.cfg)
+        except Exception as exc:
+            self._stop()
+            raise RetryableError(f"the {self.size} training ranks could not form a group: {exc}") from exc
+        self.world = World(0, self.size, self.seed, device, group)
+        logger.info(
+            "training with %d ranks started by torchrun (DistributedDataParallel, %s backend)",
+            self.size,
+            backend_for(device),
+        )
+        return self
 
     def __enter__(self) -> Group:
         import multiprocessing
 
+        from pipeline.torchrun import launched
+
+        launch = launched()
+        if launch is not None:
+            self.size = launch.size
+            return self._enter_launched(launch)
         rank_device(self.training.device, self.size - 1)  # a GPU for every rank, before any starts
         job = self._write_job()
         port = _free_port()
@@ -183,7 +217,7 @@ class Group:
             self.processes.append(process)
         threading.Thread(target=self._watch, name="train-ranks-watchdog", daemon=True).start()
         device = self.training.device
-        torch.set_num_threads(_threads(self.size, self.cfg.num_threads))
+        torch.set_num_threads(threads(self.size, self.cfg.num_threads))
         try:
             _init(0, self.size, port, device, self.cfg.process_group_timeout_s)
         except Exception as exc:
@@ -219,6 +253,12 @@ class Group:
                 raise RetryableError(f"training ranks 1-{self.size - 1} exited with codes {codes}")
             return False
         failed = isinstance(exc, RuntimeError)  # DistBackendError, a gloo/NCCL timeout or a closed peer
+        if failed and not self.processes:  # under torchrun: its agent knows which rank died
+            self._stop()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RetryableError(
+                f"distributed training failed: a training rank stopped answering ({first})"
+            ) from exc
         cause = (self.failed or self._dead_rank() if failed else None) or "a training rank stopped answering"
         self._stop()
         if failed:
@@ -247,33 +287,37 @@ class Group:
 
 
 def worker(rank: int, size: int, port: int, job_path: str) -> None:
-    """Ranks 1..N-1: train the shard of this rank; log and write nothing."""
-    from pipeline.model import ModelSpec, Split, TabularNet, Training, TrainState, make_optimizer
+    """Ranks 1..N-1 spawned by rank 0: train the shard of this rank; log and write nothing."""
     from pipeline.settings import TrainSettings
 
     job = torch.load(job_path, map_location="cpu", weights_only=True)
     cfg = TrainSettings.model_validate(json.loads(job["cfg"]))
     device = rank_device(torch.device(job["device"]), rank)
-    torch.set_num_threads(_threads(size, cfg.num_threads))
+    torch.set_num_threads(threads(size, cfg.num_threads))
     _init(rank, size, port, device, cfg.process_group_timeout_s)
     try:
-        state = TrainState.from_counters(json.loads(job["counters"]), best_state=None)
-        torch.manual_seed(job["seed"] + 7919 * rank + state.epoch)  # this rank's own dropout masks
-        spec = ModelSpec(**json.loads(job["spec"]))
-        model = TabularNet(spec).to(device)
-        model.load_state_dict(job["model"])
-        optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
-        optimizer.load_state_dict(job["optimizer"])
-        splits = {name: Split(*tensors).to(device) for name, tensors in job["splits"].items()}
-        training = Training(model, optimizer, torch.Generator(), device, splits, spec)
-        die_after = int(os.environ.get(KILL_RANK1_AFTER_EPOCH_ENV) or 0) if rank == 1 else 0
-
-        def on_epoch(epoch, *_) -> None:
-            if die_after and epoch >= die_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        training.fit(
-            cfg, job["task"], state=state, on_epoch=on_epoch, world=World(rank, size, job["seed"], device)
-        )
+        train_rank(job, cfg, World(rank, size, job["seed"], device))
     finally:
         dist.destroy_process_group()
+
+
+def train_rank(job: dict[str, Any], cfg, world: World) -> None:
+    from pipeline.model import ModelSpec, Split, TabularNet, Training, TrainState, make_optimizer
+
+    rank, device = world.rank, world.device
+    state = TrainState.from_counters(json.loads(job["counters"]), best_state=None)
+    torch.manual_seed(job["seed"] + 7919 * rank + state.epoch)  # this rank's own dropout masks
+    spec = ModelSpec(**json.loads(job["spec"]))
+    model = TabularNet(spec).to(device)
+    model.load_state_dict(job["model"])
+    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
+    optimizer.load_state_dict(job["optimizer"])
+    splits = {name: Split(*tensors).to(device) for name, tensors in job["splits"].items()}
+    training = Training(model, optimizer, torch.Generator(), device, splits, spec)
+    die_after = int(os.environ.get(KILL_RANK1_AFTER_EPOCH_ENV) or 0) if rank == 1 else 0
+
+    def on_epoch(epoch, *_) -> None:
+        if die_after and epoch >= die_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    training.fit(cfg, job["task"], state=state, on_epoch=on_epoch, world=world)

@@ -122,8 +122,8 @@ def pick_device(preference: str) -> torch.device:
         if not torch.cuda.is_available():
             from pipeline.errors import ConfigError
 
-            raise ConfigError("train.device is 'cuda' but no CUDA device is visible")
-        return torch.device("cuda")
+            raise ConfigError("train.device is 'cuda' (or train.gpus is set) but no CUDA device is visible")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
@@ -315,7 +315,7 @@ class Training:
     @classmethod
     def create(cls, cfg, seed: int, transformer, splits: dict[str, Split]) -> Training:
         """``cfg`` is a :class:`pipeline.settings.TrainSettings`."""
-        device = pick_device(cfg.device)
+        device = pick_device(cfg.device_preference)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         spec = build_spec(transformer, cfg.hidden_sizes, cfg.dropout, cfg.embedding_dim_max)

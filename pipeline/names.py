@@ -47,6 +47,7 @@ CODE_TAG_PREFIX = "code."
 
 # ---- training and evaluation ----------------------------------------------------------------
 DEVICE_TAG = "train.device"
+RANKS_TAG = "train.ranks"  # DistributedDataParallel ranks of the latest attempt (1: one process)
 RESUMED_FROM_TAG = "train.resumed_from_epoch"
 PRIMARY_METRIC_TAG = "evaluate.primary_metric"
 RESOLVED_CONFIG_ARTIFACT = "config/resolved_config.yaml"  # the run's resolved settings, secrets masked

@@ -408,6 +408,39 @@ class TrainSettings(_Model):
     process_group_timeout_s: float = Field(
         300.0, gt=0, description="How long a rank waits on the others before the step fails (processes > 1)."
     )
+    gpus: int = Field(
+        0,
+        ge=0,
+        description="GPUs to train on, one DistributedDataParallel rank (NCCL) on each: the number of "
+        "ranks, on CUDA (train.device auto or cuda); 0: train.processes and train.device decide. In the "
+        "DAG's train pod, airflow.dag.gpu.count sets it and the step runs under torchrun.",
+    )
+    process_start_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Under torchrun: how long ranks 1..N-1 wait for rank 0 to load the data and start "
+        "training (or to finish without training) before they fail.",
+    )
+
+    @model_validator(mode="after")
+    def _gpus_agree(self) -> TrainSettings:
+        if self.gpus and self.device == "cpu":
+            raise ValueError(f"train.gpus={self.gpus} trains on CUDA: set train.device to auto or cuda")
+        if self.gpus and self.processes not in (1, self.gpus):
+            raise ValueError(
+                f"train.gpus={self.gpus} and train.processes={self.processes} disagree: train.gpus runs "
+                "one process per GPU (leave train.processes at 1)"
+            )
+        return self
+
+    @property
+    def ranks(self) -> int:
+        """DistributedDataParallel ranks this configuration asks for (1: no torch.distributed)."""
+        return self.gpus or self.processes
+
+    @property
+    def device_preference(self) -> str:
+        return "cuda" if self.gpus else self.device
 
 
 class EvaluateSettings(_Model):

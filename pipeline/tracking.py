@@ -199,6 +199,19 @@ def environment_listing() -> str:
     return "\n".join(f"{n}=={v}" for n, v in names if n) + "\n"
 
 
+def is_run_of(client: MlflowClient, mlflow_run_id: str, run_id: str) -> bool:
+    """Whether an MLflow run exists and was started for this pipeline run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(mlflow_run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return run.data.tags.get(RUN_TAG) == run_id
+
+
 def runs_for_pipeline_run(client: MlflowClient, experiment_id: str, run_id: str) -> list[Any]:
     return client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=50)
 

@@ -18,6 +18,17 @@ CONFIG_DIR = "/etc/ml-pipeline"
 # (images/pipeline/Dockerfile). Both are emptyDirs, so the root file system stays read-only.
 SCRATCH_DIR = "/var/lib/ml-pipeline"
 TMP_DIR = "/tmp"  # noqa: S108 - a per-pod emptyDir, not a shared host folder
+SHM_DIR = "/dev/shm"  # noqa: S108 - NCCL's intra-node transport; the runtime's default is 64 MiB
+SHM_SIZE = "1Gi"
+# The pipeline image's entrypoint (images/pipeline/Dockerfile: tini -g -- python -m pipeline) with
+# torchrun in front: the multi-GPU train pod's command; the arguments stay the step's own.
+ENTRYPOINT = ["/usr/bin/tini", "-g", "--", "python", "-m"]
+
+
+def torchrun_command(gpus: int) -> list[str]:
+    """One DistributedDataParallel rank per GPU of the pod (pipeline.torchrun: torchrun, keeping the
+    step's exit code), then ``-m pipeline`` and the step's arguments."""
+    return [*ENTRYPOINT, "pipeline.torchrun", "--standalone", "--nproc-per-node", str(gpus), "-m", "pipeline"]
 
 
 def default_task_args(settings: DagSettings) -> dict[str, Any]:
@@ -91,10 +102,13 @@ def pod_step_kwargs(
     if gpu:
         limits[settings.gpu_resource] = str(settings.gpu_count)
     env: dict[str, str] = {}
+    # Several GPUs: the train step's own command runs under torchrun, one rank per GPU
+    # (pipeline.distributed); another command in this pod (a sweep trial) stays one process.
+    torchrun = gpu and settings.gpu_count > 1 and step.name == "train" and arguments is None
     if gpu:
         env["PIPELINE_REQUIRE_GPU"] = "true"
-        if settings.gpu_count > 1:  # one DistributedDataParallel rank per GPU (pipeline.distributed)
-            env["PIPELINE_TRAIN__PROCESSES"] = str(settings.gpu_count)
+        if settings.gpu_count > 1:
+            env["PIPELINE_TRAIN__GPUS"] = str(settings.gpu_count)
     # A CUDA build for the GPU step only (MLP_DAG_GPU_IMAGE): every CPU step keeps the CPU image.
     image = settings.gpu_image if gpu and settings.gpu_image else settings.image
     digest = _image_digest(image)
@@ -108,6 +122,13 @@ def pod_step_kwargs(
         k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH_DIR),
         k8s.V1VolumeMount(name="tmp", mount_path=TMP_DIR),
     ]
+    if torchrun:  # NCCL moves tensors between the pod's GPUs through /dev/shm
+        volumes.append(
+            k8s.V1Volume(
+                name="shm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=SHM_SIZE)
+            )
+        )
+        mounts.append(k8s.V1VolumeMount(name="shm", mount_path=SHM_DIR))
     if settings.config_configmap:
         env["PIPELINE_CONFIG"] = f"{CONFIG_DIR}/config.yaml"
         volumes.append(
@@ -138,6 +159,7 @@ def pod_step_kwargs(
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets],
         service_account_name=settings.service_account,
         automount_service_account_token=False,  # a step never talks to the Kubernetes API
+        cmds=torchrun_command(settings.gpu_count) if torchrun else None,
         arguments=list(arguments) if arguments is not None else step_arguments(step.name),
         env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         env_from=env_from,

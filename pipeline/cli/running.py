@@ -326,6 +326,7 @@ def step(
     """Run one step for a run id (what each Airflow task runs), or reuse an earlier run's outputs
     when its inputs, code and settings are unchanged; prints a JSON summary on stdout."""
     _prepare()
+    from pipeline import torchrun
     from pipeline.errors import ConfigError
     from pipeline.runner import emit_summary, execute_step, step_summary
     from pipeline.storage import utcnow
@@ -340,7 +341,13 @@ def step(
         if name not in registry.STEP_NAMES:
             raise ConfigError(f"unknown step {name!r}; valid steps: {', '.join(registry.STEP_NAMES)}")
         loaded["settings"] = settings = load_settings(config, overrides)
+        launch = torchrun.step_launch(name)
+        if launch is not None and launch.rank > 0:
+            torchrun.follow(settings.train)  # rank 0 runs the step; this rank only trains its shard
+            return
         manifest = execute_step(settings, run_id, name, use_cache=False if no_cache else None)
+        if launch is not None:
+            torchrun.release_followers(settings.train)  # no-op when the training took them along
     emit_summary(step_summary(manifest))
 
 

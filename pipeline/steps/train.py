@@ -61,6 +61,7 @@ from pipeline.names import (
     PRIMARY_METRIC_TAG,
     PROCESSED_DVC_MD5_TAG,
     PROCESSED_DVC_PATH_TAG,
+    RANKS_TAG,
     RAW_DVC_MD5_TAG,
     RAW_DVC_PATH_TAG,
     RAW_ROWS_TAG,
@@ -71,12 +72,14 @@ from pipeline.names import (
     UPSTREAM_STEPS_ARTIFACT,
 )
 from pipeline.settings import redact_url
+from pipeline.torchrun import world_size
 from pipeline.tracking import (
     configure,
     ensure_experiment,
     environment_listing,
     flatten,
     git_commit,
+    is_run_of,
     package_versions,
     runs_for_pipeline_run,
     trigger_tags,
@@ -90,7 +93,12 @@ INPUT_EXAMPLE_ROWS = 5
 
 def training_fingerprint(settings, content_hash: str) -> str:
     """What a checkpoint must match to be resumed: the data and every setting that shapes training."""
-    basis = {"train": settings.train.model_dump(), "seed": settings.seed, "data": content_hash}
+    basis = {
+        "train": settings.train.model_dump(),
+        "ranks": world_size(settings.train),  # torchrun's world, which no setting records
+        "seed": settings.seed,
+        "data": content_hash,
+    }
     return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -212,6 +220,7 @@ def run(ctx: StepContext) -> StepResult:
             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'}): check the node's "
             "GPU driver and device plugin, the pod's nvidia.com/gpu limit, or use the CUDA image"
         )
+    ranks = world_size(cfg)
     splits = splits_from_frame(frame, transformer)
     training = Training.create(cfg, settings.seed, transformer, splits)
     state = TrainState()
@@ -223,7 +232,7 @@ def run(ctx: StepContext) -> StepResult:
     fingerprint = training_fingerprint(settings, features.summary["content_hash"])
     checkpointer = Checkpointer(ctx.store, ctx.run_id, ctx.step, fingerprint)
     checkpoint = checkpointer.load()
-    if checkpoint is not None and not _is_run_of(client, checkpoint.mlflow_run_id, ctx.run_id):
+    if checkpoint is not None and not is_run_of(client, checkpoint.mlflow_run_id, ctx.run_id):
         checkpointer.discard(
             f"MLflow run {checkpoint.mlflow_run_id} is not a run of pipeline run {ctx.run_id}"
         )
@@ -259,6 +268,7 @@ def run(ctx: StepContext) -> StepResult:
         mlflow_run_id = active.info.run_id
         # Why this run exists, first thing on the run: a retrain that fails before register still says so.
         mlflow.set_tags(trigger_tags(settings))
+        mlflow.set_tag(RANKS_TAG, str(ranks))
         if checkpoint is None:
             mlflow.set_tags(lineage_tags(ctx))
             mlflow.set_tag(DEVICE_TAG, str(device))
@@ -278,7 +288,7 @@ def run(ctx: StepContext) -> StepResult:
             if epoch % cfg.checkpoint_every == 0 or state.stopped_early or epoch == cfg.max_epochs:
                 checkpointer.save(model, optimizer, generator, state, mlflow_run_id)
 
-        if cfg.processes > 1:  # rank 0 is this process: the run, the checkpoint and the outputs stay here
+        if ranks > 1:  # rank 0 is this process: the run, the checkpoint and the outputs stay here
             from pipeline.distributed import Group
 
             with Group(training, cfg, settings.seed, settings.data.task, state, ctx.scratch) as group:
@@ -311,7 +321,7 @@ def run(ctx: StepContext) -> StepResult:
         "best_val_loss": state.best_val_loss,
         "stopped_early": state.stopped_early,
         "device": str(device),
-        "processes": cfg.processes,
+        "processes": ranks,
         "train_rows": len(splits["train"]),
         "model_files_sha256": files_tags[DIGEST_TAG],
     }
@@ -327,19 +337,6 @@ def run(ctx: StepContext) -> StepResult:
         summary=summary,
         on_published=checkpointer.clear,
     )
-
-
-def _is_run_of(client, mlflow_run_id: str, run_id: str) -> bool:
-    """Whether an MLflow run exists and was started for this pipeline run."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(mlflow_run_id)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    return run.data.tags.get(RUN_TAG) == run_id
 
 
 def write_model_files(folder: Path, model: TabularNet, spec, state: TrainState) -> dict[str, Path]:

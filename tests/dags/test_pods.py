@@ -126,13 +126,24 @@ def test_only_the_train_pod_gets_the_gpu(cluster_env, gpu):
                 },
             ]
             assert env["PIPELINE_REQUIRE_GPU"] == "true"
-            assert env["PIPELINE_TRAIN__PROCESSES"] == "2", "one training process per GPU"
+            assert env["PIPELINE_TRAIN__GPUS"] == "2", "one training rank per GPU"
+            # torchrun in front of the image's entrypoint; the arguments are the step's own.
+            assert base_container(pod)["command"] == [
+                "/usr/bin/tini", "-g", "--", "python", "-m", "pipeline.torchrun",
+                "--standalone", "--nproc-per-node", "2", "-m", "pipeline",
+            ]  # fmt: skip
+            assert base_container(pod)["args"] == ["step", "train", "--run-id", RUN_ID]
+            shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "shm")
+            assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+            assert {"name": "shm", "mountPath": "/dev/shm"} in base_container(pod)["volumeMounts"]
         else:
             assert "nvidia.com/gpu" not in limits
             assert not pod["spec"].get("nodeSelector")
             assert not pod["spec"].get("tolerations")
             assert "PIPELINE_REQUIRE_GPU" not in env
-            assert "PIPELINE_TRAIN__PROCESSES" not in env
+            assert "PIPELINE_TRAIN__GPUS" not in env
+            assert not base_container(pod).get("command"), "the image's entrypoint, one process"
+            assert "shm" not in {v["name"] for v in pod["spec"]["volumes"]}
 
 
 CUDA_IMAGE = f"registry.example.com/ml-pipeline/pipeline-cuda@sha256:{'cd' * 32}"
@@ -395,3 +406,21 @@ def test_pod_exit_code_decides_retry(mlp_env, stub_kube_api, exit_code, retryabl
     assert any(
         r.startswith("GET /api/v1/namespaces/default/pods/mlp-validate-abc") for r in stub_kube_api.requests
     )
+
+
+def test_the_torchrun_command_keeps_the_images_entrypoint():
+    """The multi-GPU train pod replaces the image's ENTRYPOINT: it must be that entrypoint with
+    torchrun in front of ``-m pipeline``, or the pod would run something the image never tested."""
+    import re
+    from pathlib import Path
+
+    from ml_pipeline_support.tasks import torchrun_command
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "images" / "pipeline" / "Dockerfile").read_text()
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+    command = torchrun_command(4)
+    assert entrypoint[-1] == "pipeline" and entrypoint[-2] == "-m"
+    assert command[: len(entrypoint) - 1] == entrypoint[:-1]
+    assert command[len(entrypoint) - 1 :] == [
+        "pipeline.torchrun", "--standalone", "--nproc-per-node", "4", "-m", "pipeline",
+    ]  # fmt: skip

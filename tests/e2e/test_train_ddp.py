@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.distributed import KILL_RANK1_AFTER_EPOCH_ENV
-from pipeline.errors import EXIT_RETRYABLE
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_RETRYABLE
+from pipeline.steps import STEP_NAMES
 from tests.conftest import FAST, run_cli
 
 pytestmark = pytest.mark.slow
@@ -73,3 +74,146 @@ def test_two_processes_train_as_well_as_one_and_resume_after_a_rank_is_killed(tm
     }
     assert list(weights["two"]) == list(weights["one"])
     assert all(weights["two"][k].shape == v.shape for k, v in weights["one"].items())
+
+
+def torchrun_cli(args: list[str], home: Path, **env: str):
+    """``python -m pipeline.torchrun --standalone --nproc-per-node 2 -m pipeline ...``: what the
+    DAG's multi-GPU train pod runs, here with 2 gloo ranks on CPU."""
+    import subprocess
+    import sys
+
+    from tests.conftest import CliResult, clean_env
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "pipeline",
+            *args,
+        ],
+        cwd=home,
+        env=clean_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def two_nodes(args: list[str], home: Path):
+    """Two torchrun agents on this machine as two nodes of one job: ``--nnodes``, ``--node-rank``,
+    ``--nproc-per-node``, ``--master-addr`` and ``--master-port`` all come from ``PET_*``."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import CliResult, clean_env
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.torchrun", "-m", "pipeline", *args],
+            cwd=home,
+            env=clean_env(
+                home,
+                PET_NNODES="2",
+                PET_NPROC_PER_NODE="1",
+                PET_NODE_RANK=str(node),
+                PET_MASTER_ADDR="127.0.0.1",
+                PET_MASTER_PORT=str(port),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append(CliResult(proc.returncode, out, err))
+    return results
+
+
+def test_under_torchrun_rank0_runs_the_step_and_the_exit_code_is_the_steps(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    home = tmp_path / "home"
+    # The steps before train, for run "tr", each one process (as the DAG's other pods run them).
+    for step in STEP_NAMES[: STEP_NAMES.index("train")]:
+        before = run_cli(["step", step, "--run-id", "tr", *FAST], home)
+        assert before.returncode == 0, before.stderr[-3000:]
+
+    # torchrun's rank 0 runs the step; rank 1 trains its shard and records nothing.
+    killed = torchrun_cli(
+        ["step", "train", "--run-id", "tr", *FAST], home, **{KILL_RANK1_AFTER_EPOCH_ENV: "2"}
+    )
+    assert killed.returncode == EXIT_RETRYABLE, killed.stderr[-3000:]
+    assert "2 ranks started by torchrun (DistributedDataParallel, gloo backend)" in killed.stderr
+    train_dir = home / "artifacts" / "runs" / "tr" / "train"
+    assert (train_dir / "_checkpoints" / "state.json").exists(), "rank 0 checkpointed before the kill"
+    assert not (train_dir / "manifest.json").exists()
+
+    resumed = torchrun_cli(["step", "train", "--run-id", "tr", *FAST], home)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming training of run tr from epoch 2" in resumed.stderr
+    assert "rank 1 of 2: training on cpu" in resumed.stderr
+    summary = [line for line in resumed.stdout.splitlines() if line.startswith("{")]
+    assert len(summary) == 1, "one JSON summary, from rank 0 alone"
+    assert '"processes": 2' in summary[0]
+    assert (train_dir / "manifest.json").exists()
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("penguins")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`pipeline.run_id` = 'tr'")
+    assert len(runs) == 1, "one MLflow run for both attempts, rank 0's"
+    assert runs[0].data.tags["train.ranks"] == "2"
+    history = client.get_metric_history(runs[0].info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == list(range(1, 13)), "each epoch logged once"
+
+    # Another run on the same data and settings: rank 0 reuses run tr's training from the step
+    # cache (a model step is reused with the model steps after it) and releases rank 1, which
+    # must not wait for a job that never comes.
+    for step in STEP_NAMES[STEP_NAMES.index("train") + 1 :]:
+        finished = run_cli(["step", step, "--run-id", "tr", *FAST], home)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    for step in STEP_NAMES[: STEP_NAMES.index("train")]:
+        assert run_cli(["step", step, "--run-id", "tr2", *FAST], home).returncode == 0
+    again = torchrun_cli(["step", "train", "--run-id", "tr2", *FAST], home)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "rank 0 needed no training; nothing to do" in again.stderr
+    assert "no training needed: released the other 1 rank(s)" in again.stderr
+
+    # A step that refuses its input exits with its own code (not torchrun's 1), and the waiting
+    # rank is stopped rather than left to wait: here, a run whose upstream steps never ran.
+    refused = torchrun_cli(["step", "train", "--run-id", "never-ran", *FAST], home)
+    assert refused.returncode not in (0, 1), refused.stderr[-3000:]
+    assert f"exit code {refused.returncode}" in refused.stderr
+    plain = run_cli(["step", "train", "--run-id", "never-ran", *FAST], home)
+    assert refused.returncode == plain.returncode, "the same code as the step run as one process"
+
+    # Two "nodes": two torchrun agents, one rank each, configured only by the PET_* variables a
+    # Kubeflow Trainer TrainJob sets (k8s/trainjob/). Rank 1's node trains from the job rank 0
+    # sends over the group; it never reads rank 0's folders for it.
+    for step in STEP_NAMES[: STEP_NAMES.index("train")]:
+        assert run_cli(["step", step, "--run-id", "tr3", *FAST], home).returncode == 0
+    nodes = two_nodes(["step", "train", "--run-id", "tr3", "--no-cache", *FAST], home)
+    assert [node.returncode for node in nodes] == [0, 0], nodes[0].stderr[-3000:] + nodes[1].stderr[-3000:]
+    assert "2 ranks started by torchrun" in nodes[0].stderr
+    assert "rank 1 of 2: training on cpu" in nodes[1].stderr
+    assert [line for line in nodes[1].stdout.splitlines() if line.startswith("{")] == []
+    assert (home / "artifacts" / "runs" / "tr3" / "train" / "manifest.json").exists()
+
+    # Any step but train refuses to run as several ranks.
+    other = torchrun_cli(["step", "evaluate", "--run-id", "tr", *FAST], home)
+    assert other.returncode == EXIT_BAD_INPUT, other.stderr[-3000:]
+    assert "only the train step runs as several ranks" in other.stderr
