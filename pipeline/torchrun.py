@@ -8,7 +8,7 @@ like a lost rank. This launcher exits with the failing rank's own code instead: 
 that runs the step and says why it failed) when it failed with one, else the first rank's that
 did, else :data:`pipeline.errors.EXIT_RETRYABLE` (every failed rank was killed by a signal: a lost
 node, the OOM killer). The DAG's multi-GPU train pod runs it (``airflow.dag.gpu.count`` above 1),
-and so does a multi-node TrainJob (k8s/trainjob/).
+and so does a multi-node TrainJob (the chart's trainJob values, scripts/trainjob).
 
 Every rank runs ``pipeline step train``; :func:`launched` reads its place from torchrun's
 variables. Rank 0 runs the step (:class:`pipeline.distributed.Group` joins the group and sends the

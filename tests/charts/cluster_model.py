@@ -88,6 +88,30 @@ def pod_of(obj: Mapping[str, Any], node: str = "node-1", ip: str = "") -> Pod:
     )
 
 
+def trainjob_pods(runtime: Mapping[str, Any], nodes: int | None = None) -> dict[str, dict[str, Any]]:
+    """The pods Kubeflow Trainer (through a JobSet) starts for a TrainJob naming ``runtime``: one
+    per node of each replicated job, named as JobSet names them (``<job>-<replicated>-0-<i>``), with
+    the template's labels and spec. ``nodes``: the TrainJob's numNodes (default: the runtime's)."""
+    count = nodes or int(runtime["spec"].get("mlPolicy", {}).get("numNodes", 1))
+    pods: dict[str, dict[str, Any]] = {}
+    for job in runtime["spec"]["template"]["spec"]["replicatedJobs"]:
+        template = job["template"]["spec"]["template"]
+        for index in range(count):
+            name = f"{runtime['metadata']['name']}-{job['name']}-0-{index}"
+            pods[name] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": name,
+                    "namespace": runtime["metadata"]["namespace"],
+                    "labels": dict(template.get("metadata", {}).get("labels") or {}),
+                    "annotations": dict(template.get("metadata", {}).get("annotations") or {}),
+                },
+                "spec": template["spec"],
+            }
+    return pods
+
+
 # A CloudNativePG instance pod's container ports (the operator's pod spec: PostgreSQL, the instance
 # manager's status endpoint the operator polls, the metrics exporter).
 CNPG_INSTANCE_PORTS = {"postgresql": (5432, "TCP"), "status": (8000, "TCP"), "metrics": (9187, "TCP")}
@@ -159,6 +183,10 @@ class RenderedCluster:
             name = obj["metadata"]["name"]
             self.pods[name] = pod_of(obj, ip=f"10.244.0.{10 + index}")
             self.pod_objects[name] = obj
+        for runtime in (o for o in self.objects if o["kind"] == "TrainingRuntime"):
+            for name, pod in trainjob_pods(runtime).items():
+                self.pods[name] = pod_of(pod, ip=f"10.244.3.{10 + len(self.pods) % 200}")
+                self.pod_objects[name] = pod
         template = self.worker_pod_template()
         if template is not None:
             template["metadata"]["name"] = "worker"

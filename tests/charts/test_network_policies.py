@@ -54,6 +54,8 @@ PROFILES: dict[str, tuple[dict[str, Any], str]] = {
     "steps-namespace": (STEPS, NAMESPACE),
     "celery-steps-namespace": (merged(REDIS_VALUES, STEPS), NAMESPACE),
     "other-ports-steps-namespace": (merged(STEPS, OTHER_PORTS), NAMESPACE),
+    # multi-node training: the TrainJob's pods (tests/charts/test_trainjob.py), steps namespace
+    "trainjob-steps-namespace": (merged(STEPS, {"trainJob": {"enabled": True}}), NAMESPACE),
     "kind": (KIND_VALUES, "ml-pipeline"),
     "dev": (overlay("dev"), "ml-dev"),
     "staging": (overlay("staging"), "ml-staging"),
@@ -472,3 +474,24 @@ def test_the_kind_e2e_runs_with_network_policies_and_says_it_has_not_run():
     script = (REPO / "scripts" / "kind-e2e").read_text()
     assert "NetworkPolicies are not enforced" in script
     assert "has not been run" in script
+
+
+def test_the_ranks_of_a_trainjob_reach_each_other_and_what_a_step_reaches():
+    """torchrun's rendezvous on node 0 (29400, PET_MASTER_PORT) and NCCL's or gloo's own ports,
+    between the TrainJob's pods; the step pods' services from each; nothing else to or from them."""
+    m = model("trainjob-steps-namespace")
+    ranks = [pod for name, pod in m.pods.items() if name.startswith(f"{RELEASE}-train-node-")]
+    assert len(ranks) == 2
+    first, second = ranks
+    for port in (29400, 45678):
+        assert m.policies.allowed(second, first, port), port
+        assert m.policies.allowed(first, second, port), port
+    for rank in ranks:
+        assert m.reaches(rank, "mlflow", m.service_port("mlflow", "http"))
+        assert m.reaches(rank, "minio", 9000)
+        assert m.reaches(rank, m.database, m.pg_port)
+        assert m.blocked(rank, "airflow-api-server", m.service_port("airflow-api-server", "api"))
+        # a DAG step pod, another application, the Airflow workers: not to the ranks
+        for outsider in (m.pod("step"), m.neighbour, INTRUDER, m.pod("worker")):
+            assert not m.policies.allowed(outsider, rank, 29400), outsider.name
+        assert not m.policies.allowed(rank, m.pod("step"), 29400)

@@ -172,6 +172,13 @@ RULES: list[Rule] = [
         "sweep runs above, staged): the options exist (`pipeline sweep --help`) and the --config/--set "
         "values resolve (`pipeline config`; my-dataset.yaml stands for the packaged penguins config)",
     ),
+    Rule(
+        "docs/experiments.md",
+        r"python -m pipeline\.torchrun ",
+        "repo",
+        "trains one run's model with 2 ranks for a run id whose earlier steps ran: "
+        "tests/e2e/test_train_ddp.py runs this command, as written, with FAST settings",
+    ),
     Rule("docs/experiments.md", r"pipeline report", "run"),
     Rule("docs/experiments.md", r"pip install -e \.\[dev\]$", "repo", "installs packages: the extra exists"),
     Rule(

@@ -202,7 +202,7 @@ def test_under_torchrun_rank0_runs_the_step_and_the_exit_code_is_the_steps(tmp_p
     assert refused.returncode == plain.returncode, "the same code as the step run as one process"
 
     # Two "nodes": two torchrun agents, one rank each, configured only by the PET_* variables a
-    # Kubeflow Trainer TrainJob sets (k8s/trainjob/). Rank 1's node trains from the job rank 0
+    # Kubeflow Trainer TrainJob sets (scripts/trainjob). Rank 1's node trains from the job rank 0
     # sends over the group; it never reads rank 0's folders for it.
     for step in STEP_NAMES[: STEP_NAMES.index("train")]:
         assert run_cli(["step", step, "--run-id", "tr3", *FAST], home).returncode == 0

@@ -186,6 +186,11 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "inference.autoscaling.maxReplicas": {"type": "integer", "minimum": 1},
     "inference.autoscaling.targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
     "inference.startupTimeoutSeconds": {"type": "integer", "minimum": 30},
+    "trainJob.numNodes": {"type": "integer", "minimum": 1},
+    "trainJob.gpusPerNode": {"type": "integer", "minimum": 0},
+    "trainJob.resources.requests": STRING_MAP,
+    "trainJob.resources.limits": STRING_MAP,
+    "trainJob.shmSize": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"},
     "inference.env": {
         "type": "object",
         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
