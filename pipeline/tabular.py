@@ -34,6 +34,7 @@ MAX_COLUMN_NAME_CHARS = 1024  # a longer header cell is not a name (and would fl
 DELIMITER_CANDIDATES = (",", ";", "\t", "|")
 SNIFF_BYTES = 64 * 1024
 SNIFF_LINES = 50
+CSV_BLOCK_BYTES = 1 << 24  # pyarrow's CSV block: type inference starts from the first one
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,28 @@ def detect_format(name: str, declared: str = "auto") -> str:
     )
 
 
+DECODE_CHUNK = 1 << 20
+
+
 def _check_utf8(data: bytes, label: str, encoding: str) -> None:
+    """Refuse text that is not valid ``encoding``, naming the line and column of the first bad
+    bytes. Decoded a chunk at a time (never the whole text as one string); a failure is located
+    by decoding the whole text once, which only bad input pays for."""
+    import codecs
+
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise BadInputError(f"{label}: unknown encoding {encoding!r} in data.source.csv.encoding") from None
+    view = memoryview(data)
+    try:
+        for start in range(0, len(view), DECODE_CHUNK):
+            decoder.decode(view[start : start + DECODE_CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return
     try:
         data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -273,7 +295,7 @@ def _check_csv_size(data: bytes, label: str, options: CsvOptions, read_options, 
 
     if limits.max_rows is None and limits.max_columns is None:
         return
-    parse_options = pacsv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=lambda row: "skip")
+    parse_options = _parse_options(options, lambda row: "skip")
     try:
         reader = pacsv.open_csv(
             io.BytesIO(data),
@@ -353,16 +375,15 @@ def read_csv_bytes(
     options: CsvOptions,
     limits: TableLimits = NO_LIMITS,
     contract: DataSettings | None = None,
-) -> pd.DataFrame:
-    """Parse CSV bytes strictly into a DataFrame. The header is checked first, from its own line
-    (refused when over ``limits``, with every problem it has, and, given the ``contract``, when the
-    contract's columns appear only under another delimiter); then the rows are parsed."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if not data.strip():
+    scan: bool = False,
+):
+    """Parse CSV bytes strictly into a DataFrame (``scan``: only check them, streaming, and return
+    their :class:`TableShape`: what ingest needs, without the table). The header is checked
+    first, from its own line (refused when over ``limits``, with every problem it has, and, given
+    the ``contract``, when the contract's columns appear only under another delimiter); then the
+    rows are parsed."""
+    if not data or data.isspace():  # (data.strip() would copy it)
         raise BadInputError(f"{label}: the file is empty (rule: a header and at least one data row)")
-    encoding = options.encoding.lower().replace("_", "-")
     _check_utf8(data, label, options.encoding)
     # The names the table will have: the configured ones replace the file's header.
     try:
@@ -375,6 +396,60 @@ def read_csv_bytes(
     _check_delimiter(data, names, label, options, contract)
     _check_header(names, label, limits, contract)
 
+    _check_csv_size(data, label, options, _read_options(options), limits)
+    hint = lambda: delimiter_hint(data, label, options)  # noqa: E731
+    if scan:
+        return _scan_csv(io.BytesIO(data), label, options, limits, hint)
+    return _parse_csv(io.BytesIO(data), label, options, hint=hint).to_pandas()
+
+
+def _stream_csv(source, read_options, parse_options, convert_options):
+    """The table ``pyarrow.csv.read_csv`` gives, read block by block, or None when the streaming
+    reader cannot give the same one. read_csv infers each column's type from the first block and
+    widens it when a later block does not fit (int64 to double, say), which means keeping every
+    parsed block until the end: about three times the table at its peak. The streaming reader
+    keeps the first block's types: when every block fits them, read_csv would never have widened
+    them and the tables are the same, at about half the peak. When one does not fit (a conversion
+    error), None: the caller reads the whole file as read_csv does."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        reader = pacsv.open_csv(
+            source, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+        batches = list(reader)
+        schema = reader.schema
+    except pa.ArrowInvalid as exc:
+        if "conversion error" not in str(exc).lower():
+            raise  # a malformed row: read_csv refuses it the same way
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return None
+    if any(pa.types.is_null(field.type) for field in schema):
+        # a column empty in the first block: read_csv would type it from the later ones
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return None
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What a strict scan of a source found: its rows and its column names."""
+
+    rows: int
+    columns: list[str]
+
+
+def _scan_csv(source, label: str, options: CsvOptions, limits: TableLimits, hint) -> TableShape:
+    """Everything :func:`_parse_csv` refuses, found in one streaming pass that holds one block of
+    rows at a time: every column is read as text, so the pass refuses exactly what the typed read
+    refuses (its type inference falls back to text, it never fails on a value), and the row
+    ceiling is checked as the rows are counted."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     bad_rows: list[str] = []
 
     def on_invalid_row(row) -> str:
@@ -385,27 +460,118 @@ def read_csv_bytes(
         )
         return "error"
 
-    read_options = pacsv.ReadOptions(
+    def failed(exc: Exception) -> BadInputError:
+        extra = hint()
+        suffix = f"; {extra}" if extra else ""
+        if bad_rows:
+            return BadInputError(bad_rows[0] + suffix)
+        return BadInputError(f"{label}: cannot be parsed as CSV: {exc}{suffix}")
+
+    parse_options = _parse_options(options, on_invalid_row)
+    try:
+        names = list(
+            pacsv.open_csv(
+                source, read_options=_read_options(options), parse_options=parse_options
+            ).schema.names
+        )
+    except pa.ArrowInvalid as exc:
+        raise failed(exc) from None
+    except StopIteration:
+        names = []
+    _check_columns(names, label)
+    source.seek(0)
+    text = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        null_values=options.na_values,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    rows = 0
+    try:
+        reader = pacsv.open_csv(
+            source, read_options=_read_options(options), parse_options=parse_options, convert_options=text
+        )
+        for batch in reader:
+            rows += batch.num_rows
+            limits.check_rows(rows, label, so_far=True)
+    except pa.ArrowInvalid as exc:
+        raise failed(exc) from None
+    except StopIteration:
+        pass
+    if options.header and options.column_names:
+        if len(options.column_names) != len(names):
+            raise BadInputError(
+                f"{label}: data.source.csv.column_names has {len(options.column_names)} names but the "
+                f"file has {len(names)} columns"
+            )
+        _check_columns(list(options.column_names), "data.source.csv.column_names")
+        names = list(options.column_names)
+    if rows == 0:
+        raise BadInputError(f"{label}: the file has a header but no data rows (rule: at least one row)")
+    return TableShape(rows, names)
+
+
+def _read_options(options: CsvOptions):
+    import pyarrow.csv as pacsv
+
+    encoding = options.encoding.lower().replace("_", "-")
+    return pacsv.ReadOptions(
         use_threads=False,  # single-threaded parsing is what reports the line number of a bad row
-        block_size=1 << 24,
+        block_size=CSV_BLOCK_BYTES,
         skip_rows=options.skip_rows,
         encoding="utf8" if encoding in ("utf-8", "utf8") else options.encoding,
         column_names=options.column_names if not options.header else None,
         autogenerate_column_names=False,
     )
-    _check_csv_size(data, label, options, read_options, limits)
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=read_options,
-            parse_options=pacsv.ParseOptions(delimiter=options.delimiter, invalid_row_handler=on_invalid_row),
-            convert_options=pacsv.ConvertOptions(
-                null_values=options.na_values, strings_can_be_null=True, quoted_strings_can_be_null=True
-            ),
+
+
+def _parse_options(options: CsvOptions, on_invalid_row):
+    """How the rows are split: the configured delimiter, and a quoted value may hold newlines
+    wherever it falls (without ``newlines_in_values`` one spanning two of pyarrow's blocks makes
+    the parser lose track of the rows)."""
+    import pyarrow.csv as pacsv
+
+    return pacsv.ParseOptions(
+        delimiter=options.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
+    )
+
+
+def _parse_csv(source, label: str, options: CsvOptions, hint=lambda: None, stream: bool = False):
+    """The rows of CSV ``source`` (a file object or a path) as an Arrow table, strictly: a row with
+    more or fewer fields than the header, duplicated or blank names, no data rows or bytes that
+    are not text are refused; ``hint`` says what to add to a parse error (a delimiter hint).
+    ``stream``: try :func:`_stream_csv` first (less memory, the same table when it succeeds)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    bad_rows: list[str] = []
+
+    def on_invalid_row(row) -> str:
+        where = f"line {row.number + options.skip_rows}" if row.number is not None else "a row"
+        bad_rows.append(
+            f"{label}: {where} has {row.actual_columns} fields, expected {row.expected_columns} "
+            f"(rule: every row has as many fields as the header): {row.text[:120]!r}"
         )
+        return "error"
+
+    parse_options = _parse_options(options, on_invalid_row)
+    convert_options = pacsv.ConvertOptions(
+        null_values=options.na_values, strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
+    try:
+        table = None
+        if stream:
+            table = _stream_csv(source, _read_options(options), parse_options, convert_options)
+        if table is None:
+            table = pacsv.read_csv(
+                source,
+                read_options=_read_options(options),
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
     except pa.ArrowInvalid as exc:
-        hint = delimiter_hint(data, label, options)
-        suffix = f"; {hint}" if hint else ""
+        extra = hint()
+        suffix = f"; {extra}" if extra else ""
         if bad_rows:
             raise BadInputError(bad_rows[0] + suffix) from None
         raise BadInputError(f"{label}: cannot be parsed as CSV: {exc}{suffix}") from None
@@ -424,13 +590,18 @@ def read_csv_bytes(
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             raise BadInputError(f"{label}: column {name!r} holds bytes that are not valid text")
-    return table.to_pandas()
+    return table
 
 
 def read_parquet_bytes(
-    data: bytes, label: str, limits: TableLimits = NO_LIMITS, contract: DataSettings | None = None
-) -> pd.DataFrame:
-    """Read Parquet bytes; the row and column counts in the footer are checked against ``limits``
+    data: bytes,
+    label: str,
+    limits: TableLimits = NO_LIMITS,
+    contract: DataSettings | None = None,
+    scan: bool = False,
+):
+    """Read Parquet bytes (``scan``: decode them a batch at a time and return their
+    :class:`TableShape`); the row and column counts in the footer are checked against ``limits``
     before any row is decoded (a few KiB of run-length-encoded data can hold billions of rows)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -441,13 +612,18 @@ def read_parquet_bytes(
         parquet = pq.ParquetFile(io.BytesIO(data))
         _check_header(list(parquet.schema_arrow.names), label, limits, contract)
         limits.check_rows(parquet.metadata.num_rows, label)
-        table = parquet.read()
+        if scan:  # every row decoded, one batch at a time
+            names = list(parquet.schema_arrow.names)
+            rows = sum(batch.num_rows for batch in parquet.iter_batches(batch_size=1 << 16))
+        else:
+            table = parquet.read()
+            names, rows = list(table.column_names), table.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(f"{label}: not a readable Parquet file: {exc}") from None
-    _check_columns(list(table.column_names), label)
-    if table.num_rows == 0:
+    _check_columns(names, label)
+    if rows == 0:
         raise BadInputError(f"{label}: the file has columns but no rows (rule: at least one row)")
-    return table.to_pandas()
+    return TableShape(rows, names) if scan else table.to_pandas()
 
 
 def read_table_bytes(
@@ -457,13 +633,36 @@ def read_table_bytes(
     options: CsvOptions,
     limits: TableLimits = NO_LIMITS,
     contract: DataSettings | None = None,
-) -> pd.DataFrame:
-    """Read a CSV or Parquet source strictly; with ``contract``, its header problems are refused
-    together, before the rows are read (see :func:`read_csv_bytes`)."""
+    scan: bool = False,
+):
+    """Read a CSV or Parquet source strictly, as a DataFrame (``scan``: check it in one streaming
+    pass and return its :class:`TableShape`); with
+    ``contract``, its header problems are refused together, before the rows are read (see
+    :func:`read_csv_bytes`)."""
     if fmt == "parquet":
-        return read_parquet_bytes(data, label, limits, contract)
-    return read_csv_bytes(data, label, options, limits, contract)
+        return read_parquet_bytes(data, label, limits, contract, scan)
+    return read_csv_bytes(data, label, options, limits, contract, scan)
 
 
-def read_table_file(path: Path, label: str, fmt: str, options: CsvOptions) -> pd.DataFrame:
-    return read_table_bytes(path.read_bytes(), label, fmt, options)
+def read_table_file(
+    path: Path, label: str, fmt: str, options: CsvOptions, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """A snapshot the ingest step took (and read strictly, with the same options) as a DataFrame,
+    with the same columns, types and values that strict read gave, at less memory: the file is
+    parsed from disk (its bytes are never one Python object) and the Arrow table becomes the
+    DataFrame column by column, each column's Arrow memory freed once converted. ``columns``:
+    only those (the others are dropped before the conversion)."""
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        try:
+            table = pq.ParquetFile(path).read()
+        except (OSError, ValueError) as exc:
+            raise BadInputError(f"{label}: not a readable Parquet file: {exc}") from None
+        _check_columns(list(table.column_names), label)
+    else:
+        table = _parse_csv(str(path), label, options, stream=True)
+    if columns is not None:
+        wanted = set(columns)
+        table = table.select([c for c in table.column_names if c in wanted])
+    return table.to_pandas(self_destruct=True, split_blocks=True)

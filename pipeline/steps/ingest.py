@@ -24,24 +24,26 @@ def run(ctx: StepContext) -> StepResult:
     # Parse once, strictly, so that a snapshot that cannot be read is never published; the row and
     # column ceilings are checked while reading, before the table is built, and a header that cannot
     # make a table is refused with every problem it has (the contract's header findings included).
-    frame = read_table_bytes(
-        raw.data, raw.label, raw.format, settings.data.source.csv, limits, contract=settings.data
+    # A streaming scan: its rows and columns are all this step needs, so no table is built.
+    shape = read_table_bytes(
+        raw.data, raw.label, raw.format, settings.data.source.csv, limits, settings.data, scan=True
     )
+    rows, columns = shape.rows, list(map(str, shape.columns))
     name = snapshot_name(settings.data.name, raw.format)
     (ctx.staging / name).write_bytes(raw.data)
     sha256 = hashlib.sha256(raw.data).hexdigest()
     logger.info(
         "ingested %d rows x %d columns from %s (sha256 %s)",
-        len(frame),
-        frame.shape[1],
+        rows,
+        len(columns),
         raw.label,
         sha256[:12],
     )
     return StepResult(
         outputs={"raw": name},
         summary={
-            "rows": len(frame),
-            "columns": list(map(str, frame.columns)),
+            "rows": rows,
+            "columns": columns,
             "format": raw.format,
             "source": raw.details,
             "sha256": sha256,
