@@ -225,6 +225,9 @@ def formula_like(value: Any) -> bool:
     return isinstance(value, str) and bool(FORMULA.match(value)) and not _is_number(value.strip())
 
 
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
     """One message per text column of the contract holding formula-like values."""
     if data.formula_values == "ignore":
@@ -237,12 +240,22 @@ def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
         if spec.type not in ("category", "str") or column not in frame.columns:
             continue
         series = frame[column]
-        values = series.to_numpy(dtype=object)
-        mask = np.zeros(len(values), dtype=bool)
-        # A vectorised first pass on the leading character, then the exact test on the few left.
-        first = pd.Series(values).map(lambda v: v[:1] if isinstance(v, str) else "").to_numpy(dtype=object)
-        candidates = np.flatnonzero(np.isin(first, ["=", "+", "-", "@"]))
-        mask[candidates] = [formula_like(values[i]) for i in candidates]
+        # Each distinct value is tested once (a category column has few), then mapped to its rows:
+        # no Python object per row.
+        codes, uniques = pd.factorize(series)  # missing values: -1
+        flags = np.fromiter(
+            (
+                isinstance(v, str) and v[:1] in FORMULA_STARTS and formula_like(v)
+                for v in np.asarray(uniques, dtype=object)
+            ),
+            dtype=bool,
+            count=len(uniques),
+        )
+        mask = np.zeros(len(series), dtype=bool)
+        if flags.any():
+            present = codes >= 0
+            mask[present] = flags[codes[present]]
+        del codes
         if mask.any():
             found.append(
                 f"column {column!r}: {int(mask.sum())} value(s) start like a spreadsheet formula: "
@@ -253,6 +266,43 @@ def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
     return found
 
 
+def duplicated_rows(frame: pd.DataFrame):
+    """``frame.duplicated(keep="first")`` as a NumPy array, at a fraction of its memory.
+
+    pandas factorizes every column and keeps all their codes (eight bytes per row and column)
+    and a hash table per column, which is most of what validating a large table costs. Here each
+    row gets one 64-bit hash, combined one column at a time (a float column with -0.0 as 0.0 and
+    every NaN alike, any other column through its factorized codes, so missing values are one
+    value as pandas has them); only rows whose hash repeats can be duplicates, and pandas decides
+    exactly among those. Equal rows always hash alike, so nothing is missed; a hash collision
+    only adds a candidate, which the exact check rejects."""
+    import numpy as np
+    import pandas as pd
+    from pandas.util import hash_array
+
+    combined = np.zeros(len(frame), dtype=np.uint64)
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, np.dtype) and column.dtype.kind == "f":
+            values = column.to_numpy(dtype=np.float64) + 0.0  # -0.0 + 0.0 is 0.0
+            values[np.isnan(values)] = np.nan  # one NaN
+        elif isinstance(column.dtype, np.dtype) and column.dtype.kind in "iub":
+            values = column.to_numpy()
+        else:
+            values, _ = pd.factorize(column)  # missing values: -1
+        hashed = hash_array(values)
+        del values
+        combined *= np.uint64(0x100000001B3)
+        combined ^= hashed
+        del hashed
+    candidates = np.flatnonzero(pd.Series(combined, copy=False).duplicated(keep=False).to_numpy())
+    del combined
+    repeated = np.zeros(len(frame), dtype=bool)
+    if len(candidates):
+        repeated[candidates] = frame.iloc[candidates].duplicated(keep="first").to_numpy()
+    return repeated
+
+
 def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[str], int]:
     """A failure when more than ``data.max_duplicate_fraction`` of the rows repeat an earlier row
     over the model's columns (what preprocessing de-duplicates on), naming the repeated rows."""
@@ -260,7 +310,7 @@ def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[st
     if not columns or frame.empty:
         return [], 0
     subset = frame[columns]
-    repeated = subset.duplicated(keep="first").to_numpy()
+    repeated = duplicated_rows(subset)
     count = int(repeated.sum())
     if count == 0 or count / len(frame) <= data.max_duplicate_fraction:
         return [], count

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import BadInputError
+from pipeline.findings import duplicated_rows
 from pipeline.leakage import check_leakage
 from pipeline.tabular import read_table_file
 from pipeline.transform import TabularTransformer
@@ -74,14 +75,18 @@ def run(ctx: StepContext) -> StepResult:
     if missing:
         raise BadInputError(f"{raw_path.name}: columns {missing} are declared in data.columns but absent")
     frame = frame[[*columns, "__row_id"]]
+    # Each filter copies the table only when it drops rows (what a large table costs in memory).
     rows_in = len(frame)
-    frame = frame[frame[data.target].notna()]
+    labelled = frame[data.target].notna().to_numpy()
+    if not labelled.all():
+        frame = frame[labelled]
     dropped_target = rows_in - len(frame)
     dropped_duplicates = 0
     if settings.preprocess.deduplicate:
-        before = len(frame)
-        frame = frame.drop_duplicates(subset=columns, keep="first")
-        dropped_duplicates = before - len(frame)
+        repeated = duplicated_rows(frame[columns])  # = drop_duplicates(subset=columns, keep="first")
+        if repeated.any():
+            frame = frame[~repeated]
+        dropped_duplicates = int(repeated.sum())
     frame = frame.reset_index(drop=True)
     if len(frame) < 3:
         raise BadInputError(f"{raw_path.name}: only {len(frame)} usable rows left after cleaning")
