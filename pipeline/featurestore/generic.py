@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("pipeline.featurestore")
 
+READ_CHUNK_ROWS = 100_000
 INSERT_CHUNK_ROWS = 10_000
 
 
@@ -85,10 +86,24 @@ class SqlAlchemyBackend(Backend):
         import pandas as pd
         import sqlalchemy as sa
 
+        from pipeline.featurestore.schema import COLUMN_TYPES
+
         table = data_table(meta.table_name, meta.schema, sa.MetaData())
         query = sa.select(*[table.c[c] for c in columns]).where(table.c["_version"] == meta.version)
+        # In chunks, each cast to the schema's types at once: the driver hands back one Python
+        # object per value, which for a whole version would take several times the frame.
+        dtypes = {
+            c: COLUMN_TYPES[meta.schema[c]].pandas for c in columns if COLUMN_TYPES[meta.schema[c]].pandas
+        }
+        chunks = []
         with self.engine.connect() as connection:
-            return pd.read_sql_query(query.order_by(table.c["row_id"]), connection)
+            for chunk in pd.read_sql_query(
+                query.order_by(table.c["row_id"]), connection, chunksize=READ_CHUNK_ROWS
+            ):
+                chunks.append(chunk.astype(dtypes) if dtypes else chunk)
+        if not chunks:
+            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
+        return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
 
 
 class SqliteBackend(SqlAlchemyBackend):
