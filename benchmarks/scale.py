@@ -92,12 +92,10 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(peak RSS MiB, wall seconds) of a command in its own process; exits on its failure."""
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr_chunks: list[str] = []
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
-    stderr_chunks.append(process.stderr.read())
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{''.join(stderr_chunks)[-3000:]}")
+        raise SystemExit(f"{' '.join(command)} failed:\n{process.stderr.read()[-3000:]}")
     return usage.ru_maxrss / 1024, elapsed
 
 

@@ -450,24 +450,8 @@ def _scan_csv(source, label: str, options: CsvOptions, limits: TableLimits, hint
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    bad_rows: list[str] = []
-
-    def on_invalid_row(row) -> str:
-        where = f"line {row.number + options.skip_rows}" if row.number is not None else "a row"
-        bad_rows.append(
-            f"{label}: {where} has {row.actual_columns} fields, expected {row.expected_columns} "
-            f"(rule: every row has as many fields as the header): {row.text[:120]!r}"
-        )
-        return "error"
-
-    def failed(exc: Exception) -> BadInputError:
-        extra = hint()
-        suffix = f"; {extra}" if extra else ""
-        if bad_rows:
-            return BadInputError(bad_rows[0] + suffix)
-        return BadInputError(f"{label}: cannot be parsed as CSV: {exc}{suffix}")
-
-    parse_options = _parse_options(options, on_invalid_row)
+    bad = _BadRows(label, options)
+    parse_options = _parse_options(options, bad.record)
     try:
         names = list(
             pacsv.open_csv(
@@ -475,7 +459,7 @@ def _scan_csv(source, label: str, options: CsvOptions, limits: TableLimits, hint
             ).schema.names
         )
     except pa.ArrowInvalid as exc:
-        raise failed(exc) from None
+        raise bad.error(exc, hint) from None
     except StopIteration:
         names = []
     _check_columns(names, label)
@@ -495,9 +479,39 @@ def _scan_csv(source, label: str, options: CsvOptions, limits: TableLimits, hint
             rows += batch.num_rows
             limits.check_rows(rows, label, so_far=True)
     except pa.ArrowInvalid as exc:
-        raise failed(exc) from None
+        raise bad.error(exc, hint) from None
     except StopIteration:
         pass
+    return TableShape(rows, _final_names(names, rows, label, options))
+
+
+class _BadRows:
+    """The first row with more or fewer fields than the header (pyarrow's invalid-row handler),
+    and the error a failed parse becomes: that row, else pyarrow's own message."""
+
+    def __init__(self, label: str, options: CsvOptions):
+        self.label, self.options, self.rows = label, options, []
+
+    def record(self, row) -> str:
+        where = f"line {row.number + self.options.skip_rows}" if row.number is not None else "a row"
+        self.rows.append(
+            f"{self.label}: {where} has {row.actual_columns} fields, expected {row.expected_columns} "
+            f"(rule: every row has as many fields as the header): {row.text[:120]!r}"
+        )
+        return "error"
+
+    def error(self, exc: Exception, hint) -> BadInputError:
+        extra = hint()
+        suffix = f"; {extra}" if extra else ""
+        if self.rows:
+            return BadInputError(self.rows[0] + suffix)
+        return BadInputError(f"{self.label}: cannot be parsed as CSV: {exc}{suffix}")
+
+
+def _final_names(names: list[str], rows: int, label: str, options: CsvOptions) -> list[str]:
+    """The parsed table's column names after the checks every read makes: unique and named, the
+    configured ``column_names`` in place of the header (as many), and at least one data row."""
+    _check_columns(names, label)
     if options.header and options.column_names:
         if len(options.column_names) != len(names):
             raise BadInputError(
@@ -508,7 +522,7 @@ def _scan_csv(source, label: str, options: CsvOptions, limits: TableLimits, hint
         names = list(options.column_names)
     if rows == 0:
         raise BadInputError(f"{label}: the file has a header but no data rows (rule: at least one row)")
-    return TableShape(rows, names)
+    return names
 
 
 def _read_options(options: CsvOptions):
@@ -544,17 +558,8 @@ def _parse_csv(source, label: str, options: CsvOptions, hint=lambda: None, strea
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    bad_rows: list[str] = []
-
-    def on_invalid_row(row) -> str:
-        where = f"line {row.number + options.skip_rows}" if row.number is not None else "a row"
-        bad_rows.append(
-            f"{label}: {where} has {row.actual_columns} fields, expected {row.expected_columns} "
-            f"(rule: every row has as many fields as the header): {row.text[:120]!r}"
-        )
-        return "error"
-
-    parse_options = _parse_options(options, on_invalid_row)
+    bad = _BadRows(label, options)
+    parse_options = _parse_options(options, bad.record)
     convert_options = pacsv.ConvertOptions(
         null_values=options.na_values, strings_can_be_null=True, quoted_strings_can_be_null=True
     )
@@ -570,23 +575,10 @@ def _parse_csv(source, label: str, options: CsvOptions, hint=lambda: None, strea
                 convert_options=convert_options,
             )
     except pa.ArrowInvalid as exc:
-        extra = hint()
-        suffix = f"; {extra}" if extra else ""
-        if bad_rows:
-            raise BadInputError(bad_rows[0] + suffix) from None
-        raise BadInputError(f"{label}: cannot be parsed as CSV: {exc}{suffix}") from None
-    names = list(table.column_names)
-    _check_columns(names, label)
-    if options.header and options.column_names:
-        if len(options.column_names) != len(names):
-            raise BadInputError(
-                f"{label}: data.source.csv.column_names has {len(options.column_names)} names but the "
-                f"file has {len(names)} columns"
-            )
-        table = table.rename_columns(options.column_names)
-        _check_columns(list(options.column_names), "data.source.csv.column_names")
-    if table.num_rows == 0:
-        raise BadInputError(f"{label}: the file has a header but no data rows (rule: at least one row)")
+        raise bad.error(exc, hint) from None
+    names = _final_names(list(table.column_names), table.num_rows, label, options)
+    if names != list(table.column_names):
+        table = table.rename_columns(names)
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             raise BadInputError(f"{label}: column {name!r} holds bytes that are not valid text")
