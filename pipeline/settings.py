@@ -451,6 +451,12 @@ class EvaluateSettings(_Model):
         "majority", description="Baseline scored on the same test set (majority/mean or linear)."
     )
     permutation_repeats: int = Field(3, ge=1)
+    importance_max_rows: int = Field(
+        10_000,
+        ge=100,
+        description="Permutation importance is computed on at most this many test rows (a seeded "
+        "sample; the test metrics always use every test row).",
+    )
 
 
 class GateSettings(_Model):

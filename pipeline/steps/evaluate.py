@@ -31,10 +31,16 @@ logger = logging.getLogger(__name__)
 
 
 def permutation_importance(
-    predictor, frame, y_true, task, n_classes, metric, repeats, seed
+    predictor, frame, y_true, task, n_classes, metric, repeats, seed, max_rows=None
 ) -> dict[str, float]:
-    """Drop of the primary metric when one raw feature column is shuffled (mean over repeats)."""
+    """Drop of the primary metric when one raw feature column is shuffled (mean over repeats),
+    on at most ``max_rows`` rows (a seeded sample, as scikit-learn's ``max_samples``): each
+    column costs ``repeats`` full scorings, so a large test split would dominate the step."""
     rng = np.random.default_rng(seed)
+    if max_rows is not None and len(frame) > max_rows:
+        keep = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
+        frame = frame.iloc[keep].reset_index(drop=True)
+        y_true = np.asarray(y_true)[keep]
     reference = m.score(task, y_true, predictor.raw_outputs(frame), n_classes)[metric]
     importance = {}
     for column in frame.columns:
@@ -46,6 +52,40 @@ def permutation_importance(
             drops.append(m.improvement(metric, reference, value))
         importance[column] = float(np.mean(drops))
     return importance
+
+
+def baseline_outputs(ctx: StepContext, settings, transformer, test_raw: pd.DataFrame) -> np.ndarray:
+    """The baseline's predictions on the test rows, fitted on the training split of the processed
+    features. The majority/mean baseline reads only the split and target columns; the linear one
+    reads the model-ready columns too."""
+    import pyarrow.parquet as pq
+
+    kind = settings.evaluate.baseline
+    path = ctx.input_path("preprocess", "features")
+    n_classes = len(transformer.classes)
+    if kind != "linear":
+        table = pq.read_table(path, columns=["split", "target"])
+        in_train = table.column("split").to_numpy(zero_copy_only=False) == "train"
+        train_y = table.column("target").to_numpy()[in_train]
+        no_columns = np.zeros((len(test_raw), 0))
+        return m.baseline_outputs(
+            kind, settings.data.task, no_columns[:0], train_y, no_columns, n_classes, settings.seed
+        )
+    processed = pd.read_parquet(path)
+    train_part = processed[processed["split"] == "train"]
+    test_part = processed.set_index("row_id").loc[test_raw["row_id"]]  # same rows, same order
+    sizes = {
+        c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)
+    }
+    return m.baseline_outputs(
+        kind,
+        settings.data.task,
+        m.design_matrix(train_part, sizes),
+        train_part["target"].to_numpy(),
+        m.design_matrix(test_part, sizes),
+        n_classes,
+        settings.seed,
+    )
 
 
 def run(ctx: StepContext) -> StepResult:
@@ -75,21 +115,7 @@ def run(ctx: StepContext) -> StepResult:
 
         raise ConfigError(f"evaluate.primary_metric {metric!r} is not one of {sorted(test_metrics)}")
 
-    processed = pd.read_parquet(ctx.input_path("preprocess", "features"))
-    train_part = processed[processed["split"] == "train"]
-    test_part = processed.set_index("row_id").loc[test_raw["row_id"]]  # same rows, same order
-    sizes = {
-        c: transformer.cardinalities[i] for i, c in enumerate(f"cat__{c}" for c in transformer.categorical)
-    }
-    baseline = m.baseline_outputs(
-        settings.evaluate.baseline,
-        task,
-        m.design_matrix(train_part, sizes),
-        train_part["target"].to_numpy(),
-        m.design_matrix(test_part, sizes),
-        n_classes,
-        settings.seed,
-    )
+    baseline = baseline_outputs(ctx, settings, transformer, test_raw)
     if task == "regression":
         baseline = transformer.decode_regression(baseline)
     baseline_metrics = m.score(task, y_true, baseline, n_classes)
@@ -129,6 +155,7 @@ def run(ctx: StepContext) -> StepResult:
         metric,
         settings.evaluate.permutation_repeats,
         settings.seed,
+        settings.evaluate.importance_max_rows,
     )
     m.plot_importance(importance, metric, plots / "permutation_importance.png")
     evaluation = {
@@ -139,6 +166,7 @@ def run(ctx: StepContext) -> StepResult:
         "confusion_matrix": confusion.tolist() if confusion is not None else None,
         "classes": transformer.classes,
         "permutation_importance": importance,
+        "permutation_importance_rows": min(len(test_raw), settings.evaluate.importance_max_rows),
         "test_rows": len(test_raw),
     }
     (ctx.staging / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))

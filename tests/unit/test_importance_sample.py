@@ -1,0 +1,60 @@
+"""Permutation importance on a large test split scores a seeded sample of at most
+``evaluate.importance_max_rows`` rows; a split that fits is scored whole, exactly as before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.settings import EvaluateSettings
+from pipeline.steps.evaluate import permutation_importance
+
+
+class ThresholdModel:
+    """Predicts class 1 when column ``a`` is positive; ``b`` is ignored. Records what it scores."""
+
+    def __init__(self):
+        self.sizes: list[int] = []
+
+    def raw_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        self.sizes.append(len(frame))
+        p = (frame["a"].to_numpy() > 0).astype(float)
+        return np.column_stack([1 - p, p]) * 0.98 + 0.01
+
+
+def data(rows: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=rows), "b": rng.normal(size=rows)})
+    return frame, (frame["a"].to_numpy() > 0).astype(int)
+
+
+def test_a_large_split_is_scored_on_a_seeded_sample_of_the_cap():
+    frame, y = data(5_000)
+    model = ThresholdModel()
+    first = permutation_importance(model, frame, y, "classification", 2, "accuracy", 2, 7, max_rows=500)
+    assert set(model.sizes) == {500}  # the reference and every shuffled scoring
+    assert len(model.sizes) == 1 + 2 * 2
+    again = permutation_importance(
+        ThresholdModel(), frame, y, "classification", 2, "accuracy", 2, 7, max_rows=500
+    )
+    assert again == first  # same seed, same sample, same importances
+    assert first["a"] > 0.3  # shuffling the column the model uses costs accuracy
+    assert first["b"] == 0.0  # shuffling the ignored one costs nothing
+
+
+def test_a_split_within_the_cap_is_scored_whole_and_unchanged():
+    frame, y = data(300)
+    capped_model, whole_model = ThresholdModel(), ThresholdModel()
+    capped = permutation_importance(
+        capped_model, frame, y, "classification", 2, "accuracy", 3, 1, max_rows=10_000
+    )
+    whole = permutation_importance(whole_model, frame, y, "classification", 2, "accuracy", 3, 1)
+    assert capped == whole
+    assert set(capped_model.sizes) == {300}
+
+
+def test_the_cap_has_a_floor():
+    assert EvaluateSettings().importance_max_rows == 10_000
+    with pytest.raises(ValueError, match="importance_max_rows"):
+        EvaluateSettings(importance_max_rows=10)
