@@ -8,7 +8,8 @@ on the MLflow run.
 
 Outputs:
 * ``features.parquet`` — model-ready columns (``num__*``, ``cat__*``, ``target``), ``split`` and
-  ``row_id`` (the row's position in the raw snapshot);
+  ``row_id`` (the row's position in the raw snapshot), transformed and written a row group at a
+  time (:data:`PROCESSED_BATCH_ROWS` rows each);
 * ``test_raw.parquet`` — the raw test rows, the frozen snapshot both a new model and the current
   champion are scored on;
 * ``transformer.json`` — the fitted transform, applied unchanged at inference.
@@ -29,6 +30,10 @@ from pipeline.tabular import read_table_file
 from pipeline.transform import TabularTransformer
 
 logger = logging.getLogger(__name__)
+
+# Rows transformed and written per Parquet row group: the model-ready copy of the table is never
+# held whole, only one batch of it.
+PROCESSED_BATCH_ROWS = 262_144
 
 
 def split_indices(
@@ -100,14 +105,10 @@ def run(ctx: StepContext) -> StepResult:
     )
     leakage = leakage_check(raw, frame.iloc[splits["train"]], settings, label)
     transformer = TabularTransformer.fit(frame.iloc[splits["train"]], data, settings.preprocess)
-    processed = transformer.processed_frame(frame)
     split = np.empty(len(frame), dtype=object)
     for name, idx in splits.items():
         split[idx] = name
-    processed.insert(0, "split", split.astype(str))
-    processed.insert(0, "row_id", frame["__row_id"].to_numpy())
-
-    processed.to_parquet(ctx.staging / "features.parquet", index=False)
+    write_processed(ctx.staging / "features.parquet", transformer, frame, split)
     test_raw = frame.iloc[splits["test"]].rename(columns={"__row_id": "row_id"})
     test_raw.to_parquet(ctx.staging / "test_raw.parquet", index=False)
     (ctx.staging / "transformer.json").write_text(transformer.to_json())
@@ -139,6 +140,29 @@ def run(ctx: StepContext) -> StepResult:
         },
         summary=summary,
     )
+
+
+def write_processed(path, transformer: TabularTransformer, frame, split: np.ndarray) -> None:
+    """Transform ``frame`` a batch at a time and write each batch as one Parquet row group:
+    ``row_id``, ``split``, then the model-ready columns. The values are those of transforming
+    the whole frame at once (the transform is row by row once fitted)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for start in range(0, len(frame), PROCESSED_BATCH_ROWS):
+            part = frame.iloc[start : start + PROCESSED_BATCH_ROWS]
+            processed = transformer.processed_frame(part)
+            processed.insert(0, "split", split[start : start + PROCESSED_BATCH_ROWS].astype(str))
+            processed.insert(0, "row_id", part["__row_id"].to_numpy())
+            table = pa.Table.from_pandas(processed, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def leakage_check(raw, train, settings, label: str) -> dict[str, Any]:

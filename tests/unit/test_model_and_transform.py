@@ -175,3 +175,27 @@ def test_resuming_from_a_checkpoint_reproduces_uninterrupted_training_exactly() 
     assert json.dumps(resumed_state.history) == json.dumps(full_state.history)
     for key, value in full_model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+def test_processed_features_written_a_row_group_at_a_time_equal_the_whole_transform(
+    tmp_path, monkeypatch
+) -> None:
+    from pipeline.steps import preprocess
+
+    frame = toy_frame(1_000)
+    frame.loc[[3, 500], "x1"] = np.nan
+    frame.loc[[7, 999], "c"] = None
+    frame["__row_id"] = np.arange(len(frame)) * 2
+    split = np.array(["train", "val", "test", "train"] * 250, dtype=object)
+    transformer = TabularTransformer.fit(frame.iloc[:600], DATA, PreprocessSettings())
+    monkeypatch.setattr(preprocess, "PROCESSED_BATCH_ROWS", 128)
+    path = tmp_path / "features.parquet"
+    preprocess.write_processed(path, transformer, frame, split)
+
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).num_row_groups == 8  # ceil(1000 / 128)
+    whole = transformer.processed_frame(frame)
+    whole.insert(0, "split", split.astype(str))
+    whole.insert(0, "row_id", frame["__row_id"].to_numpy())
+    pd.testing.assert_frame_equal(pd.read_parquet(path), whole.reset_index(drop=True))
