@@ -25,6 +25,8 @@ URL's dialect picks (:mod:`~pipeline.featurestore.backend`):
 * SQLite and any other dialect (:mod:`~pipeline.featurestore.generic`): the rows are inserted
   inside one transaction (``BEGIN IMMEDIATE`` on SQLite: the database lock serialises loads).
 
+The rows come a chunk at a time (:class:`~pipeline.featurestore.rows.FeatureRows`: a DataFrame,
+or a Parquet file read a record batch at a time), so a load never needs the whole table in memory.
 Versions are never duplicated. Table and column names are validated and quoted as identifiers,
 never formatted into SQL unquoted; a name longer than PostgreSQL's 63-byte limit is refused
 instead of being truncated, and so is a feature-set name that maps to another one's tables
@@ -37,6 +39,7 @@ from pipeline.featurestore.backend import Backend
 from pipeline.featurestore.binary_copy import COPY_CHUNK_ROWS, _CopyStream, arrow_chunk
 from pipeline.featurestore.generic import SqlAlchemyBackend, SqliteBackend
 from pipeline.featurestore.postgres import POSTGRES_CONNECT_ARGS, PostgresBackend, versions_ddl
+from pipeline.featurestore.rows import FeatureRows
 from pipeline.featurestore.schema import (
     COLUMN_TYPES,
     IDENTIFIER,
@@ -69,6 +72,7 @@ __all__ = [
     "VERSIONS_TABLE",
     "Backend",
     "ColumnType",
+    "FeatureRows",
     "FeatureSetVersion",
     "FeatureStore",
     "PostgresBackend",

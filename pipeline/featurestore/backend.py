@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import sqlalchemy as sa
 
+    from pipeline.featurestore.rows import FeatureRows
     from pipeline.featurestore.schema import FeatureSetVersion
 
 
@@ -28,15 +29,15 @@ class Backend(ABC):
     @abstractmethod
     def write(
         self,
-        frame: pd.DataFrame,
+        rows: FeatureRows,
         feature_set: str,
         table_name: str,
         schema: dict[str, str],
         content_hash: str,
         run_id: str,
     ) -> FeatureSetVersion:
-        """Publish ``frame`` as the next version, all or nothing (or return the version that
-        already holds this run's content)."""
+        """Publish ``rows`` (taken a chunk at a time) as the next version, all or nothing (or
+        return the version that already holds this run's content)."""
 
     @abstractmethod
     def read_rows(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:

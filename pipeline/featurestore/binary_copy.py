@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from pipeline.featurestore.rows import FeatureRows
 from pipeline.featurestore.schema import COLUMN_TYPES, TEXT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,12 +27,22 @@ def arrow_chunk(frame: pd.DataFrame, schema: dict[str, str]):
         series = frame[name]
         if kind == TEXT and series.dtype.kind not in "OSU" and str(series.dtype) not in ("str", "string"):
             series = series.astype("str").where(series.notna(), None)
-        arrays.append(pa.array(series, type=COLUMN_TYPES[kind].arrow_type(), from_pandas=True))
+        try:
+            arrays.append(pa.array(series, type=COLUMN_TYPES[kind].arrow_type(), from_pandas=True))
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            if kind != TEXT:
+                raise
+            # objects that are not all strings (booleans with a missing value): their text
+            text = series.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            arrays.append(
+                pa.array(text.where(series.notna()), type=COLUMN_TYPES[kind].arrow_type(), from_pandas=True)
+            )
     return pa.Table.from_arrays(arrays, names=list(schema))
 
 
 class _CopyStream(io.RawIOBase):
-    """A file-like object yielding the frame in PostgreSQL's binary COPY format, chunk by chunk.
+    """A file-like object yielding the rows (a frame, or :class:`FeatureRows` read a chunk at a
+    time) in PostgreSQL's binary COPY format, chunk by chunk; ``rows_sent`` counts them.
 
     ``copy_expert`` pulls from it, so memory stays bounded by a few chunks instead of the whole
     table's encoding. A background thread converts each chunk to Arrow and encodes it (pgpq, an
@@ -41,7 +52,7 @@ class _CopyStream(io.RawIOBase):
 
     def __init__(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | FeatureRows,
         schema: dict[str, str],
         chunk_rows: int = COPY_CHUNK_ROWS,
         prefetch: int = 2,
@@ -49,7 +60,8 @@ class _CopyStream(io.RawIOBase):
         import queue
 
         super().__init__()
-        self._frame = frame
+        self._rows = FeatureRows.of(frame)
+        self.rows_sent = 0
         self._schema = schema
         self._chunk_rows = chunk_rows
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=prefetch)
@@ -61,14 +73,16 @@ class _CopyStream(io.RawIOBase):
         self._thread.start()
 
     def _chunks(self) -> Iterator[bytes]:
+        import pyarrow as pa
         from pgpq import ArrowToPostgresBinaryEncoder
 
-        first = arrow_chunk(self._frame.iloc[:0], self._schema)
-        encoder = ArrowToPostgresBinaryEncoder(first.schema)
+        columns = [pa.field(name, COLUMN_TYPES[kind].arrow_type()) for name, kind in self._schema.items()]
+        encoder = ArrowToPostgresBinaryEncoder(pa.schema(columns))
         yield bytes(encoder.write_header())
-        for start in range(0, len(self._frame), self._chunk_rows):
-            table = arrow_chunk(self._frame.iloc[start : start + self._chunk_rows], self._schema)
+        for part in self._rows.chunks(self._chunk_rows):
+            table = arrow_chunk(part, self._schema)
             yield b"".join(bytes(encoder.write_batch(batch)) for batch in table.to_batches())
+            self.rows_sent += len(part)
         yield bytes(encoder.finish())
 
     def _put(self, item: bytes | BaseException | None) -> bool:

@@ -33,7 +33,7 @@ class SqlAlchemyBackend(Backend):
         with self.engine.begin() as connection:
             metadata.create_all(connection)
 
-    def write(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
+    def write(self, rows, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
         import sqlalchemy as sa
 
         metadata = sa.MetaData()
@@ -53,21 +53,24 @@ class SqlAlchemyBackend(Backend):
             direct = (
                 _direct_insert(connection, table, schema) if connection.dialect.name == "sqlite" else None
             )
-            for start in range(0, len(frame), INSERT_CHUNK_ROWS):
-                part = frame.iloc[start : start + INSERT_CHUNK_ROWS]
-                rows = direct(part, version) if direct is not None else None
-                if rows is not None:
-                    connection.exec_driver_sql(rows[0], rows[1])
+            written = 0
+            for part in rows.chunks(INSERT_CHUNK_ROWS):
+                written += len(part)
+                prepared = direct(part, version) if direct is not None else None
+                if prepared is not None:
+                    connection.exec_driver_sql(prepared[0], prepared[1])
                     continue
                 chunk = part.to_dict(orient="records")
                 for record in chunk:
                     record["_version"] = version
                 connection.execute(table.insert(), chunk)
+            if written != rows.row_count:
+                raise RuntimeError(f"read {written} rows to publish, expected {rows.row_count}")
             item = FeatureSetVersion.new(
-                feature_set, version, table_name, len(frame), schema, content_hash, run_id
+                feature_set, version, table_name, written, schema, content_hash, run_id
             )
             connection.execute(versions.insert(), [item.row()])
-        logger.info("feature set %s v%d: %d rows in %s", feature_set, version, len(frame), table_name)
+        logger.info("feature set %s v%d: %d rows in %s", feature_set, version, written, table_name)
         return item
 
     @staticmethod

@@ -72,7 +72,7 @@ class PostgresBackend(Backend):
             cursor.execute(versions_ddl())
             dbapi.commit()
 
-    def write(self, frame, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
+    def write(self, rows, feature_set, table_name, schema, content_hash, run_id) -> FeatureSetVersion:
         from psycopg2 import sql
 
         self.migrate()
@@ -108,9 +108,9 @@ class PostgresBackend(Backend):
                 )
                 version = int(cursor.fetchone()[0])
                 staging_name = check_identifier(f"{table_name}_v{version}", "feature partition name")
-                self._load_partition(cursor, dbapi, frame, table_name, staging_name, schema, version)
+                self._load_partition(cursor, dbapi, rows, table_name, staging_name, schema, version)
                 item = FeatureSetVersion.new(
-                    feature_set, version, table_name, len(frame), schema, content_hash, run_id
+                    feature_set, version, table_name, rows.row_count, schema, content_hash, run_id
                 )
                 row = item.row()
                 inserted = [c.name for c in VERSIONS_COLUMNS if c.name != SERVER_SET_ON_POSTGRES]
@@ -124,13 +124,13 @@ class PostgresBackend(Backend):
                 )
             dbapi.commit()
         logger.info(
-            "feature set %s v%d: %d rows copied into %s", feature_set, version, len(frame), staging_name
+            "feature set %s v%d: %d rows copied into %s", feature_set, version, rows.row_count, staging_name
         )
         return item
 
     @staticmethod
-    def _load_partition(cursor, dbapi, frame, table_name, staging_name, schema, version) -> None:
-        """COPY ``frame`` into a fresh staging table and attach it as the version's partition."""
+    def _load_partition(cursor, dbapi, rows, table_name, staging_name, schema, version) -> None:
+        """COPY ``rows`` into a fresh staging table and attach it as the version's partition."""
         from psycopg2 import sql
 
         column_defs = sql.SQL(", ").join(
@@ -154,11 +154,13 @@ class PostgresBackend(Backend):
         copy = sql.SQL("COPY {staging} ({columns}) FROM STDIN WITH (FORMAT binary)").format(
             staging=staging, columns=sql.SQL(", ").join(sql.Identifier(c) for c in schema)
         )
-        stream = _CopyStream(frame, schema)
+        stream = _CopyStream(rows, schema)
         try:
             cursor.copy_expert(copy.as_string(dbapi), stream, size=1 << 20)
         finally:
             stream.close()
+        if stream.rows_sent != rows.row_count:
+            raise RuntimeError(f"sent {stream.rows_sent} rows to COPY, expected {rows.row_count}")
         cursor.execute(
             sql.SQL("ALTER TABLE {staging} ADD PRIMARY KEY (_version, row_id)").format(staging=staging)
         )

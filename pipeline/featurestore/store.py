@@ -9,6 +9,7 @@ from pipeline.errors import BadInputError, ConfigError, RetryableError, one_line
 from pipeline.featurestore.backend import Backend
 from pipeline.featurestore.generic import SqlAlchemyBackend, SqliteBackend
 from pipeline.featurestore.postgres import PostgresBackend
+from pipeline.featurestore.rows import FeatureRows
 from pipeline.featurestore.schema import (
     COLUMN_TYPES,
     VERSIONS_COLUMNS,
@@ -16,7 +17,6 @@ from pipeline.featurestore.schema import (
     FeatureSetVersion,
     check_identifier,
     data_table_name,
-    schema_of,
     versions_table,
 )
 from pipeline.settings import redact_url
@@ -62,19 +62,20 @@ class FeatureStore:
         self.engine.dispose()
 
     def write(
-        self, frame: pd.DataFrame, feature_set: str, content_hash: str, run_id: str
+        self, frame: pd.DataFrame | FeatureRows, feature_set: str, content_hash: str, run_id: str
     ) -> FeatureSetVersion:
-        """Publish ``frame`` as the next version of ``feature_set`` (idempotent per run and hash)."""
+        """Publish ``frame`` (a DataFrame, or :class:`FeatureRows` read a chunk at a time) as the
+        next version of ``feature_set`` (idempotent per run and hash)."""
         import sqlalchemy as sa
 
-        if "row_id" not in frame.columns:
+        rows = FeatureRows.of(frame)
+        if "row_id" not in rows.columns:
             raise ValueError("a feature frame needs a row_id column")
-        for column in frame.columns:
-            check_identifier(str(column), "feature column name")
-        schema = schema_of(frame)
-        table = data_table_name(feature_set, schema)
+        for column in rows.columns:
+            check_identifier(column, "feature column name")
+        table = data_table_name(feature_set, rows.schema)
         try:
-            return self.backend.write(frame, feature_set, table, schema, content_hash, run_id)
+            return self.backend.write(rows, feature_set, table, rows.schema, content_hash, run_id)
         except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
             reason = one_line(str(getattr(exc, "orig", None) or exc), " ")
             if isinstance(exc, _driver_errors()):

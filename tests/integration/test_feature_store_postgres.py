@@ -193,3 +193,19 @@ def test_concurrent_loads_get_distinct_versions(postgres: PostgresServer) -> Non
             pd.testing.assert_frame_equal(store.read("shared", version), frame)
     finally:
         store.close()
+
+
+def test_publishing_parquet_batch_by_batch_copies_what_the_whole_frame_copies(
+    store: FeatureStore, tmp_path
+) -> None:
+    """The features step's path: ``features.parquet`` read a record batch at a time into the
+    binary COPY, against the same file read whole."""
+    from pipeline.featurestore import FeatureRows
+    from tests.unit.test_feature_rows import ROWS, processed_like, write_parquet
+
+    path = write_parquet(tmp_path / "features.parquet", processed_like())
+    streamed = store.write(FeatureRows.from_parquet(path), "streamed", content_hash="s" * 64, run_id="r")
+    whole = store.write(pd.read_parquet(path), "whole", content_hash="w" * 64, run_id="r")
+    assert streamed.row_count == whole.row_count == ROWS
+    assert streamed.schema == whole.schema
+    pd.testing.assert_frame_equal(store.read("streamed", 1), store.read("whole", 1))

@@ -74,6 +74,7 @@ def test_one_byte_of_data_changes_every_key(settings: Settings, source: Path) ->
         ("preprocess", "test_fraction", 0.25, "preprocess"),
         ("train", "learning_rate", 0.002, "train"),
         ("evaluate", "permutation_repeats", 2, "evaluate"),
+        ("evaluate", "importance_max_rows", 500, "evaluate"),
         ("gate", "min_score", 0.5, "register"),
     ],
 )
