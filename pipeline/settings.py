@@ -454,8 +454,9 @@ class EvaluateSettings(_Model):
     importance_max_rows: int = Field(
         10_000,
         ge=100,
-        description="Permutation importance is computed on at most this many test rows (a seeded "
-        "sample; the test metrics always use every test row).",
+        description="Permutation importance is computed on a seeded sample of this many test rows "
+        "when the test split is larger (plus one row of each class the sample missed); the test "
+        "metrics always use every test row.",
     )
 
 

@@ -212,6 +212,12 @@ def is_run_of(client: MlflowClient, mlflow_run_id: str, run_id: str) -> bool:
     return run.data.tags.get(RUN_TAG) == run_id
 
 
+def logged_through(client: MlflowClient, mlflow_run_id: str, key: str = "val_loss") -> int:
+    """The last epoch (step) of ``key`` on the run: what an interrupted attempt logged. Resuming
+    retrains the epochs after the checkpoint exactly as they ran, so they are not logged twice."""
+    return max((m.step for m in client.get_metric_history(mlflow_run_id, key)), default=0)
+
+
 def runs_for_pipeline_run(client: MlflowClient, experiment_id: str, run_id: str) -> list[Any]:
     return client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=50)
 

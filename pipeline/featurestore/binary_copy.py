@@ -27,6 +27,8 @@ def arrow_chunk(frame: pd.DataFrame, schema: dict[str, str]):
         series = frame[name]
         if kind == TEXT and series.dtype.kind not in "OSU" and str(series.dtype) not in ("str", "string"):
             series = series.astype("str").where(series.notna(), None)
+        elif kind == "double precision" and series.dtype.kind in "iu":
+            series = series.astype("float64")  # a chunk without the nulls of a column read as floats
         try:
             arrays.append(pa.array(series, type=COLUMN_TYPES[kind].arrow_type(), from_pandas=True))
         except (pa.ArrowTypeError, pa.ArrowInvalid):

@@ -53,20 +53,24 @@ class FeatureRows:
         arrow_schema = file.schema_arrow
         empty = arrow_schema.empty_table().to_pandas()
         schema: dict[str, str] = {}
-        for index, field in enumerate(arrow_schema):
-            dtype = empty[field.name].dtype
+        for name in map(str, empty.columns):  # a stored pandas index is the index, as read whole
+            dtype = empty[name].dtype
             kind = sql_type(dtype)
             plain = isinstance(dtype, np.dtype)  # not a nullable extension dtype (Int64, boolean)
-            if plain and kind in ("bigint", "boolean") and _has_nulls(file, index, field.name):
+            index = arrow_schema.get_field_index(name)
+            if plain and kind in ("bigint", "boolean") and _has_nulls(file, index, name):
                 # pandas reads such a column as floats (integers) or objects (booleans)
                 kind = "double precision" if kind == "bigint" else TEXT
-            schema[field.name] = kind
+            schema[name] = kind
 
         def chunks(rows: int) -> Iterator[pd.DataFrame]:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-                yield pa.Table.from_batches([batch], schema=arrow_schema).to_pandas()
+            with pq.ParquetFile(path) as source:
+                for batch in source.iter_batches(batch_size=rows):
+                    yield pa.Table.from_batches([batch], schema=arrow_schema).to_pandas()
 
-        return cls(list(schema), schema, file.metadata.num_rows, chunks)
+        row_count = file.metadata.num_rows
+        file.close()
+        return cls(list(schema), schema, row_count, chunks)
 
 
 def _has_nulls(file, index: int, name: str) -> bool:

@@ -34,11 +34,12 @@ def permutation_importance(
     predictor, frame, y_true, task, n_classes, metric, repeats, seed, max_rows=None
 ) -> dict[str, float]:
     """Drop of the primary metric when one raw feature column is shuffled (mean over repeats),
-    on at most ``max_rows`` rows (a seeded sample, as scikit-learn's ``max_samples``): each
-    column costs ``repeats`` full scorings, so a large test split would dominate the step."""
+    on a seeded sample of ``max_rows`` rows when the split is larger (as scikit-learn's
+    ``max_samples``): each column costs ``repeats`` full scorings, so a large test split would
+    dominate the step. See :func:`importance_sample`."""
     rng = np.random.default_rng(seed)
     if max_rows is not None and len(frame) > max_rows:
-        keep = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
+        keep = importance_sample(np.asarray(y_true), task, max_rows, rng)
         frame = frame.iloc[keep].reset_index(drop=True)
         y_true = np.asarray(y_true)[keep]
     reference = m.score(task, y_true, predictor.raw_outputs(frame), n_classes)[metric]
@@ -52,6 +53,18 @@ def permutation_importance(
             drops.append(m.improvement(metric, reference, value))
         importance[column] = float(np.mean(drops))
     return importance
+
+
+def importance_sample(y_true: np.ndarray, task: str, max_rows: int, rng) -> np.ndarray:
+    """Sorted row positions: ``max_rows`` drawn at random, plus (classification) one row of each
+    class the draw missed, so that every metric of the full split (ROC AUC needs each class) can
+    be computed on the sample."""
+    keep = rng.choice(len(y_true), size=max_rows, replace=False)
+    if task == "classification":
+        missed = np.setdiff1d(np.unique(y_true), np.unique(y_true[keep]))
+        extra = [rng.choice(np.flatnonzero(y_true == c)) for c in missed]
+        keep = np.concatenate([keep, np.asarray(extra, dtype=keep.dtype)])
+    return np.sort(keep)
 
 
 def baseline_outputs(ctx: StepContext, settings, transformer, test_raw: pd.DataFrame) -> np.ndarray:

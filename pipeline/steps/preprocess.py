@@ -151,7 +151,7 @@ def write_processed(path, transformer: TabularTransformer, frame, split: np.ndar
 
     writer = None
     try:
-        for start in range(0, len(frame), PROCESSED_BATCH_ROWS):
+        for start in range(0, max(len(frame), 1), PROCESSED_BATCH_ROWS):  # an empty frame: its schema
             part = frame.iloc[start : start + PROCESSED_BATCH_ROWS]
             processed = transformer.processed_frame(part)
             processed.insert(0, "split", split[start : start + PROCESSED_BATCH_ROWS].astype(str))

@@ -9,10 +9,9 @@ validation result, seed, package versions).
 With ``train.processes`` > 1 the model trains under DistributedDataParallel (see
 :mod:`pipeline.distributed`): this process is rank 0 and alone logs, checkpoints and publishes.
 
-Training checkpoints are written after every epoch under ``runs/<run id>/train/_checkpoints/``,
-as data only (a JSON document and a file of tensors, see :mod:`pipeline.checkpoint`). When the step is
-re-run for a run whose training was interrupted, it resumes from the last checkpoint on the same
-MLflow run; checkpoints are removed once the step's outputs are published.
+Training checkpoints (every ``train.checkpoint_every`` epochs, in ``runs/<run id>/train/_checkpoints/``) are
+data only (:mod:`pipeline.checkpoint`). A re-run of interrupted training resumes from the last one on the
+same MLflow run, each epoch logged once; checkpoints are removed once the step's outputs are published.
 
 The digests of the model's data files (weights, model spec, transform) are recorded on the run and
 the logged model (:mod:`pipeline.modelfiles`), so later steps can check them before loading.
@@ -80,6 +79,7 @@ from pipeline.tracking import (
     flatten,
     git_commit,
     is_run_of,
+    logged_through,
     package_versions,
     runs_for_pipeline_run,
     trigger_tags,
@@ -283,8 +283,11 @@ def run(ctx: StepContext) -> StepResult:
         else:
             mlflow.set_tag(RESUMED_FROM_TAG, str(state.epoch))
 
+        logged = logged_through(client, mlflow_run_id) if checkpoint is not None else 0
+
         def on_epoch(epoch, metrics, model, optimizer, generator, state) -> None:
-            mlflow.log_metrics(metrics, step=epoch)
+            if epoch > logged:  # the interrupted attempt logged this epoch already
+                mlflow.log_metrics(metrics, step=epoch)
             if epoch % cfg.checkpoint_every == 0 or state.stopped_early or epoch == cfg.max_epochs:
                 checkpointer.save(model, optimizer, generator, state, mlflow_run_id)
 

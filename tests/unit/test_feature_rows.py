@@ -100,3 +100,14 @@ def test_rows_short_of_their_count_publish_nothing(tmp_path):
         assert store.write(full, "t", content_hash="h", run_id="r").version == 1
     finally:
         store.close()
+
+
+def test_a_stored_pandas_index_is_not_a_column_as_in_the_whole_file_read(tmp_path):
+    frame = pd.DataFrame({"row_id": np.arange(3), "x": [0.5, 1.5, 2.5]}, index=[10, 20, 30])
+    path = tmp_path / "indexed.parquet"
+    frame.to_parquet(path)  # the index is stored as __index_level_0__
+    rows = FeatureRows.from_parquet(path)
+    assert rows.columns == ["row_id", "x"]
+    assert rows.schema == schema_of(pd.read_parquet(path))
+    _, back = published(f"sqlite:///{tmp_path / 'fs.db'}", rows)
+    assert back["x"].tolist() == [0.5, 1.5, 2.5]

@@ -58,3 +58,29 @@ def test_the_cap_has_a_floor():
     assert EvaluateSettings().importance_max_rows == 10_000
     with pytest.raises(ValueError, match="importance_max_rows"):
         EvaluateSettings(importance_max_rows=10)
+
+
+def test_a_rare_class_missed_by_the_draw_is_added_so_every_metric_can_be_computed():
+    from pipeline.steps.evaluate import importance_sample
+
+    y = np.zeros(200_000, dtype=int)
+    y[[17, 90_000, 199_999]] = 1  # 3 positives: a 500-row draw almost surely misses them all
+    for seed in range(5):
+        keep = importance_sample(y, "classification", 500, np.random.default_rng(seed))
+        assert set(y[keep]) == {0, 1}
+        assert len(keep) in (500, 501) and len(set(keep)) == len(keep)
+        assert (np.diff(keep) > 0).all()
+    regression = importance_sample(y.astype(float), "regression", 500, np.random.default_rng(0))
+    assert len(regression) == 500
+
+
+def test_roc_auc_importance_on_a_rare_positive_class_does_not_fail():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=50_000), "b": rng.normal(size=50_000)})
+    y = np.zeros(50_000, dtype=int)
+    y[[5, 25_000]] = 1
+    frame.loc[[5, 25_000], "a"] = 5.0
+    importance = permutation_importance(
+        ThresholdModel(), frame, y, "classification", 2, "roc_auc", 1, 3, max_rows=1_000
+    )
+    assert set(importance) == {"a", "b"}
