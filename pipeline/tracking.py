@@ -213,8 +213,9 @@ def is_run_of(client: MlflowClient, mlflow_run_id: str, run_id: str) -> bool:
 
 
 def logged_through(client: MlflowClient, mlflow_run_id: str, key: str = "val_loss") -> int:
-    """The last epoch (step) of ``key`` on the run: what an interrupted attempt logged. Resuming
-    retrains the epochs after the checkpoint exactly as they ran, so they are not logged twice."""
+    """The last epoch (step) of ``key`` on the run: what an interrupted attempt logged. A resumed
+    attempt retrains the epochs after its checkpoint from the same state and settings (the
+    checkpoint's fingerprint), so the values already logged stand and are not logged twice."""
     return max((m.step for m in client.get_metric_history(mlflow_run_id, key)), default=0)
 
 

@@ -32,11 +32,12 @@ logger = logging.getLogger(__name__)
 
 def permutation_importance(
     predictor, frame, y_true, task, n_classes, metric, repeats, seed, max_rows=None
-) -> dict[str, float]:
+) -> tuple[dict[str, float], int]:
     """Drop of the primary metric when one raw feature column is shuffled (mean over repeats),
     on a seeded sample of ``max_rows`` rows when the split is larger (as scikit-learn's
     ``max_samples``): each column costs ``repeats`` full scorings, so a large test split would
-    dominate the step. See :func:`importance_sample`."""
+    dominate the step. See :func:`importance_sample`. Returns the importances and the number of
+    rows they were computed on."""
     rng = np.random.default_rng(seed)
     if max_rows is not None and len(frame) > max_rows:
         keep = importance_sample(np.asarray(y_true), task, max_rows, rng)
@@ -52,7 +53,7 @@ def permutation_importance(
             value = m.score(task, y_true, predictor.raw_outputs(shuffled), n_classes)[metric]
             drops.append(m.improvement(metric, reference, value))
         importance[column] = float(np.mean(drops))
-    return importance
+    return importance, len(frame)
 
 
 def importance_sample(y_true: np.ndarray, task: str, max_rows: int, rng) -> np.ndarray:
@@ -159,7 +160,7 @@ def run(ctx: StepContext) -> StepResult:
             output_dict=True,
             zero_division=0,
         )
-    importance = permutation_importance(
+    importance, importance_rows = permutation_importance(
         predictor,
         features,
         y_true,
@@ -179,7 +180,7 @@ def run(ctx: StepContext) -> StepResult:
         "confusion_matrix": confusion.tolist() if confusion is not None else None,
         "classes": transformer.classes,
         "permutation_importance": importance,
-        "permutation_importance_rows": min(len(test_raw), settings.evaluate.importance_max_rows),
+        "permutation_importance_rows": importance_rows,
         "test_rows": len(test_raw),
     }
     (ctx.staging / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))

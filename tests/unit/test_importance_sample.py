@@ -32,10 +32,11 @@ def data(rows: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 def test_a_large_split_is_scored_on_a_seeded_sample_of_the_cap():
     frame, y = data(5_000)
     model = ThresholdModel()
-    first = permutation_importance(model, frame, y, "classification", 2, "accuracy", 2, 7, max_rows=500)
+    first, rows = permutation_importance(model, frame, y, "classification", 2, "accuracy", 2, 7, max_rows=500)
+    assert rows == 500
     assert set(model.sizes) == {500}  # the reference and every shuffled scoring
     assert len(model.sizes) == 1 + 2 * 2
-    again = permutation_importance(
+    again, _ = permutation_importance(
         ThresholdModel(), frame, y, "classification", 2, "accuracy", 2, 7, max_rows=500
     )
     assert again == first  # same seed, same sample, same importances
@@ -46,11 +47,12 @@ def test_a_large_split_is_scored_on_a_seeded_sample_of_the_cap():
 def test_a_split_within_the_cap_is_scored_whole_and_unchanged():
     frame, y = data(300)
     capped_model, whole_model = ThresholdModel(), ThresholdModel()
-    capped = permutation_importance(
+    capped, capped_rows = permutation_importance(
         capped_model, frame, y, "classification", 2, "accuracy", 3, 1, max_rows=10_000
     )
-    whole = permutation_importance(whole_model, frame, y, "classification", 2, "accuracy", 3, 1)
+    whole, _ = permutation_importance(whole_model, frame, y, "classification", 2, "accuracy", 3, 1)
     assert capped == whole
+    assert capped_rows == 300
     assert set(capped_model.sizes) == {300}
 
 
@@ -80,7 +82,8 @@ def test_roc_auc_importance_on_a_rare_positive_class_does_not_fail():
     y = np.zeros(50_000, dtype=int)
     y[[5, 25_000]] = 1
     frame.loc[[5, 25_000], "a"] = 5.0
-    importance = permutation_importance(
+    importance, rows = permutation_importance(
         ThresholdModel(), frame, y, "classification", 2, "roc_auc", 1, 3, max_rows=1_000
     )
     assert set(importance) == {"a", "b"}
+    assert rows in (1_000, 1_001)  # the draw, plus one positive if it missed both
