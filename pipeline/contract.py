@@ -192,6 +192,13 @@ def _describe_observed(
             rows = [int(i) + 1 for i in bad.index[:5]]
             text += f"; non-numeric values {list(bad.astype(str).unique()[:5])} in data rows {rows}"
         return text
+    return observed_from_result(kind, result)
+
+
+def observed_from_result(kind: str, result: dict[str, Any]) -> str:
+    """A failed check's observed part from its GX result alone."""
+    count = result.get("unexpected_count")
+    total = result.get("element_count")
     if "observed_value" in result:
         return f"observed {result['observed_value']!r}"
     if count is not None:
@@ -261,26 +268,15 @@ _DOCS_VIEW = {
 }
 
 
-def validate_frame(
-    frame: pd.DataFrame, data: DataSettings, label: str, docs_dir: Path | None = None
-) -> ValidationOutcome:
-    """Run the contract on ``frame``; build Data Docs into ``docs_dir`` when given."""
+def gx_context(docs_dir: Path | None = None):
+    """An ephemeral GX context without progress bars; with ``docs_dir``, a Data Docs site
+    ``pipeline_run`` there, whose pages escape what they show."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    source = context.data_sources.add_pandas("pipeline")
-    asset = source.add_dataframe_asset(data.name)
-    batch = asset.add_batch_definition_whole_dataframe("snapshot")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
-    for expectation in build_expectations(data, [str(c) for c in frame.columns]):
-        suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{data.name}_raw", data=batch, suite=suite)
-    )
-    actions = []
     if docs_dir is not None:
         context.add_data_docs_site(
             site_name="pipeline_run",
@@ -297,6 +293,27 @@ def validate_frame(
                 },
             },
         )
+    return context
+
+
+def validate_frame(
+    frame: pd.DataFrame, data: DataSettings, label: str, docs_dir: Path | None = None
+) -> ValidationOutcome:
+    """Run the contract on ``frame``; build Data Docs into ``docs_dir`` when given."""
+    import great_expectations as gx
+
+    context = gx_context(docs_dir)
+    source = context.data_sources.add_pandas("pipeline")
+    asset = source.add_dataframe_asset(data.name)
+    batch = asset.add_batch_definition_whole_dataframe("snapshot")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
+    for expectation in build_expectations(data, [str(c) for c in frame.columns]):
+        suite.add_expectation(expectation)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{data.name}_raw", data=batch, suite=suite)
+    )
+    actions = []
+    if docs_dir is not None:
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["pipeline_run"]))
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(

@@ -228,14 +228,15 @@ def formula_like(value: Any) -> bool:
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 
-def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
-    """One message per text column of the contract holding formula-like values."""
+def formula_masks(frame: pd.DataFrame, data: DataSettings) -> dict[str, Any]:
+    """The rows of each text column of the contract holding formula-like values (columns with
+    none are left out)."""
     if data.formula_values == "ignore":
-        return []
+        return {}
     import numpy as np
     import pandas as pd
 
-    found = []
+    found = {}
     for column, spec in data.columns.items():
         if spec.type not in ("category", "str") or column not in frame.columns:
             continue
@@ -257,13 +258,25 @@ def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
             mask[present] = flags[codes[present]]
         del codes
         if mask.any():
-            found.append(
-                f"column {column!r}: {int(mask.sum())} value(s) start like a spreadsheet formula: "
-                f"{distinct_values(series, mask)} (rule: data.formula_values={data.formula_values}: "
-                "text values starting with =, +, - or @ are reported, as a spreadsheet opening the "
-                "data would run them; set data.formula_values to warn, fail or ignore)"
-            )
+            found[column] = mask
     return found
+
+
+def formula_message(column: str, count: int, values: str, data: DataSettings) -> str:
+    return (
+        f"column {column!r}: {count} value(s) start like a spreadsheet formula: "
+        f"{values} (rule: data.formula_values={data.formula_values}: "
+        "text values starting with =, +, - or @ are reported, as a spreadsheet opening the "
+        "data would run them; set data.formula_values to warn, fail or ignore)"
+    )
+
+
+def formula_findings(frame: pd.DataFrame, data: DataSettings) -> list[str]:
+    """One message per text column of the contract holding formula-like values."""
+    return [
+        formula_message(column, int(mask.sum()), distinct_values(frame[column], mask), data)
+        for column, mask in formula_masks(frame, data).items()
+    ]
 
 
 def duplicated_rows(frame: pd.DataFrame):
@@ -314,18 +327,30 @@ def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[st
     count = int(repeated.sum())
     if count == 0 or count / len(frame) <= data.max_duplicate_fraction:
         return [], count
-    groups = subset[subset.duplicated(keep=False)].astype(str).agg("\x1f".join, axis=1)
-    every = subset.astype(str).agg("\x1f".join, axis=1).to_numpy()
+    # Each row as one text key (pandas keeps a missing value missing under astype(str): a marker).
+    text = subset.astype(str).fillna("\x00")
+    groups = text[subset.duplicated(keep=False)].agg("\x1f".join, axis=1)
+    every = text.agg("\x1f".join, axis=1).to_numpy()
+    del text
     examples = []
     for key, times in groups.value_counts().head(3).items():
         mask = every == key
         first = int(mask.argmax())
         shown = ", ".join(f"{c}={_shown(subset.iloc[first][c], 30)}" for c in columns)
-        examples.append(f"the row {{{shown}}} appears {times} times ({data_rows(mask)})")
-    share = count / len(frame)
-    return [
-        f"table: {count} of {len(frame)} data rows ({share:.1%}) repeat an earlier row over the columns "
-        f"{columns}: {'; '.join(examples)} (rule: at most data.max_duplicate_fraction="
+        examples.append((shown, times, data_rows(mask)))
+    return [duplicate_message(count, len(frame), columns, examples, data)], count
+
+
+def duplicate_message(
+    count: int, rows: int, columns: list[str], examples: list[tuple[str, int, str]], data: DataSettings
+) -> str:
+    """The duplicate-rows failure; ``examples``: (the row shown, its repeats, its data rows)."""
+    listed = "; ".join(
+        f"the row {{{shown}}} appears {times} times ({where})" for shown, times, where in examples
+    )
+    return (
+        f"table: {count} of {rows} data rows ({count / rows:.1%}) repeat an earlier row over the columns "
+        f"{columns}: {listed} (rule: at most data.max_duplicate_fraction="
         f"{data.max_duplicate_fraction} of the rows are duplicates; preprocessing drops them, leaving "
-        f"{len(frame) - count} distinct rows)"
-    ], count
+        f"{rows - count} distinct rows)"
+    )

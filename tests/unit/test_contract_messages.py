@@ -348,3 +348,14 @@ def test_row_helpers_count_from_one_and_cut_long_lists() -> None:
     assert distinct_values(series, mask) == (
         r"'a' (2 rows: data rows [1, 3]), 'b\u200b' (1 row: data row [2]), 2.5 (1 row: data row [5])"
     )
+
+
+def test_duplicates_with_missing_values_are_named_too() -> None:
+    """pandas keeps a missing value missing under astype(str): the duplicate message's row keys
+    must still be text (this raised TypeError instead of naming the rows)."""
+    frame = penguins()
+    frame.iloc[:300] = frame.iloc[[3] * 300].to_numpy()  # row 4 has missing measurements
+    outcome = validate_frame(frame, DATA, "gaps.csv")
+    assert not outcome.success
+    assert "appears 300 times (data rows [1, 2, 3, 4, 5, ...])" in outcome.failures[0]
+    assert "bill_length_mm=nan" in outcome.failures[0]
