@@ -328,6 +328,13 @@ class DataSettings(_Model):
         "columns (preprocessing drops them); beyond it the data is refused, naming the repeated rows. "
         "1: no limit.",
     )
+    validation_batch_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows the validate step holds at a time: a larger snapshot is validated a batch "
+        "of rows at a time (the same suite on each batch, the counts summed, the checks across rows "
+        "computed over every row), with the same result as validating it whole.",
+    )
     leakage: LeakageSettings = Field(default_factory=LeakageSettings)
 
     @field_validator("name")

@@ -100,7 +100,14 @@ STEPS: tuple[StepSpec, ...] = (
         outputs=("report", "data_docs"),
         settings_read=(
             *CONTRACT,
-            *under("data", "source.uri", "source.csv", "unique_together", "formula_values"),
+            *under(
+                "data",
+                "source.uri",
+                "source.csv",
+                "unique_together",
+                "formula_values",
+                "validation_batch_rows",
+            ),
         ),
     ),
     StepSpec(

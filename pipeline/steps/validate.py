@@ -1,5 +1,9 @@
 """Step 2, validate: run the data contract (Great Expectations) on the raw snapshot.
 
+A snapshot of more than ``data.validation_batch_rows`` rows is validated a batch of rows at a time
+(:mod:`pipeline.contract_batches`), so the step holds one batch, not the table; the report, the
+messages and the Data Docs are those of validating it whole.
+
 The JSON result and the HTML Data Docs are published as this step's outputs whether the data
 passes or not, so a failure can be inspected. A failure ends the step with the bad-input exit code
 and a message naming each column, rule and observed value; nothing downstream runs. Warnings
@@ -13,8 +17,10 @@ import json
 import logging
 from typing import Any
 
+from pipeline.batches import iter_table_frames
 from pipeline.context import StepContext, StepResult
 from pipeline.contract import validate_frame
+from pipeline.contract_batches import validate_batches
 from pipeline.errors import ValidationFailedError
 from pipeline.tabular import read_table_file
 
@@ -26,9 +32,18 @@ def run(ctx: StepContext) -> StepResult:
     ingest = ctx.upstream("ingest")
     raw_path = ctx.input_path("ingest", "raw")
     label = f"{settings.data.source.uri} (snapshot {raw_path.name})"
-    frame = read_table_file(raw_path, label, ingest.summary["format"], settings.data.source.csv)
-    docs_dir = ctx.staging / "data_docs"
-    outcome = validate_frame(frame, settings.data, label, docs_dir=docs_dir)
+    fmt, csv, docs_dir = ingest.summary["format"], settings.data.source.csv, ctx.staging / "data_docs"
+    batch_rows = settings.data.validation_batch_rows
+    if int(ingest.summary["rows"]) <= batch_rows:
+        frame = read_table_file(raw_path, label, fmt, csv)
+        outcome = validate_frame(frame, settings.data, label, docs_dir=docs_dir)
+        del frame
+    else:  # one batch of rows at a time, with the result of validating the table whole
+
+        def batches():
+            return iter_table_frames(raw_path, label, fmt, csv, batch_rows)
+
+        outcome = validate_batches(batches, settings.data, label, docs_dir=docs_dir)
     report = {
         "success": outcome.success,
         "failures": outcome.failures,

@@ -169,6 +169,52 @@ def test_validate_returns_a_failed_result_naming_the_broken_rule(chain: Chain, t
     assert (ctx.staging / result.outputs["report"]).is_file()
 
 
+def _same_report(report: dict) -> dict:
+    """A validation report without what differs between any two runs (GX run ids and times,
+    expectation ids)."""
+    result = dict(report["result"])
+    result.pop("meta")
+    result["results"] = [
+        {**r, "expectation_config": {k: v for k, v in r["expectation_config"].items() if k != "id"}}
+        for r in result["results"]
+    ]
+    return {**report, "result": result}
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_validate_in_batches_reports_what_validating_whole_reports(
+    chain: Chain, tmp_path: Path, broken: bool
+) -> None:
+    """A snapshot over data.validation_batch_rows is validated a batch at a time: the same
+    report, summary and verdict as the whole table (issue 16), and Data Docs of the whole."""
+    frame = tiny_frame()
+    if broken:
+        frame.loc[[7, 101], "colour"] = "green"
+        frame.loc[[30, 31, 90, 91, 92, 93], "x"] = np.nan  # 5.8% missing: over x's 5%
+    source = tmp_path / "tiny.csv"
+    frame.to_csv(source, index=False)
+    reports, summaries = [], []
+    for run_id, rows in (("unit-whole", 10_000), ("unit-batches", 25)):
+        settings = tiny_settings(source)
+        settings = settings.model_copy(
+            update={"data": settings.data.model_copy(update={"validation_batch_rows": rows})}
+        )
+        other = Chain(chain.home, source, settings, {}, {})
+        run_step(other, "ingest", run_id)
+        result, ctx = run_step(other, "validate", run_id)
+        assert result.status == ("failed" if broken else "succeeded")
+        reports.append(_same_report(json.loads((ctx.staging / "validation.json").read_text())))
+        summaries.append(result.summary)
+        assert (ctx.staging / "data_docs" / "index.html").is_file()
+    assert summaries[1].pop("batches") == 5
+    assert reports[1]["statistics"].pop("batches") == 5
+    assert summaries[0] == summaries[1]
+    assert reports[0] == reports[1]
+    if broken:
+        assert any("'green' (2 rows: data rows [8, 102])" in f for f in reports[1]["failures"])
+        assert any(f.startswith("column 'x': 7 of 120 rows violate it") for f in reports[1]["failures"])
+
+
 def test_preprocess_splits_every_row_once_and_fits_the_transformer(chain: Chain) -> None:
     result = chain.results["preprocess"]
     splits = result.summary["rows_per_split"]
