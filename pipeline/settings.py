@@ -388,6 +388,13 @@ class PreprocessSettings(_Model):
     min_category_count: int = Field(
         1, ge=1, description="Rarer categories are folded into the unknown bucket."
     )
+    batch_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows the preprocess step holds at a time: a larger snapshot is preprocessed a batch "
+        "of rows at a time (spilled to Parquet, the transform fitted one column of the training split "
+        "at a time), with the same outputs as preprocessing it whole.",
+    )
 
 
 class TrainSettings(_Model):

@@ -10,6 +10,7 @@ index 1 is "missing".
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,14 @@ class TabularTransformer:
 
     @classmethod
     def fit(cls, train: pd.DataFrame, data: DataSettings, options: PreprocessSettings) -> TabularTransformer:
+        return cls.fit_columns(lambda column: train[column], data, options)
+
+    @classmethod
+    def fit_columns(
+        cls, column_of: Callable[[str], pd.Series], data: DataSettings, options: PreprocessSettings
+    ) -> TabularTransformer:
+        """:meth:`fit` on the training rows ``column_of(name)`` gives, one column at a time (a
+        fit holds one column of the training split, not the split)."""
         self = cls(
             task=data.task,
             target=data.target,
@@ -66,7 +75,7 @@ class TabularTransformer:
             categorical=data.categorical_columns(),
         )
         for column in self.numeric:
-            values = _finite(train[column])
+            values = _finite(column_of(column))
             if values.notna().sum() == 0:
                 fill, mean, std = 0.0, 0.0, 1.0
             else:
@@ -74,17 +83,18 @@ class TabularTransformer:
                 imputed = values.fillna(fill)
                 mean = float(imputed.mean()) if options.scale else 0.0
                 std = float(imputed.std(ddof=0)) if options.scale else 1.0
+            del values
             self.impute[column] = fill
             self.mean[column] = mean
             self.std[column] = std if std > 1e-12 else 1.0
         for column in self.categorical:
-            counts = train[column].dropna().map(_category_key).value_counts()
+            counts = column_of(column).dropna().map(_category_key).value_counts()
             kept = sorted(str(v) for v, n in counts.items() if n >= options.min_category_count)
             self.vocab[column] = kept
             if options.categorical_impute == "most_frequent" and len(counts):
                 ranked = sorted(counts.items(), key=lambda item: (-item[1], str(item[0])))
                 self.impute_categorical[column] = str(ranked[0][0])
-        target = train[data.target]
+        target = column_of(data.target)
         if data.task == "classification":
             self.classes = [_plain(v) for v in sorted(target.dropna().unique().tolist(), key=_sort_key)]
         else:

@@ -26,6 +26,7 @@ from pipeline.context import StepContext, StepResult
 from pipeline.errors import BadInputError
 from pipeline.findings import duplicated_rows
 from pipeline.leakage import check_leakage
+from pipeline.preprocess_batches import Prepared
 from pipeline.tabular import read_table_file
 from pipeline.transform import TabularTransformer
 
@@ -65,12 +66,53 @@ def split_indices(
 
 def run(ctx: StepContext) -> StepResult:
     settings = ctx.settings
-    data = settings.data
     ingest = ctx.upstream("ingest")
     ctx.upstream("validate")  # refuses to run unless validation succeeded
     raw_path = ctx.input_path("ingest", "raw")
+    fmt, csv, batch_rows = ingest.summary["format"], settings.data.source.csv, settings.preprocess.batch_rows
+    if int(ingest.summary["rows"]) > batch_rows:  # a batch of rows at a time, with the same outputs
+        from pipeline.preprocess_batches import preprocess_batches
+
+        prepared = preprocess_batches(raw_path, fmt, csv, settings, ctx.staging, ctx.scratch, batch_rows)
+    else:
+        prepared = preprocess_whole(raw_path, fmt, csv, settings, ctx.staging)
+    transformer = prepared.transformer
+    (ctx.staging / "transformer.json").write_text(transformer.to_json())
+    summary = {
+        "rows": prepared.rows,
+        "rows_per_split": dict(prepared.splits),
+        "dropped_missing_target": prepared.dropped_target,
+        "dropped_duplicates": prepared.dropped_duplicates,
+        "numeric_features": transformer.numeric,
+        "categorical_features": transformer.categorical,
+        "classes": transformer.classes,
+        "leakage": prepared.leakage,
+    }
+    logger.info(
+        "preprocessed %d rows (train %d, val %d, test %d); dropped %d duplicates, %d without target",
+        prepared.rows,
+        prepared.splits["train"],
+        prepared.splits["val"],
+        prepared.splits["test"],
+        prepared.dropped_duplicates,
+        prepared.dropped_target,
+    )
+    return StepResult(
+        outputs={
+            "features": "features.parquet",
+            "test_raw": "test_raw.parquet",
+            "transformer": "transformer.json",
+        },
+        summary=summary,
+    )
+
+
+def preprocess_whole(raw_path, fmt: str, csv, settings, staging) -> Prepared:
+    """The step on the whole table, held in memory: ``features.parquet`` and ``test_raw.parquet``
+    written into ``staging``; the fitted transform and the figures returned."""
+    data = settings.data
     label = f"{data.source.uri} (snapshot {raw_path.name})"
-    raw = read_table_file(raw_path, str(raw_path), ingest.summary["format"], data.source.csv)
+    raw = read_table_file(raw_path, str(raw_path), fmt, csv)
     raw = raw.reset_index(drop=True)
     frame = raw.copy(deep=False)
     frame["__row_id"] = np.arange(len(frame))
@@ -108,61 +150,54 @@ def run(ctx: StepContext) -> StepResult:
     split = np.empty(len(frame), dtype=object)
     for name, idx in splits.items():
         split[idx] = name
-    write_processed(ctx.staging / "features.parquet", transformer, frame, split)
+    write_processed(staging / "features.parquet", transformer, frame, split)
     test_raw = frame.iloc[splits["test"]].rename(columns={"__row_id": "row_id"})
-    test_raw.to_parquet(ctx.staging / "test_raw.parquet", index=False)
-    (ctx.staging / "transformer.json").write_text(transformer.to_json())
+    test_raw.to_parquet(staging / "test_raw.parquet", index=False)
+    return Prepared(
+        rows=len(frame),
+        splits={k: len(v) for k, v in splits.items()},
+        dropped_target=dropped_target,
+        dropped_duplicates=dropped_duplicates,
+        transformer=transformer,
+        leakage=leakage,
+    )
 
-    summary = {
-        "rows": len(frame),
-        "rows_per_split": {k: len(v) for k, v in splits.items()},
-        "dropped_missing_target": dropped_target,
-        "dropped_duplicates": dropped_duplicates,
-        "numeric_features": transformer.numeric,
-        "categorical_features": transformer.categorical,
-        "classes": transformer.classes,
-        "leakage": leakage,
-    }
-    logger.info(
-        "preprocessed %d rows (train %d, val %d, test %d); dropped %d duplicates, %d without target",
-        len(frame),
-        len(splits["train"]),
-        len(splits["val"]),
-        len(splits["test"]),
-        dropped_duplicates,
-        dropped_target,
-    )
-    return StepResult(
-        outputs={
-            "features": "features.parquet",
-            "test_raw": "test_raw.parquet",
-            "transformer": "transformer.json",
-        },
-        summary=summary,
-    )
+
+class ProcessedWriter:
+    """``features.parquet`` written a batch of rows at a time, one Parquet row group each:
+    ``row_id``, ``split``, then the model-ready columns. The values are those of transforming the
+    whole frame at once (the transform is row by row once fitted)."""
+
+    def __init__(self, path, transformer: TabularTransformer):
+        self.path, self.transformer, self.writer = path, transformer, None
+
+    def __enter__(self) -> ProcessedWriter:
+        return self
+
+    def write(self, part, split: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        processed = self.transformer.processed_frame(part)
+        processed.insert(0, "split", split.astype(str))
+        processed.insert(0, "row_id", part["__row_id"].to_numpy())
+        table = pa.Table.from_pandas(processed, preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def write_processed(path, transformer: TabularTransformer, frame, split: np.ndarray) -> None:
-    """Transform ``frame`` a batch at a time and write each batch as one Parquet row group:
-    ``row_id``, ``split``, then the model-ready columns. The values are those of transforming
-    the whole frame at once (the transform is row by row once fitted)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    writer = None
-    try:
-        for start in range(0, max(len(frame), 1), PROCESSED_BATCH_ROWS):  # an empty frame: its schema
+    """Transform ``frame`` a batch at a time (:data:`PROCESSED_BATCH_ROWS` rows) into
+    ``features.parquet``; an empty frame writes its schema."""
+    with ProcessedWriter(path, transformer) as writer:
+        for start in range(0, max(len(frame), 1), PROCESSED_BATCH_ROWS):
             part = frame.iloc[start : start + PROCESSED_BATCH_ROWS]
-            processed = transformer.processed_frame(part)
-            processed.insert(0, "split", split[start : start + PROCESSED_BATCH_ROWS].astype(str))
-            processed.insert(0, "row_id", part["__row_id"].to_numpy())
-            table = pa.Table.from_pandas(processed, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
+            writer.write(part, split[start : start + PROCESSED_BATCH_ROWS])
 
 
 def leakage_check(raw, train, settings, label: str) -> dict[str, Any]:
@@ -175,8 +210,13 @@ def leakage_check(raw, train, settings, label: str) -> dict[str, Any]:
     if checked:
         extra = raw.iloc[train["__row_id"].to_numpy()][checked].reset_index(drop=True)
         rows = rows.join(extra)
-    report = check_leakage(rows, data, label, settings.seed, undeclared=undeclared)
-    return report.summary()
+    return leakage_report(rows, settings, label, undeclared)
+
+
+def leakage_report(rows, settings, label: str, undeclared: list[str]) -> dict[str, Any]:
+    """The leakage check of ``rows`` (training rows: the features, the target and the undeclared
+    columns checked), as the step summary records it."""
+    return check_leakage(rows, settings.data, label, settings.seed, undeclared=undeclared).summary()
 
 
 def describe(summary: dict[str, Any]) -> str:
