@@ -306,9 +306,9 @@ def validate_frame(
     source = context.data_sources.add_pandas("pipeline")
     asset = source.add_dataframe_asset(data.name)
     batch = asset.add_batch_definition_whole_dataframe("snapshot")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
-    for expectation in build_expectations(data, [str(c) for c in frame.columns]):
-        suite.add_expectation(expectation)
+    # The suite is built whole: each add_expectation re-serialises the stored suite (quadratic).
+    expectations = build_expectations(data, [str(c) for c in frame.columns])
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract", expectations=expectations))
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{data.name}_raw", data=batch, suite=suite)
     )

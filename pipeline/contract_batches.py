@@ -86,19 +86,18 @@ def validate_batches(
         first = pd.DataFrame()
     names = [str(c) for c in first.columns]
     context = gx_context(docs_dir)
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract"))
-    per_batch = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract_batch"))
-    order: list[Any] = []  # each expectation's config, in the suite's order
-    merged: dict[str, Merged] = {}
-    across: dict[str, Across] = {}
-    for expectation in build_expectations(data, names):
-        config = suite.add_expectation(expectation).configuration
-        order.append(config)
-        if config.type in ACROSS_BATCHES:
-            across[config.id] = Across(config, data)
-        else:
-            twin = per_batch.add_expectation(expectation.copy(update={"id": None}))
-            merged[twin.id] = Merged(config)
+    # Each suite is built whole: each add_expectation re-serialises the stored suite (quadratic).
+    expectations = build_expectations(data, names)
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract", expectations=expectations))
+    order: list[Any] = [e.configuration for e in suite.expectations]  # each config, in the suite's order
+    local = [e for e in suite.expectations if e.configuration.type not in ACROSS_BATCHES]
+    per_batch = context.suites.add(
+        gx.ExpectationSuite(
+            name=f"{data.name}_contract_batch", expectations=[e.copy(update={"id": None}) for e in local]
+        )
+    )
+    merged = {twin.id: Merged(e.configuration) for twin, e in zip(per_batch.expectations, local, strict=True)}
+    across = {c.id: Across(c, data) for c in order if c.type in ACROSS_BATCHES}
     asset = context.data_sources.add_pandas("pipeline").add_dataframe_asset(data.name)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(
