@@ -82,6 +82,14 @@ class Split:
         return Split(self.x_num.to(device), self.x_cat.to(device), self.y.to(device))
 
     @classmethod
+    def from_owned(cls, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, task: str) -> Split:
+        """A split over arrays nothing else holds (no copy)."""
+        kind = np.int64 if task == "classification" else np.float32
+        return cls(
+            torch.from_numpy(x_num), torch.from_numpy(x_cat), torch.from_numpy(y.astype(kind, copy=False))
+        )
+
+    @classmethod
     def from_arrays(cls, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, task: str) -> Split:
         target = torch.as_tensor(np.array(y), dtype=torch.long if task == "classification" else torch.float32)
         return cls(
@@ -94,19 +102,9 @@ class Split:
 def splits_from_frame(frame, transformer) -> dict[str, Split]:
     """Tensors per split from a processed feature frame (``num__*``, ``cat__*``, ``target``), columns
     in the transformer's order (the order inference uses)."""
-    task = transformer.task
-    num_cols = [f"num__{c}" for c in transformer.numeric]
-    cat_cols = [f"cat__{c}" for c in transformer.categorical]
-    out: dict[str, Split] = {}
-    for name in ("train", "val", "test"):
-        part = frame[frame["split"] == name]
-        out[name] = Split.from_arrays(
-            part[num_cols].to_numpy(dtype=np.float32).reshape(len(part), len(num_cols)),
-            part[cat_cols].to_numpy(dtype=np.int64).reshape(len(part), len(cat_cols)),
-            part["target"].to_numpy(),
-            task,
-        )
-    return out
+    from pipeline.splits import splits_from_chunks
+
+    return splits_from_chunks([frame], transformer)
 
 
 def seed_everything(seed: int) -> None:

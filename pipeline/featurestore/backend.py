@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
     import pandas as pd
     import sqlalchemy as sa
 
@@ -40,5 +42,6 @@ class Backend(ABC):
         return the version that already holds this run's content)."""
 
     @abstractmethod
-    def read_rows(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:
-        """The rows of one version, ordered by ``row_id``."""
+    def read_chunks(self, meta: FeatureSetVersion, columns: list[str]) -> Iterator[pd.DataFrame]:
+        """The rows of one version, ordered by ``row_id``, a chunk of rows at a time (at least one
+        chunk: an empty version gives its columns, empty)."""

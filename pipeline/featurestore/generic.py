@@ -15,6 +15,8 @@ from pipeline.featurestore.schema import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
     import pandas as pd
     import sqlalchemy as sa
 
@@ -93,7 +95,7 @@ class SqlAlchemyBackend(Backend):
         )
         return FeatureSetVersion.from_row(row._mapping)
 
-    def read_rows(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:
+    def read_chunks(self, meta: FeatureSetVersion, columns: list[str]) -> Iterator[pd.DataFrame]:
         import pandas as pd
         import sqlalchemy as sa
 
@@ -106,15 +108,15 @@ class SqlAlchemyBackend(Backend):
         dtypes = {
             c: COLUMN_TYPES[meta.schema[c]].pandas for c in columns if COLUMN_TYPES[meta.schema[c]].pandas
         }
-        chunks = []
+        empty = True
         with self.engine.connect() as connection:
             for chunk in pd.read_sql_query(
                 query.order_by(table.c["row_id"]), connection, chunksize=READ_CHUNK_ROWS
             ):
-                chunks.append(chunk.astype(dtypes) if dtypes else chunk)
-        if not chunks:
-            return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
-        return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+                empty = False
+                yield chunk.astype(dtypes) if dtypes else chunk
+        if empty:
+            yield pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in columns})
 
 
 def _direct_insert(connection, table, schema: dict[str, str]):

@@ -4,7 +4,6 @@ of one partition as CSV, parsed by Arrow."""
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +22,16 @@ from pipeline.featurestore.schema import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
     import pandas as pd
 
 logger = logging.getLogger("pipeline.featurestore")
 
 # Bounded waits on PostgreSQL: a server that is gone is noticed within about a minute, never hangs
 # a step (TCP keepalives also cover a half-open connection in the middle of a COPY).
+# Blocks of the version's CSV read back at a time (pyarrow reads a few dozen ahead).
+READ_BLOCK_BYTES = 1 << 20
 POSTGRES_CONNECT_ARGS = {
     "connect_timeout": 10,
     "keepalives": 1,
@@ -170,41 +173,54 @@ class PostgresBackend(Backend):
             )
         )
 
-    def read_rows(self, meta: FeatureSetVersion, columns: list[str]) -> pd.DataFrame:
+    def read_chunks(self, meta: FeatureSetVersion, columns: list[str]) -> Iterator[pd.DataFrame]:
+        """``COPY ... TO STDOUT`` into a temporary file, then read back a block at a time: the
+        version is never held whole, neither as text nor as a table."""
+        import tempfile
+
+        import pyarrow as pa
         import pyarrow.csv as pacsv
         from psycopg2 import sql
 
-        raw = self.engine.raw_connection()
-        try:
-            buffer = io.BytesIO()
-            with raw.driver_connection.cursor() as cursor:
-                query = sql.SQL(
-                    "COPY (SELECT {columns} FROM {table} WHERE _version = {version} ORDER BY row_id)"
-                    " TO STDOUT WITH (FORMAT csv, HEADER true)"
-                ).format(
-                    columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-                    table=sql.Identifier(meta.table_name),
-                    version=sql.Literal(meta.version),
-                )
-                cursor.copy_expert(query.as_string(raw.driver_connection), buffer)
-            raw.driver_connection.rollback()
-        finally:
-            raw.close()
-        buffer.seek(0)
-        table = pacsv.read_csv(
-            buffer,
-            # PostgreSQL's CSV: NULL is an unquoted empty field, an empty string is quoted (""),
-            # booleans are t/f.
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: COLUMN_TYPES[meta.schema[c]].arrow_csv_type() for c in columns},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                null_values=[""],
-                true_values=["t"],
-                false_values=["f"],
-            ),
-        )
-        return table.to_pandas()
+        types = {c: COLUMN_TYPES[meta.schema[c]].arrow_csv_type() for c in columns}
+        with tempfile.TemporaryFile() as spool:
+            raw = self.engine.raw_connection()
+            try:
+                with raw.driver_connection.cursor() as cursor:
+                    query = sql.SQL(
+                        "COPY (SELECT {columns} FROM {table} WHERE _version = {version} ORDER BY row_id)"
+                        " TO STDOUT WITH (FORMAT csv, HEADER true)"
+                    ).format(
+                        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                        table=sql.Identifier(meta.table_name),
+                        version=sql.Literal(meta.version),
+                    )
+                    cursor.copy_expert(query.as_string(raw.driver_connection), spool)
+                raw.driver_connection.rollback()
+            finally:
+                raw.close()
+            spool.seek(0)
+            reader = pacsv.open_csv(
+                spool,
+                read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # text may hold newlines
+                # PostgreSQL's CSV: NULL is an unquoted empty field, an empty string is quoted (""),
+                # booleans are t/f.
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                    null_values=[""],
+                    true_values=["t"],
+                    false_values=["f"],
+                ),
+            )
+            empty = True
+            for batch in reader:
+                empty = False
+                yield pa.Table.from_batches([batch]).to_pandas()
+            if empty:
+                yield pa.schema(list(types.items())).empty_table().to_pandas()
 
 
 class _RawTransaction:

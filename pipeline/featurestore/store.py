@@ -22,6 +22,8 @@ from pipeline.featurestore.schema import (
 from pipeline.settings import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterator
+
     import pandas as pd
     import sqlalchemy as sa
 
@@ -112,22 +114,35 @@ class FeatureStore:
 
     def read(self, feature_set: str, version: int) -> pd.DataFrame:
         """Read one version back, rows ordered by ``row_id``, columns as written."""
+        import pandas as pd
+
+        chunks = list(self.read_chunks(feature_set, version))
+        return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+
+    def read_chunks(self, feature_set: str, version: int) -> Iterator[pd.DataFrame]:
+        """One version a chunk of rows at a time (at least one chunk), rows ordered by ``row_id``,
+        columns as written; a version that does not hold the rows its row says is retryable."""
         import sqlalchemy as sa
 
         meta = self.get_version(feature_set, version)
-        columns = list(meta.schema)
-        try:
-            frame = self.backend.read_rows(meta, columns)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
-            reason = one_line(str(getattr(exc, "orig", None) or exc), " ")
-            raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {reason}") from None
-        for column, kind in meta.schema.items():
-            dtype = COLUMN_TYPES[kind].pandas
-            if dtype is not None:
-                frame[column] = frame[column].astype(dtype)
-        if len(frame) != meta.row_count:
+        chunks = self.backend.read_chunks(meta, list(meta.schema))
+        rows = 0
+        while True:
+            try:
+                frame = next(chunks)
+            except StopIteration:
+                break
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, *_driver_errors()) as exc:
+                reason = one_line(str(getattr(exc, "orig", None) or exc), " ")
+                raise RetryableError(f"feature store {redact_url(self.url)} unreachable: {reason}") from None
+            for column, kind in meta.schema.items():
+                dtype = COLUMN_TYPES[kind].pandas
+                if dtype is not None:
+                    frame[column] = frame[column].astype(dtype)
+            rows += len(frame)
+            yield frame
+        if rows != meta.row_count:
             raise RetryableError(
-                f"feature set {feature_set!r} v{version}: read {len(frame)} rows, "
+                f"feature set {feature_set!r} v{version}: read {rows} rows, "
                 f"the version row says {meta.row_count}"
             )
-        return frame

@@ -34,8 +34,7 @@ from pipeline import modelfiles, steps
 from pipeline.checkpoint import Checkpointer
 from pipeline.context import StepContext, StepResult
 from pipeline.errors import ConfigError
-from pipeline.featurestore import FeatureStore
-from pipeline.model import TabularNet, Training, TrainState, model_input_frame, splits_from_frame
+from pipeline.model import TabularNet, Training, TrainState, model_input_frame
 from pipeline.names import (
     CACHE_REUSED_FROM_PREFIX,
     DATASET_TAG,
@@ -71,6 +70,7 @@ from pipeline.names import (
     UPSTREAM_STEPS_ARTIFACT,
 )
 from pipeline.settings import redact_url
+from pipeline.splits import read_splits
 from pipeline.torchrun import world_size
 from pipeline.tracking import (
     configure,
@@ -209,11 +209,6 @@ def run(ctx: StepContext) -> StepResult:
     features = ctx.upstream("features")
     transformer = TabularTransformer.from_json(ctx.input_path("preprocess", "transformer").read_text())
 
-    store = FeatureStore(settings.resolved_feature_store_url)
-    try:
-        frame = store.read(features.summary["feature_set"], int(features.summary["feature_set_version"]))
-    finally:
-        store.close()
     if settings.require_gpu and not torch.cuda.is_available():
         raise ConfigError(
             "PIPELINE_REQUIRE_GPU is set but no CUDA device is visible to torch "
@@ -221,7 +216,8 @@ def run(ctx: StepContext) -> StepResult:
             "GPU driver and device plugin, the pod's nvidia.com/gpu limit, or use the CUDA image"
         )
     ranks = world_size(cfg)
-    splits = splits_from_frame(frame, transformer)
+    sizes = ctx.upstream("preprocess").summary.get("rows_per_split")  # the tensors allocated once
+    splits = read_splits(settings.resolved_feature_store_url, features.summary, transformer, sizes)
     training = Training.create(cfg, settings.seed, transformer, splits)
     state = TrainState()
 

@@ -55,8 +55,7 @@ class TrialData:
 
 def load_trial_data(settings: Settings, run_id: str, store: ArtifactStore) -> TrialData:
     from pipeline.context import StepContext
-    from pipeline.featurestore import FeatureStore
-    from pipeline.model import splits_from_frame
+    from pipeline.splits import read_splits
     from pipeline.tracking import git_commit
     from pipeline.transform import TabularTransformer
 
@@ -65,13 +64,10 @@ def load_trial_data(settings: Settings, run_id: str, store: ArtifactStore) -> Tr
             settings=settings, run_id=run_id, step="sweep", store=store, workdir=workdir, spec=TRIAL_INPUTS
         )
         features = ctx.upstream("features").summary
+        sizes = ctx.upstream("preprocess").summary.get("rows_per_split")
         version = ctx.upstream("version").summary
         transformer = TabularTransformer.from_json(ctx.input_path("preprocess", "transformer").read_text())
-    feature_store = FeatureStore(settings.resolved_feature_store_url)
-    try:
-        frame = feature_store.read(features["feature_set"], int(features["feature_set_version"]))
-    finally:
-        feature_store.close()
+    splits = read_splits(settings.resolved_feature_store_url, features, transformer, sizes)
     tags = {
         DATASET_TAG: settings.data.name,
         TASK_TAG: settings.data.task,
@@ -83,4 +79,4 @@ def load_trial_data(settings: Settings, run_id: str, store: ArtifactStore) -> Tr
         "seed": str(settings.seed),
         GIT_COMMIT_TAG: git_commit(settings) or "unknown",
     }
-    return TrialData(splits_from_frame(frame, transformer), transformer, tags)
+    return TrialData(splits, transformer, tags)

@@ -219,3 +219,28 @@ def test_publishing_parquet_batch_by_batch_copies_what_the_whole_frame_copies(
     assert streamed.row_count == whole.row_count == ROWS
     assert streamed.schema == whole.schema
     pd.testing.assert_frame_equal(store.read("streamed", 1), store.read("whole", 1))
+
+
+def test_a_version_read_a_block_at_a_time_is_the_whole_read(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's ``COPY ... TO STDOUT`` is spooled to a file and read back a block at a time
+    (what the train step reads): the chunks make the frame that was written."""
+    from pipeline.featurestore import postgres as backend
+
+    monkeypatch.setattr(backend, "READ_BLOCK_BYTES", 4_096)
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "row_id": np.arange(20_000, dtype="int64"),
+            "split": rng.choice(["train", "val", "test"], 20_000),
+            "num__x": rng.normal(size=20_000),
+            "cat__c": rng.integers(0, 5, 20_000),
+            "t": np.where(rng.random(20_000) < 0.1, None, "a\nb"),
+        }
+    )
+    version = store.write(frame, "chunked", content_hash="c" * 64, run_id="r1")
+    chunks = list(store.read_chunks("chunked", version.version))
+    assert len(chunks) > 10
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), frame, check_dtype=False)
+    assert all(c.dtypes.equals(chunks[0].dtypes) for c in chunks)

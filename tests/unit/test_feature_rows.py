@@ -111,3 +111,21 @@ def test_a_stored_pandas_index_is_not_a_column_as_in_the_whole_file_read(tmp_pat
     assert rows.schema == schema_of(pd.read_parquet(path))
     _, back = published(f"sqlite:///{tmp_path / 'fs.db'}", rows)
     assert back["x"].tolist() == [0.5, 1.5, 2.5]
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1_000, 100_000])
+def test_a_version_read_a_chunk_at_a_time_is_the_whole_read(tmp_path, monkeypatch, chunk_rows):
+    """What the train step reads: the chunks, in order, make the frame ``read`` gives."""
+    from pipeline.featurestore import generic
+
+    monkeypatch.setattr(generic, "READ_CHUNK_ROWS", chunk_rows)
+    frame = processed_like().to_pandas()
+    store = FeatureStore(f"sqlite:///{tmp_path / 'fs.db'}")
+    try:
+        version = store.write(frame, "t", content_hash="c" * 64, run_id="r1")
+        chunks = list(store.read_chunks("t", version.version))
+        assert len(chunks) == -(-ROWS // chunk_rows)
+        pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), store.read("t", version.version))
+        assert all(c.dtypes.equals(chunks[0].dtypes) for c in chunks)
+    finally:
+        store.close()

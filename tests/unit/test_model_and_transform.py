@@ -199,3 +199,41 @@ def test_processed_features_written_a_row_group_at_a_time_equal_the_whole_transf
     whole.insert(0, "split", split.astype(str))
     whole.insert(0, "row_id", frame["__row_id"].to_numpy())
     pd.testing.assert_frame_equal(pd.read_parquet(path), whole.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_splits_built_a_chunk_at_a_time_equal_the_whole_frames(task: str) -> None:
+    """What the train step does with a feature-set version it reads a chunk at a time: the same
+    tensors (values, dtypes, order), with the arrays allocated once from the announced sizes or
+    joined at the end; a split that holds other row counts than announced is refused."""
+    from pipeline.splits import splits_from_chunks
+
+    frame = toy_frame(500)
+    data = DATA
+    if task == "regression":
+        frame["y"] = frame["x1"] * 2 + 1
+        columns = {**DATA.model_dump()["columns"], "y": {"type": "float", "role": "target"}}
+        data = DataSettings(name="toy", target="y", task="regression", columns=columns)
+    transformer = TabularTransformer.fit(frame, data, PreprocessSettings())
+    processed = transformer.processed_frame(frame)
+    processed["split"] = np.random.default_rng(1).choice(
+        ["train", "val", "test"], len(frame), p=[0.6, 0.2, 0.2]
+    )
+    whole = splits_from_frame(processed, transformer)
+    sizes = {name: len(split) for name, split in whole.items()}
+    for size in (1, 7, 499, 10_000):
+        chunks = [processed.iloc[i : i + size] for i in range(0, len(processed), size)]
+        for announced in (None, sizes):
+            got = splits_from_chunks(iter(chunks), transformer, announced)
+            for name in whole:
+                for field in ("x_num", "x_cat", "y"):
+                    expected, actual = getattr(whole[name], field), getattr(got[name], field)
+                    assert actual.dtype == expected.dtype and torch.equal(actual, expected), (
+                        size,
+                        name,
+                        field,
+                    )
+    with pytest.raises(ValueError, match="other row counts than announced"):
+        splits_from_chunks([processed], transformer, {**sizes, "val": sizes["val"] + 1})
+    with pytest.raises(ValueError, match="more than the"):
+        splits_from_chunks([processed], transformer, {**sizes, "test": sizes["test"] - 1})

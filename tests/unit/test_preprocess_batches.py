@@ -50,7 +50,8 @@ def assert_same(raw: Path, fmt: str, settings: Settings, tmp_path: Path, sizes=(
         assert part == whole, rows  # figures, fitted transform and leakage summary
         got = outputs(folder)
         for name, frame in expected.items():
-            pd.testing.assert_frame_equal(got[name], frame, check_exact=True, obj=f"{name} ({rows} rows a batch)")
+            where = f"{name} ({rows} rows a batch)"
+            pd.testing.assert_frame_equal(got[name], frame, check_exact=True, obj=where)
         assert row_groups(folder / "features.parquet") == row_groups(whole_dir / "features.parquet")
         assert list(scratch.iterdir()) == []  # the spill is gone
     return whole
@@ -127,11 +128,14 @@ def test_bad_input_is_refused_with_the_same_error(tmp_path: Path, broken: str) -
     for attempt in ("whole", "batches"):
         folder = tmp_path / attempt
         folder.mkdir()
-        with pytest.raises(BadInputError) as info:
+
+        def run(attempt=attempt, folder=folder):
             if attempt == "whole":
-                preprocess_whole(raw, "csv", CsvOptions(), settings, folder)
-            else:
-                preprocess_batches(raw, "csv", CsvOptions(), settings, folder, folder, 2)
+                return preprocess_whole(raw, "csv", CsvOptions(), settings, folder)
+            return preprocess_batches(raw, "csv", CsvOptions(), settings, folder, folder, 2)
+
+        with pytest.raises(BadInputError) as info:
+            run()
         errors.append(str(info.value))
     assert errors[0] == errors[1]
     assert "island" in errors[0] if broken == "missing column" else "only 2 usable rows" in errors[0]
