@@ -76,7 +76,6 @@ class Spill:
 
     def frames(self, columns: list[str]):
         """The spilled rows, a row group at a time: (position of the first row, frame)."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         offset = 0
