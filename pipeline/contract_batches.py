@@ -90,14 +90,15 @@ def validate_batches(
     expectations = build_expectations(data, names)
     suite = context.suites.add(gx.ExpectationSuite(name=f"{data.name}_contract", expectations=expectations))
     order: list[Any] = [e.configuration for e in suite.expectations]  # each config, in the suite's order
-    local = [e for e in suite.expectations if e.configuration.type not in ACROSS_BATCHES]
+    # A check across rows on a column the table lacks is GX's on each batch: it raises as GX does.
+    local = [e for e in suite.expectations if not across_rows(e.configuration, names)]
     per_batch = context.suites.add(
         gx.ExpectationSuite(
             name=f"{data.name}_contract_batch", expectations=[e.copy(update={"id": None}) for e in local]
         )
     )
     merged = {twin.id: Merged(e.configuration) for twin, e in zip(per_batch.expectations, local, strict=True)}
-    across = {c.id: Across(c, data) for c in order if c.type in ACROSS_BATCHES}
+    across = {c.id: Across(c, data) for c in order if across_rows(c, names)}
     asset = context.data_sources.add_pandas("pipeline").add_dataframe_asset(data.name)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(
@@ -118,7 +119,9 @@ def validate_batches(
     formulas: dict[str, Values] = {}
     evidence: dict[str, Evidence] = {}
     offset, count, meta, batch_id = 0, 0, {}, None
-    for frame in itertools.chain([first], frames):
+    frames = itertools.chain([first], frames)
+    del first  # (held by the chain until the next batch)
+    for frame in frames:
         run = checkpoint.run(batch_parameters={"dataframe": frame})
         validation = next(iter(run.run_results.values()))
         meta = meta or dict(validation.meta)
@@ -174,11 +177,11 @@ def validate_batches(
             ok = verdicts[check.config.id][0]
             verdicts[check.config.id] = (ok, check.listed(fetched.loc[check.wanted]), None)
 
-    # GX reports the checks that raised first, then the others, each grouped by column.
+    # GX reports the checks whose metrics could not be computed first, then the others, each
+    # grouped by column (a check that raised in its own validation keeps its place).
     order = by_column(order)
-    order = [c for c in order if verdicts[c.id][2] is not None] + [
-        c for c in order if verdicts[c.id][2] is None
-    ]
+    aborted = [c for c in order if aborted_metrics(verdicts[c.id][2])]
+    order = aborted + [c for c in order if c.id not in {a.id for a in aborted}]
     header = header_findings(names, data)
     failed = [config for config in order if not verdicts[config.id][0]]
     missing_columns = set(header.missing) | {
@@ -205,7 +208,7 @@ def validate_batches(
         failures.append(duplicate_message(duplicate_count, total, model_columns, shown, data))
     formula_failures = [
         formula_message(column, values.rows, values.text(), data)
-        for column, values in formulas.items()
+        for column, values in ((c, formulas[c]) for c in data.columns if c in formulas)
         if values.rows
     ]
     (failures if data.formula_values == "fail" else warnings).extend(formula_failures)
@@ -241,7 +244,8 @@ def validate_batches(
         meta={**meta, "batches": count, "rows": total},
     )
     if docs_dir is not None:
-        build_docs(context, suite_result)
+        context.suites.delete(per_batch.name)  # the site shows the contract's suite only
+        build_docs(context, suite_result, batch_id)
     outcome = ValidationOutcome(
         success=bool(suite_result.success) and not failures,
         failures=failures,
@@ -290,7 +294,23 @@ def rule_failures(failed, verdicts, evidence, missing_columns, explained, header
     return out
 
 
-def build_docs(context, suite_result) -> None:
+def aborted_metrics(item) -> bool:
+    """Whether a check's result is one whose metrics raised (GX keys its exception info by
+    metric), not one that raised in its own validation or did not raise."""
+    info = getattr(item, "exception_info", None) or {}
+    return bool(item is not None and info and "raised_exception" not in info)
+
+
+def across_rows(config, names: list[str]) -> bool:
+    """Whether a check is one no batch decides alone, computed here over every row (its columns
+    all present)."""
+    if config.type not in ACROSS_BATCHES:
+        return False
+    columns = config.kwargs.get("column_list") or [config.kwargs.get("column")]
+    return all(c is None or c in names for c in columns)
+
+
+def build_docs(context, suite_result, batch_id: str | None) -> None:
     """Render the Data Docs of the merged result (GX builds them from its results store)."""
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
@@ -301,7 +321,8 @@ def build_docs(context, suite_result) -> None:
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_result.suite_name),
         run_id=run_id,
-        batch_identifier="snapshot",
+        batch_identifier=batch_id or "snapshot",
     )
     context.validation_results_store.set(key, suite_result)
-    context.build_data_docs(site_names=["pipeline_run"], resource_identifiers=[key])
+    suite = ExpectationSuiteIdentifier(name=suite_result.suite_name)
+    context.build_data_docs(site_names=["pipeline_run"], resource_identifiers=[key, suite])

@@ -71,7 +71,7 @@ class Merged:
             result.pop("_ok", None)
             return self.success, result
         considered = self.element - self.missing
-        mostly = self.config.kwargs.get("mostly") or 1.0
+        mostly = _mostly(self.config.kwargs)
         success = considered == 0 or _mostly_success(considered, self.unexpected, mostly)
         return success, map_result(
             _format_map_output,
@@ -120,7 +120,9 @@ class Across:
         self.config, self.kind, self.kwargs = config, config.type, dict(config.kwargs)
         self.total = 0
         columns = self.kwargs.get("column_list") or [self.kwargs.get("column")]
-        skip = {UNIQUE: "any", CLASS_COUNT: "any", COMPOUND: self.kwargs.get("ignore_row_if")}.get(self.kind)
+        # GX's default for a compound check: a row whose values are all missing is not checked
+        compound = self.kwargs.get("ignore_row_if", "all_values_are_missing")
+        skip = {UNIQUE: "any", CLASS_COUNT: "any", COMPOUND: compound}.get(self.kind)
         skip = {"all_values_are_missing": "all", "any_value_is_missing": "any"}.get(skip, skip)
         self.hashes = RowHashes([c for c in columns if c], skip) if self.kind != ROW_COUNT else None
         self.wanted: list[int] = []  # rows whose values the result lists (fetched in a second pass)
@@ -147,7 +149,7 @@ class Across:
         unexpected = rows[sizes[group] > 1] if len(rows) else rows
         self.wanted = unexpected[:PARTIAL].tolist()
         considered = len(rows)
-        mostly = self.kwargs.get("mostly") or 1.0
+        mostly = _mostly(self.kwargs)
         ok = considered == 0 or _mostly_success(considered, len(unexpected), mostly)
         self.success, self.counts = ok, (self.total, considered, len(unexpected))
         return ok, {}
@@ -161,11 +163,17 @@ class Across:
         if not len(rows):
             partial = []
         elif self.kind == UNIQUE:
-            partial = rows[columns[0]].tolist()
+            partial = list(rows[columns[0]])  # as GX lists them (a nullable column's NumPy scalars)
         else:
             partial = [dict(zip(columns, v, strict=True)) for v in rows[columns].itertuples(index=False)]
         wanted = self.wanted
         return map_result(_format_map_output, self.success, total, considered, unexpected, partial, wanted)
+
+
+def _mostly(kwargs: dict[str, Any]) -> float:
+    """An expectation's ``mostly`` (GX's default: 1; 0 is a value, not a default)."""
+    value = kwargs.get("mostly")
+    return 1.0 if value is None else float(value)
 
 
 def by_column(configs: list[Any]) -> list[Any]:

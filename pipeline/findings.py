@@ -319,6 +319,8 @@ def duplicated_rows(frame: pd.DataFrame):
 def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[str], int]:
     """A failure when more than ``data.max_duplicate_fraction`` of the rows repeat an earlier row
     over the model's columns (what preprocessing de-duplicates on), naming the repeated rows."""
+    import pandas as pd
+
     columns = [c for c in [*data.feature_columns(), data.target] if c in frame.columns]
     if not columns or frame.empty:
         return [], 0
@@ -327,8 +329,12 @@ def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[st
     count = int(repeated.sum())
     if count == 0 or count / len(frame) <= data.max_duplicate_fraction:
         return [], count
-    # Each row as one text key (pandas keeps a missing value missing under astype(str): a marker).
-    text = subset.astype(str).fillna("\x00")
+    # Each row as one text key (-0.0 as 0.0, as duplicated() has it; pandas keeps a missing value
+    # missing under astype(str): a marker).
+    text = pd.DataFrame(
+        {c: (subset[c] + 0.0 if pd.api.types.is_float_dtype(subset[c].dtype) else subset[c]) for c in columns}
+    )
+    text = text.astype(str).fillna("\x00")
     groups = text[subset.duplicated(keep=False)].agg("\x1f".join, axis=1)
     every = text.agg("\x1f".join, axis=1).to_numpy()
     del text
@@ -336,7 +342,7 @@ def duplicate_findings(frame: pd.DataFrame, data: DataSettings) -> tuple[list[st
     for key, times in groups.value_counts().head(3).items():
         mask = every == key
         first = int(mask.argmax())
-        shown = ", ".join(f"{c}={_shown(subset.iloc[first][c], 30)}" for c in columns)
+        shown = ", ".join(f"{c}={_shown(subset[c].iloc[first], 30)}" for c in columns)  # its own type
         examples.append((shown, times, data_rows(mask)))
     return [duplicate_message(count, len(frame), columns, examples, data)], count
 

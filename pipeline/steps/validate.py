@@ -35,7 +35,7 @@ def run(ctx: StepContext) -> StepResult:
     fmt, csv, docs_dir = ingest.summary["format"], settings.data.source.csv, ctx.staging / "data_docs"
     batch_rows = settings.data.validation_batch_rows
     if int(ingest.summary["rows"]) <= batch_rows:
-        frame = read_table_file(raw_path, label, fmt, csv)
+        frame = read_table_file(raw_path, label, fmt, csv).reset_index(drop=True)  # data rows from 1
         outcome = validate_frame(frame, settings.data, label, docs_dir=docs_dir)
         del frame
     else:  # one batch of rows at a time, with the result of validating the table whole

@@ -194,3 +194,104 @@ def test_results_are_in_the_order_gx_reports_them() -> None:
     ordered = by_column([Config(*item) for item in reported])
     assert [(c.type, c.kwargs.get("column")) for c in ordered] == reported
     assert shuffled != reported  # the grouping is not alphabetical
+
+
+# -- what a review found the batched path did differently (each fixed) -------------------------
+
+
+def test_a_mostly_of_zero_is_a_value_not_the_default() -> None:
+    frame = penguins()
+    frame.loc[10, "bill_length_mm"] = 1000.0
+    data = settings().data
+    spec = data.columns["bill_length_mm"].model_copy(update={"max_nonfinite_fraction": 1.0})
+    whole = assert_same(frame, data.model_copy(update={"columns": {**data.columns, "bill_length_mm": spec}}))
+    assert whole.success
+
+
+def test_rows_unique_together_skip_rows_whose_values_are_all_missing() -> None:
+    """GX's default ignore_row_if: penguins has two rows without any measurement."""
+    assert_same(penguins(), settings(unique_together=[["bill_length_mm", "bill_depth_mm"]]).data)
+
+
+def test_checks_across_rows_on_a_missing_column_raise_as_gx_does() -> None:
+    frame = penguins().drop(columns=["year"])
+    data = settings(unique_together=[["island", "year"]]).data
+    spec = data.columns["year"].model_copy(update={"unique": True})
+    assert_same(frame, data.model_copy(update={"columns": {**data.columns, "year": spec}}))
+    assert_same(penguins().drop(columns=["species"]), settings().data)
+
+
+def test_checks_that_raise_keep_gx_order() -> None:
+    assert_same(penguins().drop(columns=["bill_length_mm", "island"]), settings().data)
+
+
+def test_formula_values_are_reported_in_contract_order() -> None:
+    frame = penguins()
+    frame.loc[300, "island"] = "=x"
+    frame.loc[3, "sex"] = "@a"
+    assert_same(frame, settings().data)
+    assert_same(frame, settings(formula_values="fail").data)
+
+
+def test_values_are_told_apart_by_their_text() -> None:
+    frame = penguins()
+    frame.loc[10, "bill_length_mm"] = 0.0
+    frame.loc[11, "bill_length_mm"] = -0.0
+    frame.loc[[10, 50], "island"] = "A" * 70 + "1"
+    frame.loc[20, "island"] = "A" * 70 + "2"
+    assert_same(frame, settings().data)
+
+
+def test_nullable_numbers_compare_as_numbers() -> None:
+    frame = penguins().reset_index(names="id")
+    frame["id"] = frame["id"].astype("Float64")
+    frame.loc[0, "id"], frame.loc[200, "id"] = 0.0, -0.0
+    frame.loc[5, "id"] = pd.NA
+    columns = {"id": {"type": "float", "role": "id", "unique": True, "max_null_fraction": 0.1}}
+    base = settings().data
+    data = Settings.load(
+        data={"columns": {**columns, **{k: v.model_dump() for k, v in base.columns.items()}}}
+    ).data
+    whole = assert_same(frame, data)
+    assert any(f.startswith("column 'id': 2 of 344 rows violate it") for f in whole.failures)
+
+
+def test_duplicate_rows_of_numbers_and_signed_zeros() -> None:
+    from sklearn.datasets import load_diabetes
+
+    from pipeline.settings import packaged_config
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    frame["age"] = frame["age"].astype("int64")
+    frame.iloc[:300] = frame.iloc[[0] * 300].to_numpy()
+    frame.loc[150:299, "bmi"] = -0.0
+    frame.loc[:149, "bmi"] = 0.0
+    frame["age"] = frame["age"].astype("int64")
+    data = Settings.load(packaged_config("diabetes.yaml")).data
+    spec = data.columns["bmi"].model_copy(update={"min": -1})
+    whole = assert_same(frame, data.model_copy(update={"columns": {**data.columns, "bmi": spec}}))
+    assert "appears 300 times" in whole.failures[0] and "age=59," in whole.failures[0]
+
+
+def test_a_message_says_when_it_stopped_counting_distinct_values(monkeypatch) -> None:
+    from pipeline import contract_evidence
+
+    monkeypatch.setattr(contract_evidence, "DISTINCT_KEPT", 12)
+    series = pd.Series([f"v{i}" for i in range(30)])
+    values = Values()
+    values.add(series, np.ones(30, bool), 0)
+    assert values.rows == 30
+    assert values.text().endswith("and more than 2 more distinct value(s)")
+
+
+def test_the_data_docs_have_the_pages_of_the_whole_tables(tmp_path) -> None:
+    frame = penguins()
+    frame.loc[4, "island"] = "Atlantis"
+    validate_frame(frame, settings().data, "in.csv", docs_dir=tmp_path / "whole")
+    validate_batches(batched(frame, 100), settings().data, "in.csv", docs_dir=tmp_path / "batches")
+
+    def pages(root):
+        return sorted((p.relative_to(root).parts[0], p.name) for p in root.rglob("*.html"))
+
+    assert pages(tmp_path / "batches") == pages(tmp_path / "whole")
+    assert ("expectations", "penguins_contract.html") in pages(tmp_path / "whole")
