@@ -248,7 +248,8 @@ def _parquet_frames(path: Path, label: str, batch_rows: int) -> TableBatches:
         with pq.ParquetFile(path) as parquet:
             schema = parquet.schema_arrow
             _check_columns(list(schema.names), label)
-            names = list(schema.names)
+            index = (schema.pandas_metadata or {}).get("index_columns", [])
+            names = [n for n in schema.names if n not in index]  # a stored pandas index is no column
             types = {name: schema.field(name).type for name in names}
             scanned = [n for n, t in types.items() if pa.types.is_dictionary(t) or pa.types.is_integer(t)
                        or pa.types.is_boolean(t)]  # fmt: skip

@@ -60,8 +60,8 @@ class Spill:
     """The labelled rows of the snapshot in a Parquet file of the scratch folder, read back as the
     whole read's DataFrame would hold them (one column, some rows, or a row group at a time)."""
 
-    def __init__(self, path: Path, widen: dict[str, str]):
-        self.path, self.widen = path, widen
+    def __init__(self, path: Path, widen: dict[str, str], names: list[str], rows: int):
+        self.path, self.widen, self.names, self.rows = path, widen, names, rows
 
     def column(self, name: str, rows: np.ndarray | None = None) -> pd.Series:
         """Column ``name`` of the spilled rows (``rows``: those positions, in that order)."""
@@ -164,7 +164,7 @@ def spill_labelled(
             labelled = pc.invert(pc.is_null(table.column(target), nan_is_null=True))
             ids = pa.array(np.arange(total, total + table.num_rows, dtype=np.int64))
             total += table.num_rows
-            part = table.append_column(ROW_ID, ids).filter(labelled)
+            part = table.append_column(spill_id(spilled), ids).filter(labelled)
             if hashes is not None and part.num_rows:
                 hashes.add(to_frame(part.select(columns), source.widen))
             if writer is None:
@@ -175,9 +175,15 @@ def spill_labelled(
     finally:
         if writer is not None:
             writer.close()
-    spill = Spill(path, source.widen)
-    spill.rows = rows
-    return spill, total, hashes
+    return Spill(path, source.widen, spilled, rows), total, hashes
+
+
+def spill_id(names: list[str]) -> str:
+    """The spill's row-id column: ``__row_id``, or a name no column of the snapshot has."""
+    name = ROW_ID
+    while name in names:
+        name = "_" + name
+    return name
 
 
 def leakage_rows(spill: Spill, train: np.ndarray, columns: list[str], checked: list[str], settings: Settings):
@@ -213,7 +219,9 @@ def write_outputs(spill: Spill, staging: Path, transformer, positions, split, co
     ):
         pending: list[pd.DataFrame] = []
         held = 0
-        for offset, frame in spill.frames([*columns, ROW_ID]):
+        internal = spill_id(spill.names)
+        for offset, frame in spill.frames([*columns, internal]):
+            frame = frame.rename(columns={internal: ROW_ID})
             lo, hi = np.searchsorted(positions, [offset, offset + len(frame)])
             if hi == lo:
                 continue

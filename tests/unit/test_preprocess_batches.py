@@ -152,3 +152,17 @@ def packaged(name: str) -> Path:
     from pipeline.settings import packaged_config
 
     return packaged_config(name)
+
+
+def test_a_stored_index_signed_zeros_and_a_column_named_like_the_row_id(tmp_path: Path) -> None:
+    """What a review found: a Parquet snapshot with a stored (non-range) pandas index, rows that
+    repeat but for -0.0 and 0.0 in a nullable float column, and an undeclared ``__row_id``."""
+    frame = penguins().sample(frac=1.0, random_state=3)  # a shuffled index, stored in the file
+    frame["bill_depth_mm"] = frame["bill_depth_mm"].astype("Float64")
+    frame.iloc[:10, frame.columns.get_loc("bill_depth_mm")] = -0.0
+    frame = pd.concat([frame, frame.iloc[:10].assign(bill_depth_mm=0.0)])  # repeats but for the sign
+    frame["__row_id"] = np.arange(len(frame)) * 3
+    raw = tmp_path / "raw.parquet"
+    frame.to_parquet(raw, row_group_size=40)
+    whole = assert_same(raw, "parquet", Settings.load(), tmp_path, sizes=(7, 100_000))
+    assert whole.dropped_duplicates >= 10
