@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any
 
-from pipeline.batches import iter_table_frames
+from pipeline.batches import table_batches, to_frame
 from pipeline.context import StepContext, StepResult
 from pipeline.contract import validate_frame
 from pipeline.contract_batches import validate_batches
@@ -40,8 +40,10 @@ def run(ctx: StepContext) -> StepResult:
         del frame
     else:  # one batch of rows at a time, with the result of validating the table whole
 
+        source = table_batches(raw_path, label, fmt, csv, batch_rows)  # the first pass, once
+
         def batches():
-            return iter_table_frames(raw_path, label, fmt, csv, batch_rows)
+            return (to_frame(table, source.widen) for table in source.batches())
 
         outcome = validate_batches(batches, settings.data, label, docs_dir=docs_dir)
     report = {
