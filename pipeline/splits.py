@@ -1,21 +1,59 @@
 """The train step's tensors from a feature-set version read a chunk of rows at a time: each
 split's arrays are allocated once (from the sizes the preprocess step announced) and filled in
-place, so the version is never a DataFrame and the tensors are the only whole copy of it."""
+place, so the version is never a DataFrame and the tensors are the only whole copy of it. The
+rows come from the preprocess step's ``features.parquet`` (a row group at a time) when that file
+is the version's content (its SHA-256 is the version's content hash), else from the store."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.model import Split
 
+logger = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+PARQUET_BATCH_ROWS = 262_144
 
 
-def read_splits(feature_store_url: str, features: dict, transformer, sizes: dict[str, int] | None = None):
-    """The tensors of the feature-set version the features step's summary ``features`` names,
-    read from the store a chunk at a time (:func:`splits_from_chunks`)."""
+def version_file(path: Path, features: dict) -> Path | None:
+    """``path`` (a local copy of the preprocess step's ``features.parquet``) when its SHA-256 is
+    the content hash of the version ``features`` names, so it holds that version's rows; else
+    None (the store is read)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() == features.get("content_hash"):
+        return path
+    logger.warning("%s is not the rows of feature set version %s: reading the store", path, features)
+    return None
+
+
+def read_splits(
+    feature_store_url: str,
+    features: dict,
+    transformer,
+    sizes: dict[str, int] | None = None,
+    processed: Path | None = None,
+):
+    """The tensors of the feature-set version the features step's summary ``features`` names:
+    from ``processed`` (the preprocess step's ``features.parquet``, the file whose SHA-256 is the
+    version's content hash: the same rows) a row group at a time, else from the store a chunk at a
+    time (:func:`splits_from_chunks`)."""
     from pipeline.featurestore import FeatureStore
 
+    if processed is not None:
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(processed) as parquet:
+            chunks = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS))
+            return splits_from_chunks(chunks, transformer, sizes)
     store = FeatureStore(feature_store_url)
     try:
         chunks = store.read_chunks(features["feature_set"], int(features["feature_set_version"]))

@@ -147,6 +147,7 @@ STEPS: tuple[StepSpec, ...] = (
             "validate.data_docs",
             "preprocess.transformer",
             "preprocess.test_raw",
+            "preprocess.features",  # read when it is the feature-set version's content
             "features",
             "version.raw_dvc",
             "version.processed_dvc",

@@ -70,7 +70,7 @@ from pipeline.names import (
     UPSTREAM_STEPS_ARTIFACT,
 )
 from pipeline.settings import redact_url
-from pipeline.splits import read_splits
+from pipeline.splits import read_splits, version_file
 from pipeline.torchrun import world_size
 from pipeline.tracking import (
     configure,
@@ -217,7 +217,8 @@ def run(ctx: StepContext) -> StepResult:
         )
     ranks = world_size(cfg)
     sizes = ctx.upstream("preprocess").summary.get("rows_per_split")  # the tensors allocated once
-    splits = read_splits(settings.resolved_feature_store_url, features.summary, transformer, sizes)
+    processed = version_file(ctx.input_path("preprocess", "features"), features.summary)
+    splits = read_splits(settings.resolved_feature_store_url, features.summary, transformer, sizes, processed)
     training = Training.create(cfg, settings.seed, transformer, splits)
     state = TrainState()
 

@@ -39,7 +39,6 @@ def run(ctx: StepContext) -> StepResult:
         outcome = validate_frame(frame, settings.data, label, docs_dir=docs_dir)
         del frame
     else:  # one batch of rows at a time, with the result of validating the table whole
-
         source = table_batches(raw_path, label, fmt, csv, batch_rows)  # the first pass, once
 
         def batches():

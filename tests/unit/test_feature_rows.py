@@ -129,3 +129,36 @@ def test_a_version_read_a_chunk_at_a_time_is_the_whole_read(tmp_path, monkeypatc
         assert all(c.dtypes.equals(chunks[0].dtypes) for c in chunks)
     finally:
         store.close()
+
+
+def test_train_reads_the_version_from_its_own_parquet_file_only_when_the_hashes_agree(tmp_path):
+    """The train step reads the preprocess step's features.parquet when its SHA-256 is the
+    version's content hash (the same rows: the same tensors as the store gives), and the store
+    when it is not (a file that changed since)."""
+    import hashlib
+
+    from pipeline.splits import read_splits, version_file
+    from pipeline.transform import TabularTransformer
+
+    table = processed_like().select(["row_id", "split", "num__x", "cat__c", "target"])
+    path = write_parquet(tmp_path / "features.parquet", table)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    url = f"sqlite:///{tmp_path / 'fs.db'}"
+    store = FeatureStore(url)
+    try:
+        version = store.write(FeatureRows.from_parquet(path), "t", content_hash=digest, run_id="r1")
+    finally:
+        store.close()
+    features = {"feature_set": "t", "feature_set_version": version.version, "content_hash": digest}
+    transformer = TabularTransformer(
+        task="classification", target="target", numeric=["x"], categorical=["c"], classes=[0, 1, 2]
+    )
+    assert version_file(path, features) == path
+    from_file = read_splits(url, features, transformer, None, path)
+    from_store = read_splits(url, features, transformer, None, None)
+    for name in from_store:
+        for field in ("x_num", "x_cat", "y"):
+            a, b = getattr(from_file[name], field), getattr(from_store[name], field)
+            assert a.dtype == b.dtype and bool((a == b).all()), (name, field)
+    other = write_parquet(tmp_path / "other.parquet", table.slice(1))
+    assert version_file(other, features) is None
