@@ -213,6 +213,26 @@ def observed_from_result(kind: str, result: dict[str, Any]) -> str:
     return "failed"
 
 
+def failure_messages(checks, header, missing_columns: set, explained: set, data: DataSettings) -> list[str]:
+    """One message per failed check of the suite, however it was run: ``checks`` holds
+    ``(kind, kwargs, raised, observed)``, ``raised`` the message of what the check raised ('' when
+    it ran) and ``observed()`` what it found."""
+    out = []
+    for kind, kwargs, raised, observed in checks:
+        column = kwargs.get("column")
+        if column in missing_columns:
+            continue  # its other checks cannot run
+        if kind == "expect_table_columns_to_match_set" and header.extra:
+            continue  # reported above, by name
+        if raised and column in explained:
+            continue
+        rule = _describe_rule(kind, kwargs, data)
+        found = f"check could not run: {raised[:200]}" if raised else observed()
+        where = f"column {column!r}" if column else "table"
+        out.append(f"{where}: {found} (rule: {rule})")
+    return out
+
+
 def _raised(item) -> str:
     """The message of an exception a check raised (GX nests them per metric), or ''."""
     info = item.exception_info or {}
@@ -348,25 +368,15 @@ def validate_frame(
     failures += duplicates
     formulas = formula_findings(frame, data)
     (failures if data.formula_values == "fail" else warnings).extend(formulas)
+    checks = []
     for item in failed:
-        config = item.expectation_config
-        kind = config.type
-        kwargs = dict(config.kwargs)
-        column = kwargs.get("column")
-        if column in missing_columns:
-            continue  # its other checks cannot run
-        if kind == "expect_table_columns_to_match_set" and header.extra:
-            continue  # reported above, by name
-        raised = _raised(item)
-        if raised and column in explained:
-            continue
-        rule = _describe_rule(kind, kwargs, data)
-        if raised:
-            observed = f"check could not run: {raised[:200]}"
-        else:
-            observed = _describe_observed(kind, item.result or {}, frame, column, kwargs)
-        where = f"column {column!r}" if column else "table"
-        failures.append(f"{where}: {observed} (rule: {rule})")
+        kind, kwargs = item.expectation_config.type, dict(item.expectation_config.kwargs)
+
+        def observed(item=item, kind=kind, kwargs=kwargs) -> str:
+            return _describe_observed(kind, item.result or {}, frame, kwargs.get("column"), kwargs)
+
+        checks.append((kind, kwargs, _raised(item), observed))
+    failures += failure_messages(checks, header, missing_columns, explained, data)
     stats = validation.statistics
     statistics = {
         "evaluated_expectations": int(stats.get("evaluated_expectations", 0)),

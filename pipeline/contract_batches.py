@@ -266,32 +266,21 @@ def validate_batches(
 
 
 def rule_failures(failed, verdicts, evidence, missing_columns, explained, header, data, total) -> list[str]:
-    """One message per failed check, as :func:`pipeline.contract.validate_frame` words it."""
-    from pipeline.contract import _describe_rule, _raised, observed_from_result
+    """One message per failed check, as :func:`pipeline.contract.validate_frame` words it, from
+    the merged results and the evidence gathered across batches."""
+    from pipeline.contract import _raised, failure_messages, observed_from_result
 
-    out = []
+    checks = []
     for config in failed:
         kind, kwargs = config.type, dict(config.kwargs)
-        column = kwargs.get("column")
         _, result, raised_item = verdicts[config.id]
-        if column in missing_columns:
-            continue
-        if kind == "expect_table_columns_to_match_set" and header.extra:
-            continue
-        raised = _raised(raised_item) if raised_item is not None else ""
-        if raised and column in explained:
-            continue
-        rule = _describe_rule(kind, kwargs, data)
-        if raised:
-            observed = f"check could not run: {raised[:200]}"
-        else:
-            found = evidence.get(config.id)
-            observed = (found.observed(result, total) if found else None) or observed_from_result(
-                kind, result
-            )
-        where = f"column {column!r}" if column else "table"
-        out.append(f"{where}: {observed} (rule: {rule})")
-    return out
+        found = evidence.get(config.id)
+
+        def observed(kind=kind, result=result, found=found) -> str:
+            return (found.observed(result, total) if found else None) or observed_from_result(kind, result)
+
+        checks.append((kind, kwargs, _raised(raised_item) if raised_item is not None else "", observed))
+    return failure_messages(checks, header, missing_columns, explained, data)
 
 
 def aborted_metrics(item) -> bool:
